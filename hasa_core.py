@@ -1,0 +1,1129 @@
+"""HASA: heterogeneity-aware subnet allocation for model-heterogeneous federated learning.
+
+The one core module of the reproducible artifact of arXiv 2606.07621. Sections, in order:
+
+    1. data        Medium titles (text) and five digit domains (images): checksums, clients, splits
+    2. model       width-sliceable supernets (word LSTM, small CNN) as pure functions of a
+                   parameter dict, the width -> index "extraction" rules, and the cost model c(w)
+    3. score       per-client heterogeneity scores, a registry by name
+    4. allocate    widths under the size-weighted budget  sum_k n_k c(w_k) <= B
+    5. train       local SGD on a subnet, element-wise FedAvg aggregation, the federated loop
+    6. evaluate    per-client top-1 accuracy and the mean / worst / tail summaries
+    7. results     cached runs (one JSON per (config, seed), written atomically), tables, statistics
+    8. bench / CLI ``python -m hasa_core bench`` and ``python -m hasa_core check-data``
+
+Everything random is drawn from generators derived from the run's seed; nothing here keeps
+global mutable state.  Every run executes single-threaded (``torch.set_num_threads(1)``) so that
+the same (config, seed) gives bit-identical numbers whatever the machine's core count; the
+two cores of the reference machine are used by running two seeds at once (``n_jobs=2``).
+
+Where the paper is silent (score formula, allocation rule, model sizes, hyper-parameters) the
+choice made here is written in the docstring of the function that makes it and is a field of
+:class:`RunConfig`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import html
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from scipy import stats
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parent
+DEFAULT_DATA_DIR = REPO / "data"
+DEFAULT_RESULTS_DIR = REPO / "results"
+
+# =============================================================================================
+# 1. Data
+# =============================================================================================
+
+MEDIUM_FILE = "medium_data.csv"
+MEDIUM_SHA256 = "9e4f33aeee0b9ee5c729c21ad7fe5b5dac65992244d8a1035b886f87a28bd1d5"
+MEDIUM_COLUMNS = ("id", "url", "title", "subtitle", "image", "claps", "responses",
+                  "reading_time", "publication", "date")
+MEDIUM_SOURCE = ("Kaggle dataset 'dorianlazar/medium-articles-dataset' (Medium articles dataset, "
+                 "2019, 7 publications): `kaggle datasets download dorianlazar/medium-articles-dataset`, "
+                 "or `make data HASA_DATA=/folder/holding/medium_data.csv`")
+
+DIGIT_FILES = {  # domain name -> (file, sha256)
+    "mnist": ("mnist.npz", "60ff6f049bf6dac779a99b1ea85e1a5d2531f0c45255c912c8c94320261af5ed"),
+    "usps": ("usps.npz", "b41b4ded34b54aef8f8e86043bc5bdfa229cdc4528cbe6ec9c91101a8d32221f"),
+    "mnist_m": ("mnist_m.npz", "0409b6cbef997226105d59d7dc673af00c5cdfa3105541d644e530e164839e04"),
+    "chars74k_img": ("chars74k_img_digits.npz",
+                     "2b0859df1c3a451ce9b925e709a346eedc61b21f8b003b606d2035370a24312a"),
+    "chars74k_fnt": ("chars74k_fnt_digits.npz",
+                     "badfa666edd15ea681a02a8fa57b228acc73607edba95b8f1bd9e198f86f0fd4"),
+}
+DIGITS_SOURCE = ("the five digit-domain .npz files described in the README section 'Data' "
+                 "(MNIST, USPS, MNIST-M, Chars74K), or `make data HASA_DATA=/folder/holding/them`")
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+
+
+class DataError(RuntimeError):
+    """A data file is missing or is not the file the artifact was built for."""
+
+
+def data_dir() -> Path:
+    """The folder the loaders read: ``$HASA_DATA_DIR`` if set, else ``<repo>/data``."""
+    return Path(os.environ.get("HASA_DATA_DIR", DEFAULT_DATA_DIR))
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verified_path(relpath: str, sha256: str, source: str, root: Path | None = None) -> Path:
+    """Return ``root/relpath`` after checking that it exists and has the expected sha256."""
+    path = (root or data_dir()) / relpath
+    if not path.is_file():
+        raise DataError(f"{path} is missing. Get it from {source} and put it at {path}.")
+    digest = sha256_of(path)
+    if digest != sha256:
+        raise DataError(f"{path} has sha256 {digest}, expected {sha256}: it is not the file this "
+                        f"artifact was built for. Get it again from {source}.")
+    return path
+
+
+def clean_title(raw: str) -> str:
+    """Strip HTML markup and entities, normalise U+00A0 and typographic quotes, lower-case."""
+    text = html.unescape(re.sub(r"<[^>]+>", " ", raw))
+    text = text.replace("\u00a0", " ").translate(str.maketrans("\u2018\u2019\u201c\u201d", "''\"\""))
+    return " ".join(text.lower().split())
+
+
+_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
+
+
+def tokenize(title: str) -> list[str]:
+    """Words (with an inner apostrophe kept: ``don't``) and single punctuation marks."""
+    return _TOKEN.findall(clean_title(title))
+
+
+def load_medium(root: Path | None = None) -> pd.DataFrame:
+    """The Medium CSV, checksum- and column-verified, with a ``tokens`` column added."""
+    path = verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE, root)
+    df = pd.read_csv(path, encoding="utf-8", keep_default_na=False)
+    missing = [c for c in MEDIUM_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{path} lacks the columns {missing}; get it again from {MEDIUM_SOURCE}.")
+    df = df.assign(tokens=df["title"].map(tokenize))
+    return df[df["tokens"].map(len) > 0].reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class Client:
+    """One client: its data as groups of equally-shaped (x, y) tensors, so batches never pad.
+
+    ``n_train`` is the number of supervised targets in the training data (tokens for text,
+    images for digits): the n_k of the budget and the FedAvg weight.
+    """
+    name: str
+    train: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    test: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    label_counts: np.ndarray  # histogram of training targets over the output classes
+
+    @property
+    def n_train(self) -> int:
+        return int(sum(y.numel() for _, y in self.train))
+
+    @property
+    def n_test(self) -> int:
+        return int(sum(y.numel() for _, y in self.test))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A federated benchmark: clients, the supernet architecture and class-level metadata."""
+    name: str
+    clients: tuple[Client, ...]
+    arch: "Architecture"
+    num_classes: int
+    ignore_class: int | None = None  # a class never predicted (text: <unk>)
+    vocab: tuple[str, ...] = ()
+
+    @property
+    def sizes(self) -> np.ndarray:
+        return np.array([c.n_train for c in self.clients], dtype=np.int64)
+
+
+def _split_indices(n: int, test_frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    perm = rng.permutation(n)
+    n_test = max(1, int(round(test_frac * n))) if n > 1 else 0
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _length_groups(seqs: list[list[int]]) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Group id sequences ``<bos> w_1..w_n <eos>`` by length: inputs drop the last id, targets the first."""
+    by_len: dict[int, list[list[int]]] = {}
+    for s in seqs:
+        by_len.setdefault(len(s), []).append(s)
+    groups = []
+    for length in sorted(by_len):
+        t = torch.tensor(by_len[length], dtype=torch.long)
+        groups.append((t[:, :-1].contiguous(), t[:, 1:].contiguous()))
+    return tuple(groups)
+
+
+def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
+    """The 7-client Medium next-word benchmark.
+
+    * Clients: the 7 publications, largest first. ``cfg.max_examples_per_client`` caps the titles
+      per client (a seeded sample; ``None`` = all) for the fast smoke profile.
+    * Split: per client, a seeded ``cfg.test_frac`` of the titles is test.
+    * Vocabulary: tokens seen at least ``cfg.min_count`` times in the pooled TRAINING titles, plus
+      ``<pad> <bos> <eos> <unk>``; other tokens map to ``<unk>``.
+    * Targets: every word of a title and the final ``<eos>``; the input is ``<bos>`` plus the words.
+      Accuracy counts every target position, ``<eos>`` included; an ``<unk>`` target counts as a
+      miss, because ``<unk>`` is never predicted (its logit is masked at evaluation). There is no
+      padding: batches hold titles of one length.
+    """
+    df = load_medium() if df is None else df
+    rng = np.random.default_rng([seed, 1])
+    pubs = df["publication"].value_counts().index.tolist()
+    splits = {}
+    for pub in pubs:
+        toks = df.loc[df["publication"] == pub, "tokens"].tolist()
+        if cfg.max_examples_per_client is not None and len(toks) > cfg.max_examples_per_client:
+            keep = np.sort(rng.choice(len(toks), cfg.max_examples_per_client, replace=False))
+            toks = [toks[i] for i in keep]
+        tr, te = _split_indices(len(toks), cfg.test_frac, rng)
+        splits[pub] = ([toks[i] for i in tr], [toks[i] for i in te])
+    counts: dict[str, int] = {}
+    for train, _ in splits.values():
+        for t in train:
+            for w in t:
+                counts[w] = counts.get(w, 0) + 1
+    words = sorted(w for w, c in counts.items() if c >= cfg.min_count)
+    vocab = (PAD, BOS, EOS, UNK, *words)
+    index = {w: i for i, w in enumerate(vocab)}
+    unk = index[UNK]
+
+    def encode(titles):
+        return [[index[BOS], *(index.get(w, unk) for w in t), index[EOS]] for t in titles]
+
+    clients = []
+    for pub, (train, test) in splits.items():
+        tr, te = encode(train), encode(test)
+        hist = np.bincount(np.concatenate([np.array(s[1:]) for s in tr]) if tr else np.zeros(0, int),
+                           minlength=len(vocab))
+        clients.append(Client(pub, _length_groups(tr), _length_groups(te), hist))
+    arch = lstm_arch(len(vocab), cfg.emb_dim, cfg.hidden_dim)
+    return Task("medium", tuple(clients), arch, len(vocab), ignore_class=unk, vocab=vocab)
+
+
+def load_digit_domain(domain: str, root: Path | None = None) -> dict[str, np.ndarray]:
+    """One digit domain's arrays, checksum-verified (``root`` defaults to ``data_dir()/digits``)."""
+    if domain not in DIGIT_FILES:
+        raise ValueError(f"unknown digit domain {domain!r}; valid: {sorted(DIGIT_FILES)}")
+    fname, sha = DIGIT_FILES[domain]
+    path = verified_path(fname, sha, DIGITS_SOURCE, root or data_dir() / "digits")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def to_grey28(x: np.ndarray) -> np.ndarray:
+    """uint8 images (N,H,W) or (N,H,W,3) -> float32 (N,3,28,28) in [0,1], bilinear resize."""
+    t = torch.from_numpy(x).float() / 255.0
+    t = t.unsqueeze(1).expand(-1, 3, -1, -1) if t.ndim == 3 else t.permute(0, 3, 1, 2)
+    if t.shape[-1] != 28:
+        t = F.interpolate(t, size=(28, 28), mode="bilinear", align_corners=False)
+    return t.contiguous().numpy()
+
+
+# =============================================================================================
+# 2. Model: sliceable supernets, extraction rules, cost model
+# =============================================================================================
+
+@dataclass(frozen=True)
+class Axis:
+    """How one tensor axis follows a width dimension ``dim`` of size D.
+
+    The axis has ``outer * D * inner`` entries laid out as ``[outer][D][inner]``: an LSTM's
+    ``(i, f, g, o)`` gate blocks are ``outer=4``; a flattened ``C x 7 x 7`` feature map is
+    ``inner=49``. Keeping units ``idx`` of ``dim`` keeps the entries
+    ``(b * D + i) * inner + s`` for every block b, i in idx and offset s.
+    """
+    dim: str
+    outer: int = 1
+    inner: int = 1
+
+    def entries(self, idx: torch.Tensor, size: int) -> torch.Tensor:
+        b = torch.arange(self.outer).view(-1, 1, 1)
+        s = torch.arange(self.inner).view(1, 1, -1)
+        return ((b * size + idx.view(1, -1, 1)) * self.inner + s).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A supernet as data: width dimensions, how each parameter's axes follow them, and pure
+    functions ``init(dims, gen)``, ``forward(params, x)`` and ``flops(dims)`` (forward FLOPs per
+    supervised target). Output classes are never sliced (axes given as ``None``)."""
+    name: str
+    dims: dict[str, int]
+    axes: dict[str, tuple[Axis | None, ...]]
+    init: Callable[[dict[str, int], torch.Generator], dict[str, torch.Tensor]]
+    forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+    flops: Callable[[dict[str, int]], float]
+
+    def units(self, width: float) -> dict[str, int]:
+        """Units kept of each dimension at width multiplier w: ceil(w * D), at least 1."""
+        return {d: max(1, math.ceil(width * size - 1e-9)) for d, size in self.dims.items()}
+
+    def relative_cost(self, width: float) -> float:
+        """c(w) = FLOPs per target of the width-w subnet / FLOPs of the full supernet.
+
+        Training costs about 3x the forward pass at every width, so the ratio of forward FLOPs is
+        the ratio of training FLOPs."""
+        return self.flops(self.units(width)) / self.flops(self.dims)
+
+
+def _uniform(shape, bound, gen):
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def lstm_arch(vocab: int, emb: int, hidden: int) -> Architecture:
+    """One-layer word LSTM language model: embedding (V x E) -> LSTM(E, H) -> linear (H -> V).
+
+    Width slices the embedding columns (E) and hidden units (H); the LSTM weights are sliced per
+    gate block (a hidden unit keeps its rows in all four gates). Vocabulary rows never slice.
+    Forward FLOPs per token: 8 h (e + h) for the gates plus 2 h V for the output layer."""
+    g = Axis("hid", outer=4)
+    axes = {"embed": (None, Axis("emb")), "w_ih": (g, Axis("emb")), "w_hh": (g, Axis("hid")),
+            "b_ih": (g,), "b_hh": (g,), "dec_w": (None, Axis("hid")), "dec_b": (None,)}
+
+    def init(d, gen):
+        e, h = d["emb"], d["hid"]
+        return {"embed": _uniform((vocab, e), 0.1, gen), "w_ih": _uniform((4 * h, e), 0.1, gen),
+                "w_hh": _uniform((4 * h, h), 0.1, gen), "b_ih": torch.zeros(4 * h),
+                "b_hh": torch.zeros(4 * h), "dec_w": _uniform((vocab, h), 0.1, gen),
+                "dec_b": torch.zeros(vocab)}
+
+    def forward(p, x):
+        h = p["w_hh"].shape[1]
+        zeros = torch.zeros(1, x.shape[0], h)
+        out, _, _ = torch.lstm(F.embedding(x, p["embed"]), (zeros, zeros),
+                               [p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]],
+                               True, 1, 0.0, torch.is_grad_enabled(), False, True)
+        return F.linear(out, p["dec_w"], p["dec_b"])
+
+    def flops(d):
+        e, h = d["emb"], d["hid"]
+        return 8.0 * h * (e + h) + 2.0 * h * vocab
+
+    return Architecture("lstm", {"emb": emb, "hid": hidden}, axes, init, forward, flops)
+
+
+def cnn_arch(c1: int, c2: int, fc: int, classes: int = 10) -> Architecture:
+    """Small CNN for 3x28x28 digits: conv3x3(c1)-relu-pool, conv3x3(c2)-relu-pool, fc, fc(10).
+
+    Width slices both conv widths and the hidden fc layer; the 10 outputs never slice.
+    Normalisation: none. Batch-norm statistics are per-width and do not average across
+    subnets (HeteroFL has to re-estimate them after every round); a 2-conv net trains well
+    without normalisation, so sliced, averaged weights need no extra machinery."""
+    axes = {"conv1_w": (Axis("c1"), None, None, None), "conv1_b": (Axis("c1"),),
+            "conv2_w": (Axis("c2"), Axis("c1"), None, None), "conv2_b": (Axis("c2"),),
+            "fc1_w": (Axis("fc"), Axis("c2", inner=49)), "fc1_b": (Axis("fc"),),
+            "fc2_w": (None, Axis("fc")), "fc2_b": (None,)}
+
+    def init(d, gen):  # Kaiming-uniform bounds of the full fan-in, shared by every subnet
+        a, b, f = d["c1"], d["c2"], d["fc"]
+        return {"conv1_w": _uniform((a, 3, 3, 3), (6 / 27) ** .5, gen), "conv1_b": torch.zeros(a),
+                "conv2_w": _uniform((b, a, 3, 3), (6 / (9 * a)) ** .5, gen), "conv2_b": torch.zeros(b),
+                "fc1_w": _uniform((f, 49 * b), (6 / (49 * b)) ** .5, gen), "fc1_b": torch.zeros(f),
+                "fc2_w": _uniform((classes, f), (1 / f) ** .5, gen), "fc2_b": torch.zeros(classes)}
+
+    def forward(p, x):
+        x = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=1)), 2)
+        x = F.max_pool2d(F.relu(F.conv2d(x, p["conv2_w"], p["conv2_b"], padding=1)), 2)
+        x = F.relu(F.linear(x.flatten(1), p["fc1_w"], p["fc1_b"]))
+        return F.linear(x, p["fc2_w"], p["fc2_b"])
+
+    def flops(d):
+        a, b, f = d["c1"], d["c2"], d["fc"]
+        return 2.0 * (784 * a * 27 + 196 * b * a * 9 + f * b * 49 + classes * f)
+
+    return Architecture("cnn", {"c1": c1, "c2": c2, "fc": fc}, axes, init, forward, flops)
+
+
+Indices = dict[str, torch.Tensor]  # width dimension -> sorted unit indices a client trains
+
+
+def flat_index(shape: Sequence[int], axes: tuple[Axis | None, ...], idx: Indices,
+               sizes: dict[str, int]) -> torch.Tensor:
+    """Flat element indices (into ``tensor.view(-1)``) of the sub-tensor kept by ``idx``.
+
+    The result has the sub-tensor's shape, so ``full.view(-1)[flat]`` extracts it and
+    ``buf.view(-1).index_add_(0, flat.view(-1), sub.view(-1))`` scatters back."""
+    per_axis = [torch.arange(n) if ax is None else ax.entries(idx[ax.dim], sizes[ax.dim])
+                for n, ax in zip(shape, axes)]
+    strides = torch.tensor(torch.empty(tuple(shape)).stride()) if shape else torch.tensor([])
+    flat = torch.zeros((), dtype=torch.long)
+    for k, (ent, st) in enumerate(zip(per_axis, strides.tolist())):
+        view = [1] * len(per_axis)
+        view[k] = -1
+        flat = flat + ent.view(view) * st
+    return flat
+
+
+def extract(params: dict[str, torch.Tensor], arch: Architecture, idx: Indices,
+            sizes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
+    """The subnet ``idx`` of ``params`` (a copy; differentiable through ``params``)."""
+    sizes = sizes or arch.dims
+    return {n: p.reshape(-1)[flat_index(p.shape, arch.axes[n], idx, sizes)] for n, p in params.items()}
+
+
+# --- extraction rules: which units of each dimension a width-w client trains in round r -----
+
+def _static(arch, width, rnd, rng):
+    return {d: torch.arange(k) for d, k in arch.units(width).items()}
+
+
+def _rolling(arch, width, rnd, rng):
+    return {d: torch.sort((torch.arange(k) + rnd) % arch.dims[d]).values
+            for d, k in arch.units(width).items()}
+
+
+def _random(arch, width, rnd, rng):
+    return {d: torch.from_numpy(np.sort(rng.choice(arch.dims[d], k, replace=False)))
+            for d, k in arch.units(width).items()}
+
+
+EXTRACTIONS: dict[str, Callable[..., Indices]] = {
+    "static": _static,    # HeteroFL (Diao et al. 2021): the nested top-left slice, every round
+    "rolling": _rolling,  # FedRolex (Alam et al. 2022): window start advances by 1 per round, wraps
+    "random": _random,    # Federated Dropout (Caldas et al. 2018): fresh random units per round
+    "ordered": _static,   # FjORD (Horvath et al. 2021): nested slices, width drawn per batch
+}
+
+
+def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
+                   rng: np.random.Generator) -> Indices:
+    """Units of each width dimension that a width-``width`` client trains in round ``rnd``.
+
+    ``static``/``ordered``: units 0..k-1. ``rolling``: units (r, r+1, ..., r+k-1) mod D.
+    ``random``: k units drawn without replacement from ``rng``. For ``ordered`` these are the
+    client's maximum-width units; :func:`local_train` draws a nested sub-width per batch."""
+    return _lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
+
+
+def effective_cost(arch: Architecture, width: float, extraction: str, levels: Sequence[float]) -> float:
+    """Expected relative cost of a client of width ``width``.
+
+    For ``ordered`` (FjORD) the width of each batch is uniform over the levels <= ``width``, so the
+    expected cost is the mean of c(l) over those levels; for every other rule it is c(width)."""
+    if extraction == "ordered":
+        allowed = [lv for lv in levels if lv <= width + 1e-12]
+        return float(np.mean([arch.relative_cost(lv) for lv in allowed]))
+    return arch.relative_cost(width)
+
+
+# =============================================================================================
+# 3. Heterogeneity scores (computed from clients' TRAINING data only)
+# =============================================================================================
+
+def _entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
+    return -np.sum(np.where(p > 0, p * np.log(np.where(p > 0, p, 1.0)), 0.0), axis=axis)
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence (nats) JS(p, q) = H((p+q)/2) - (H(p) + H(q)) / 2, row-wise."""
+    return _entropy((p + q) / 2) - (_entropy(p) + _entropy(q)) / 2
+
+
+def score_js(task: Task, rng: np.random.Generator) -> np.ndarray:
+    """JS divergence between client k's next-target distribution p_k (its training-target
+    histogram, normalised) and the federation's pooled distribution q = sum_k counts_k / sum n."""
+    counts = np.stack([c.label_counts for c in task.clients]).astype(float)
+    p = counts / counts.sum(1, keepdims=True)
+    q = counts.sum(0) / counts.sum()
+    return js_divergence(p, q[None, :])
+
+
+def score_entropy(task: Task, rng: np.random.Generator) -> np.ndarray:
+    """Shannon entropy (nats) of the client's next-target distribution: a more varied target
+    distribution is taken to need more width."""
+    counts = np.stack([c.label_counts for c in task.clients]).astype(float)
+    return _entropy(counts / counts.sum(1, keepdims=True))
+
+
+def score_random(task: Task, rng: np.random.Generator) -> np.ndarray:
+    """A control: i.i.d. U(0, 1) scores from the run's score generator."""
+    return rng.random(len(task.clients))
+
+
+SCORES: dict[str, Callable[[Task, np.random.Generator], np.ndarray]] = {
+    "js": score_js,
+    "entropy": score_entropy,
+    "random": score_random,
+}
+
+
+def _lookup(registry: dict, name: str, kind: str):
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+def compute_scores(name: str, task: Task, rng: np.random.Generator) -> np.ndarray:
+    """Scores of every client under the registered score ``name``."""
+    return np.asarray(_lookup(SCORES, name, "score")(task, rng), dtype=float)
+
+
+# =============================================================================================
+# 4. Allocation under a size-weighted budget
+# =============================================================================================
+
+def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
+    lv = tuple(sorted(float(x) for x in levels))
+    if not lv or any(not (0.0 < x <= 1.0) for x in lv) or len(set(lv)) != len(lv):
+        raise ValueError(f"width levels must be distinct numbers in (0, 1]; got {tuple(levels)}. "
+                         "Use e.g. (0.25, 0.5, 0.75, 1.0).")
+    return lv
+
+
+def budget_of(sizes: np.ndarray, cost: Callable[[float], float], w_ref: float) -> float:
+    """B = sum_k n_k c(w_ref): what every client training at the reference width would cost."""
+    return float(np.sum(sizes) * cost(w_ref))
+
+
+def budget_used(widths: Sequence[float], sizes: np.ndarray, cost: Callable[[float], float]) -> float:
+    return float(sum(n * cost(w) for n, w in zip(sizes, widths)))
+
+
+def _hasa_rule(scores, sizes, levels, cost, budget):
+    """Greedy monotone water-filling (see :func:`allocate`)."""
+    order = sorted(range(len(scores)), key=lambda k: (-scores[k], k))
+    widths = [levels[0]] * len(scores)
+    spent = budget_used(widths, sizes, cost)
+    cap = len(levels) - 1
+    for k in order:
+        for j in range(cap, 0, -1):
+            extra = sizes[k] * (cost(levels[j]) - cost(levels[0]))
+            if spent + extra <= budget * (1 + 1e-12):
+                widths[k], spent, cap = levels[j], spent + extra, j
+                break
+        else:
+            cap = 0
+    return widths
+
+
+def allocate(scores: Sequence[float], sizes: Sequence[int], *, levels: Sequence[float],
+             cost: Callable[[float], float], budget: float, policy: str) -> list[float]:
+    """One width per client, from the width ``levels``, such that sum_k n_k c(w_k) <= B.
+
+    Policies:
+
+    * ``uniform``: every client at the largest level l with c(l) <= B / sum_k n_k (with the
+      default static cost and B = sum n c(w_ref) this is w_ref itself).
+    * ``hasa``: greedy monotone water-filling. Everyone starts at the smallest level; clients
+      are visited in decreasing score (ties: lower index first) and each is raised to the largest
+      level that (i) is not above the level of the client visited before it and (ii) keeps the
+      total cost within B. Hence a higher score never gets a smaller width, and no single client
+      can be raised one more level without breaking (i) or (ii). Deterministic.
+    * ``reverse``: the ``hasa`` rule on the negated scores (directionality ablation).
+    * ``smallest``: everyone at the smallest level (FedAvg-small reference).
+    * ``full``: everyone at width 1, ignoring the budget (the unconstrained FedAvg upper bound).
+
+    Raises ``ValueError`` when even the smallest level exceeds the budget."""
+    lv = check_levels(levels)
+    sizes = np.asarray(sizes)
+    scores = np.asarray(scores, dtype=float)
+    if len(scores) != len(sizes):
+        raise ValueError(f"{len(scores)} scores for {len(sizes)} clients")
+    if np.any(sizes <= 0):
+        raise ValueError(f"client sizes must be positive; got {sizes.tolist()}: drop empty clients.")
+    if policy == "full":
+        return [1.0] * len(sizes)
+    floor = budget_used([lv[0]] * len(sizes), sizes, cost)
+    if floor > budget * (1 + 1e-12):
+        raise ValueError(f"budget {budget:.4g} is below the cost {floor:.4g} of every client at the "
+                         f"smallest level {lv[0]}: raise w_ref or add a smaller width level.")
+    if policy == "uniform":
+        per = budget / sizes.sum()
+        return [max(l for l in lv if cost(l) <= per * (1 + 1e-12))] * len(sizes)
+    if policy == "smallest":
+        return [lv[0]] * len(sizes)
+    if policy in ("hasa", "reverse"):
+        return _hasa_rule(scores if policy == "hasa" else -scores, sizes, lv, cost, budget)
+    raise ValueError(f"unknown policy {policy!r}; valid names: full, hasa, reverse, smallest, uniform")
+
+
+POLICIES = ("uniform", "hasa", "reverse", "smallest", "full")
+
+
+# =============================================================================================
+# 5. Federated training
+# =============================================================================================
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run except the seed. Defaults: the ``paper`` profile, text.
+
+    Choices the paper does not specify (ours): a 1-layer LSTM with E = H = 128, SGD with
+    learning rate 1.0, batch 32, gradient-norm clip 1.0, 1 local epoch per round, 30 rounds,
+    all 7 clients every round, levels {1/4, 1/2, 3/4, 1}, reference width 1/2, 20% test titles."""
+    benchmark: str = "medium"          # "medium" | "digits"
+    policy: str = "uniform"            # see allocate()
+    score: str = "js"                  # see SCORES
+    extraction: str = "static"         # see EXTRACTIONS
+    levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+    w_ref: float = 0.5
+    rounds: int = 30
+    local_epochs: int = 1
+    batch_size: int = 32
+    lr: float = 1.0
+    clip: float = 1.0
+    eval_every: int = 5
+    test_frac: float = 0.2
+    max_examples_per_client: int | None = None
+    min_count: int = 2
+    emb_dim: int = 128
+    hidden_dim: int = 128
+    score_draw: int = 0                # selects an independent draw of a random score
+    digits_clients_per_domain: int = 1  # digits: 1, or several clients of unequal size per domain
+    cnn_widths: tuple[int, int, int] = (16, 32, 64)
+
+    def __post_init__(self):
+        check_levels(self.levels)
+        _lookup(SCORES, self.score, "score")
+        _lookup(EXTRACTIONS, self.extraction, "extraction")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; valid names: {', '.join(sorted(POLICIES))}")
+        if self.benchmark not in TASKS:
+            raise ValueError(f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
+        if not 0 < self.w_ref <= 1:
+            raise ValueError(f"w_ref must be in (0, 1]; got {self.w_ref}")
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def key(self) -> str:
+        """Cache key: a readable label + a hash of the fields that differ from their defaults.
+
+        Hashing only non-default fields keeps existing cache entries valid when a new field (with
+        a default that preserves old behaviour) is added. Changing training code or a default
+        value changes results without changing keys: then clear ``results/runs/``."""
+        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) != f.default}
+        blob = json.dumps(changed, sort_keys=True).encode()
+        return f"{self.benchmark}-{self.policy}-{self.extraction}-{self.score}-{hashlib.sha256(blob).hexdigest()[:10]}"
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "smoke": {"rounds": 8, "eval_every": 2, "max_examples_per_client": 200, "batch_size": 16},
+}
+
+
+def config(profile: str = "paper", **overrides) -> RunConfig:
+    """A RunConfig from a named profile (``paper`` or ``smoke``) plus explicit overrides."""
+    return RunConfig(**{**_lookup(PROFILES, profile, "profile"), **overrides})
+
+
+def batches(groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int,
+            gen: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Shuffled mini-batches: rows shuffled within each equally-shaped group, chunked, and the
+    chunks shuffled; no padding. Every training row appears exactly once per epoch."""
+    out = []
+    for x, y in groups:
+        perm = torch.randperm(len(x), generator=gen)
+        out += [(x[i], y[i]) for i in perm.split(batch_size)]
+    return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
+
+
+def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Client,
+                cfg: RunConfig, gen: torch.Generator, ordered_levels: Sequence[float] = ()
+                ) -> dict[str, torch.Tensor]:
+    """``cfg.local_epochs`` of SGD (lr, gradient-norm clip) on a subnet's parameters.
+
+    With ``ordered_levels`` (FjORD), each batch trains the nested sub-slice of a width drawn
+    uniformly from those levels (relative to the full supernet), the rest of the subnet idle."""
+    local = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
+    opt = torch.optim.SGD(list(local.values()), lr=cfg.lr)
+    sizes = {d: len_ for d, len_ in _local_sizes(local, arch).items()}
+    for _ in range(cfg.local_epochs):
+        for x, y in batches(client.train, cfg.batch_size, gen):
+            p = local
+            if ordered_levels:
+                w = ordered_levels[int(torch.randint(len(ordered_levels), (1,), generator=gen))]
+                sub = {d: torch.arange(min(k, sizes[d])) for d, k in arch.units(w).items()}
+                p = extract(local, arch, sub, sizes)
+            logits = arch.forward(p, x)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(local.values(), cfg.clip)
+            opt.step()
+    return {n: p.detach() for n, p in local.items()}
+
+
+def _local_sizes(local: dict[str, torch.Tensor], arch: Architecture) -> dict[str, int]:
+    """Sizes of the width dimensions in a subnet's parameter dict, read off its shapes."""
+    sizes = {}
+    for n, p in local.items():
+        for n_ax, ax in zip(p.shape, arch.axes[n]):
+            if ax is not None:
+                sizes[ax.dim] = n_ax // (ax.outer * ax.inner)
+    return sizes
+
+
+def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
+              updates: Sequence[tuple[dict[str, torch.Tensor], Indices, float]]) -> dict[str, torch.Tensor]:
+    """Element-wise weighted FedAvg over the clients that trained each element.
+
+    theta_new[e] = sum_{k: e in S_k} n_k theta_k[e] / sum_{k: e in S_k} n_k, where S_k is the set of
+    elements of client k's subnet; elements no client trained keep theta_old[e]. With every client
+    at full width this is exactly FedAvg: theta_new = sum_k n_k theta_k / sum_k n_k."""
+    new = {}
+    for name, old in global_params.items():
+        num = torch.zeros(old.numel(), dtype=torch.float64)
+        den = torch.zeros(old.numel(), dtype=torch.float64)
+        for local, idx, weight in updates:
+            flat = flat_index(old.shape, arch.axes[name], idx, arch.dims).reshape(-1)
+            num.index_add_(0, flat, local[name].reshape(-1).double() * weight)
+            den.index_add_(0, flat, torch.full((flat.numel(),), float(weight), dtype=torch.float64))
+        trained = den > 0
+        out = old.reshape(-1).clone()
+        out[trained] = (num[trained] / den[trained]).to(old.dtype)
+        new[name] = out.view_as(old)
+    return new
+
+
+# =============================================================================================
+# 6. Evaluate
+# =============================================================================================
+
+@torch.no_grad()
+def accuracy(params: dict[str, torch.Tensor], arch: Architecture,
+             groups: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_class: int | None = None,
+             batch_size: int = 512) -> float:
+    """Top-1 accuracy over every target; ``ignore_class`` is never predicted (its logit is -inf)."""
+    hit = total = 0
+    for x, y in groups:
+        for i in range(0, len(x), batch_size):
+            logits = arch.forward(params, x[i:i + batch_size])
+            if ignore_class is not None:
+                logits[..., ignore_class] = -torch.inf
+            hit += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
+            total += y[i:i + batch_size].numel()
+    return hit / max(total, 1)
+
+
+def tail_count(k: int) -> int:
+    """The tail is the ceil(K/4) lowest clients."""
+    return math.ceil(k / 4)
+
+
+def summarize_accuracies(acc: Sequence[float]) -> dict[str, float]:
+    """mean (unweighted over clients), worst, and tail (mean of the ceil(K/4) lowest)."""
+    a = np.sort(np.asarray(acc, dtype=float))
+    return {"mean": float(a.mean()), "worst": float(a[0]), "tail": float(a[:tail_count(len(a))].mean())}
+
+
+def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
+    """Each client's test accuracy with the static (nested) slice of its allocated width: the
+    deployable width-w_k model, the same for every extraction rule."""
+    return [accuracy(extract(params, task.arch, _static(task.arch, w, 0, None)), task.arch,
+                     c.test, task.ignore_class) for c, w in zip(task.clients, widths)]
+
+
+# =============================================================================================
+# The federated run
+# =============================================================================================
+
+TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task}  # "digits" registered below
+
+
+def load_task(cfg: RunConfig, seed: int) -> Task:
+    return TASKS[cfg.benchmark](cfg, seed)
+
+
+def plan(cfg: RunConfig, task: Task, seed: int) -> dict[str, Any]:
+    """Scores, budget and allocation of a run, before any training."""
+    rng = np.random.default_rng([seed, 2, cfg.score_draw])
+    scores = compute_scores(cfg.score, task, rng)
+    arch, sizes = task.arch, task.sizes
+    cost = lambda w: effective_cost(arch, w, cfg.extraction, cfg.levels)  # noqa: E731
+    budget = budget_of(sizes, arch.relative_cost, cfg.w_ref)
+    widths = allocate(scores, sizes, levels=cfg.levels, cost=cost, budget=budget, policy=cfg.policy)
+    used = budget_used(widths, sizes, cost)
+    if cfg.policy != "full" and used > budget * (1 + 1e-9):
+        raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
+    return {"scores": scores.tolist(), "widths": list(widths), "budget": budget,
+            "budget_used": used, "budget_frac": used / budget}
+
+
+def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False) -> dict[str, Any]:
+    """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
+
+    Every client takes part in every round. Returns a JSON-able record."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    task = task or load_task(cfg, seed)
+    arch = task.arch
+    p = plan(cfg, task, seed)
+    widths = p["widths"]
+    gen = torch.Generator().manual_seed(seed)
+    params = arch.init(arch.dims, gen)
+    sizes = task.sizes
+    curve = []
+    for rnd in tqdm(range(cfg.rounds), disable=not progress, desc="rounds", leave=False):
+        updates = []
+        for k, (client, w) in enumerate(zip(task.clients, widths)):
+            rng = np.random.default_rng([seed, 3, rnd, k])
+            idx = client_indices(cfg.extraction, arch, w, rnd, rng)
+            levels = [lv for lv in cfg.levels if lv <= w + 1e-12] if cfg.extraction == "ordered" else ()
+            local = local_train(extract(params, arch, idx), arch, client, cfg, gen, levels)
+            updates.append((local, idx, float(sizes[k])))
+        params = aggregate(params, arch, updates)
+        if (rnd + 1) % cfg.eval_every == 0 or rnd + 1 == cfg.rounds:
+            acc = evaluate(params, task, widths)
+            curve.append({"round": rnd + 1, **summarize_accuracies(acc)})
+    return {"config": cfg.as_dict(), "seed": seed, "clients": [c.name for c in task.clients],
+            "sizes": sizes.tolist(), **p, "accuracy": acc, **summarize_accuracies(acc),
+            "curve": curve, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+
+
+# =============================================================================================
+# 7. Results: cache, tables, statistics
+# =============================================================================================
+
+def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> Path:
+    return (results_dir or DEFAULT_RESULTS_DIR) / "runs" / cfg.key() / f"seed{seed}.json"
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
+    """The record of (cfg, seed): read from the cache, or run and then cache it."""
+    path = record_path(cfg, seed, results_dir)
+    if path.is_file():
+        return json.loads(path.read_text())
+    write_json_atomic(path, run(cfg, seed))
+    return json.loads(path.read_text())
+
+
+def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
+             results_dir: Path | None = None, desc: str = "runs", progress: bool = True
+             ) -> list[dict[str, Any]]:
+    """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
+
+    Returns the records in the order of (config, seed) pairs."""
+    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
+    todo = [j for j in jobs if not record_path(j[0], j[1], j[2]).is_file()]
+    if todo and n_jobs > 1:
+        import multiprocessing as mp
+        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(cached_run, *j) for j in todo]
+            for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
+                fut.result()
+    else:
+        for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
+            cached_run(*j)
+    return [cached_run(*j) for j in jobs]
+
+
+def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use."""
+    label = label or (lambda r: r["config"]["policy"])
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "mean": 100 * r["mean"],
+                          "worst": 100 * r["worst"], "tail": 100 * r["tail"],
+                          "budget_frac": r["budget_frac"], "seconds": r["seconds"]} for r in records])
+
+
+def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per (run, client): accuracy (%), width, score, training size."""
+    label = label or (lambda r: r["config"]["policy"])
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "accuracy": 100 * a,
+                          "width": w, "score": s, "n_train": n}
+                         for r in records for c, a, w, s, n in
+                         zip(r["clients"], r["accuracy"], r["widths"], r["scores"], r["sizes"])])
+
+
+def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
+    """mean +- std over seeds of each metric, per method (methods in order of appearance)."""
+    g = df.groupby("method", sort=False)
+    out = pd.DataFrame({f"{m}": g[m].mean().map("{:.2f}".format) + " ± " + g[m].std().map("{:.2f}".format)
+                        for m in metrics})
+    out["seeds"] = g.size()
+    if "budget_frac" in df:
+        out["budget used"] = g["budget_frac"].mean().map("{:.3f}".format)
+    return out
+
+
+def paired_stats(a: Sequence[float], b: Sequence[float], n_boot: int = 10_000, seed: int = 0) -> dict[str, float]:
+    """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
+
+    Returns the mean difference, its bootstrap 95% CI (percentile, ``n_boot`` resamples of the
+    seeds), the paired t-test p-value, the Wilcoxon signed-rank p-value (exact for n <= 50 without
+    ties; zero differences dropped), Cohen's d_z = mean(d) / sd(d), and wins = #(d > 0).
+    The p-values are per comparison: with m comparisons in one table, use a Holm correction
+    (``holm``) before calling any one of them significant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    sd = d.std(ddof=1) if len(d) > 1 else float("nan")
+    if np.allclose(d, 0):
+        p_t = p_w = 1.0
+        ci = (0.0, 0.0)
+    else:
+        p_t = float(stats.ttest_rel(a, b).pvalue)
+        p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
+        boot = stats.bootstrap((d,), np.mean, n_resamples=n_boot, method="percentile",
+                               rng=np.random.default_rng(seed))
+        ci = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
+    return {"diff": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1], "p_t": p_t,
+            "p_wilcoxon": p_w, "d_z": float(d.mean() / sd) if sd and sd > 0 else float("nan"),
+            "wins": int(np.sum(d > 0)), "n": int(len(d))}
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over m comparisons)."""
+    p = np.asarray(pvalues, float)
+    order = np.argsort(p)
+    adj = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj
+
+
+def compare(df: pd.DataFrame, treatment: str, controls: Sequence[str],
+            metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
+    """Paired statistics of ``treatment`` minus each control on each metric (seeds matched),
+    with Holm-adjusted t-test p-values over all rows of the table."""
+    wide = {m: df.pivot(index="seed", columns="method", values=m) for m in metrics}
+    rows = []
+    for ctl in controls:
+        for m in metrics:
+            w = wide[m][[treatment, ctl]].dropna()
+            rows.append({"comparison": f"{treatment} − {ctl}", "metric": m,
+                         **paired_stats(w[treatment], w[ctl])})
+    out = pd.DataFrame(rows)
+    out["p_t_holm"] = holm(out["p_t"])
+    return out
+
+
+def describe_clients(task: Task) -> pd.DataFrame:
+    """Per client: training examples and targets, test targets, distinct training targets, the
+    Jaccard overlap of its target set with the union of the other clients' sets, and (text) the
+    share of its test targets that are ``<unk>``."""
+    sets = [set(np.flatnonzero(c.label_counts)) for c in task.clients]
+    rows = []
+    for k, c in enumerate(task.clients):
+        others = set().union(*(s for j, s in enumerate(sets) if j != k))
+        row = {"client": c.name, "train examples": sum(len(x) for x, _ in c.train),
+               "train targets": c.n_train, "test targets": c.n_test, "distinct targets": len(sets[k]),
+               "overlap with others": len(sets[k] & others) / len(sets[k] | others)}
+        if task.ignore_class is not None:
+            row["test <unk> rate"] = sum(int((y == task.ignore_class).sum()) for _, y in c.test) / c.n_test
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("client")
+
+
+def allocation_table(task: Task, cfg: RunConfig, seed: int,
+                     policies: Sequence[str] = ("uniform", "hasa", "reverse")) -> pd.DataFrame:
+    """Widths each policy gives each client (from :func:`plan`), plus each plan's budget use."""
+    plans = {pol: plan(cfg.replace(policy=pol), task, seed) for pol in policies}
+    df = pd.DataFrame({pol: p["widths"] for pol, p in plans.items()},
+                      index=pd.Index([c.name for c in task.clients], name="client"))
+    df.insert(0, "score", plans[policies[0]]["scores"])
+    df.insert(0, "n_train", task.sizes)
+    df.loc["budget used / B"] = [np.nan, np.nan, *(p["budget_frac"] for p in plans.values())]
+    return df
+
+
+def output_dirs(profile: str) -> tuple[Path, Path]:
+    """(results_dir, figures_dir) for a profile.
+
+    ``paper`` writes into the repository's ``results/`` and ``figures/``. Any other profile (the
+    fast ``smoke`` one that nbval re-executes) writes into a fresh throw-away folder, so the
+    training really re-runs and never overwrites the committed paper-profile outputs."""
+    if profile == "paper":
+        return DEFAULT_RESULTS_DIR, REPO / "figures"
+    tmp = Path(tempfile.mkdtemp(prefix=f"hasa-{profile}-"))
+    return tmp / "results", tmp / "figures"
+
+
+def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
+    """Write a table as CSV (and Markdown beside it) into ``results/``."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{name}.csv"
+    df.to_csv(path)
+    (root / f"{name}.md").write_text(df.to_markdown() if _has_tabulate() else df.to_string())
+    return path
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
+    """Save a matplotlib figure as PNG and PDF into ``figures/``."""
+    root = figures_dir or REPO / "figures"
+    root.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fig.savefig(root / f"{name}.{ext}", dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+
+
+def plot_paired(df: pd.DataFrame, treatment: str, controls: Sequence[str],
+                metrics: Sequence[str] = ("mean", "worst", "tail")):
+    """Per-seed paired differences ``treatment - control`` (dots) with their mean and bootstrap
+    95% CI (bar), one panel per metric, in accuracy points."""
+    import matplotlib.pyplot as plt
+    cmp = compare(df, treatment, controls, metrics)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 + 0.5 * len(controls)),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        wide = df.pivot(index="seed", columns="method", values=m)
+        for y, ctl in enumerate(controls):
+            d = (wide[treatment] - wide[ctl]).dropna()
+            row = cmp[(cmp["metric"] == m) & (cmp["comparison"] == f"{treatment} − {ctl}")].iloc[0]
+            ax.scatter(d, np.full(len(d), y) + np.linspace(-0.15, 0.15, len(d)), s=12, alpha=0.6)
+            ax.errorbar(row["diff"], y, xerr=[[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]],
+                        fmt="D", color="black", capsize=4)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(range(len(controls)), [f"vs {c}" for c in controls])
+        ax.set_title(f"{m} accuracy: {treatment} − control (pp)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_client_bars(cdf: pd.DataFrame, methods: Sequence[str] | None = None):
+    """Per-client test accuracy (mean and sd over seeds) for each method."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    order = cdf.drop_duplicates("client")["client"].tolist()
+    fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2, 3.6))
+    sns.barplot(data=cdf, x="client", y="accuracy", hue="method", hue_order=methods, order=order,
+                errorbar="sd", ax=ax)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_xlabel("")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None):
+    """Mean client accuracy against round, mean and sd over seeds, per method."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    label = label or (lambda r: r["config"]["policy"])
+    df = pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"], "mean accuracy (%)": 100 * c["mean"]}
+                       for r in records for c in r["curve"]])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sns.lineplot(data=df, x="round", y="mean accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# 8. Benchmark and command line
+# =============================================================================================
+
+def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20) -> float:
+    """Measured fp32 matmul throughput of this machine (n x n @ n x n), GFLOP/s."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    t = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
+
+
+def bench(cfg: RunConfig | None = None, seed: int = 0) -> dict[str, float]:
+    """Training throughput of one paper-profile run (one thread) vs the machine's matmul rate.
+
+    Useful FLOPs = 3 x forward FLOPs x targets trained (forward + backward ~ 3 forward)."""
+    cfg = cfg or config("paper", rounds=3, eval_every=3)
+    task = load_task(cfg, seed)
+    widths = plan(cfg, task, seed)["widths"]
+    t = time.perf_counter()
+    rec = run(cfg, seed, task=task)
+    secs = time.perf_counter() - t
+    tokens = cfg.rounds * cfg.local_epochs * int(task.sizes.sum())
+    flops = 3 * cfg.rounds * cfg.local_epochs * sum(
+        c.n_train * task.arch.flops(task.arch.units(w)) for c, w in zip(task.clients, widths))
+    out = {"seconds": secs, "targets_per_s": tokens / secs, "useful_gflops": flops / secs / 1e9,
+           "matmul_gflops_1thread": matmul_gflops(threads=1),
+           "matmul_gflops_2threads": matmul_gflops(threads=2), "mean_acc": rec["mean"]}
+    out["fraction_of_matmul"] = out["useful_gflops"] / out["matmul_gflops_1thread"]
+    return out
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m hasa_core", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("bench", help="training throughput vs matmul throughput")
+    b.add_argument("--benchmark", default="medium", choices=sorted(TASKS))
+    b.add_argument("--policy", default="uniform", choices=POLICIES)
+    b.add_argument("--rounds", type=int, default=3)
+    sub.add_parser("check-data", help="verify every data file's checksum")
+    args = ap.parse_args(argv)
+    if args.cmd == "bench":
+        cfg = config("paper", benchmark=args.benchmark, policy=args.policy,
+                     rounds=args.rounds, eval_every=args.rounds)
+        res = bench(cfg)
+        print(f"{args.benchmark}/{args.policy}, {args.rounds} rounds, 1 thread: {res['seconds']:.1f} s "
+              f"({res['seconds'] / args.rounds:.2f} s/round)")
+        print(f"  throughput      {res['targets_per_s']:,.0f} targets/s")
+        print(f"  useful compute  {res['useful_gflops']:.1f} GFLOP/s "
+              f"({100 * res['fraction_of_matmul']:.0f}% of 1-thread matmul)")
+        print(f"  matmul peak     {res['matmul_gflops_1thread']:.1f} GFLOP/s (1 thread), "
+              f"{res['matmul_gflops_2threads']:.1f} GFLOP/s (2 threads)")
+    else:
+        try:
+            verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)
+            for d in DIGIT_FILES:
+                load_digit_domain(d)
+        except DataError as e:
+            raise SystemExit(f"data check failed: {e}")
+        print(f"all data files in {data_dir()} verified")
+
+
+if __name__ == "__main__":
+    _main()
