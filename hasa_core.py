@@ -141,7 +141,8 @@ class Client:
     name: str
     train: tuple[tuple[torch.Tensor, torch.Tensor], ...]
     test: tuple[tuple[torch.Tensor, torch.Tensor], ...]
-    label_counts: np.ndarray  # histogram of training targets over the output classes
+    label_counts: np.ndarray    # histogram of training targets over the output classes
+    feature_counts: np.ndarray  # histogram of training input features (tokens / pixel intensities)
 
     @property
     def n_train(self) -> int:
@@ -225,9 +226,10 @@ def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> 
     clients = []
     for pub, (train, test) in splits.items():
         tr, te = encode(train), encode(test)
-        hist = np.bincount(np.concatenate([np.array(s[1:]) for s in tr]) if tr else np.zeros(0, int),
-                           minlength=len(vocab))
-        clients.append(Client(pub, _length_groups(tr), _length_groups(te), hist))
+        groups = _length_groups(tr)
+        clients.append(Client(pub, groups, _length_groups(te),
+                              np.bincount(torch.cat([y.reshape(-1) for _, y in groups]).numpy(), minlength=len(vocab)),
+                              np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab))))
     arch = lstm_arch(len(vocab), cfg.emb_dim, cfg.hidden_dim)
     return Task("medium", tuple(clients), arch, len(vocab), ignore_class=unk, vocab=vocab)
 
@@ -249,6 +251,67 @@ def to_grey28(x: np.ndarray) -> np.ndarray:
     if t.shape[-1] != 28:
         t = F.interpolate(t, size=(28, 28), mode="bilinear", align_corners=False)
     return t.contiguous().numpy()
+
+
+def digit_arrays(domain: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(x_train, y_train, x_test, y_test) of a domain; test is None where there is no official
+    split (Chars74K: photos 'good' + 'bad' crops pooled; fonts)."""
+    z = load_digit_domain(domain, root)
+    if "x_train" in z:
+        return z["x_train"], z["y_train"], z["x_test"], z["y_test"]
+    if "x_good" in z:
+        return np.concatenate([z["x_good"], z["x_bad"]]), np.concatenate([z["y_good"], z["y_bad"]]), None, None
+    return z["x"], z["y"], None, None
+
+
+DIGIT_DOMAINS = ("mnist", "usps", "mnist_m", "chars74k_img", "chars74k_fnt")
+
+
+def _image_client(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray, y_te: np.ndarray) -> Client:
+    """A digits client: inputs normalised to [-1, 1]; features = per-channel 16-bin histograms."""
+    if len(y_tr) == 0:
+        raise ValueError(f"client {name} has no training images: lower digits_clients_per_domain "
+                         "or raise max_examples_per_client.")
+    xt = torch.from_numpy(x_tr) * 2 - 1
+    feats = np.concatenate([np.histogram(x_tr[:, ch], bins=16, range=(0, 1))[0] for ch in range(3)])
+    return Client(name, ((xt, torch.from_numpy(y_tr).long()),),
+                  ((torch.from_numpy(x_te) * 2 - 1, torch.from_numpy(y_te).long()),),
+                  np.bincount(y_tr, minlength=10), feats)
+
+
+def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
+    """Cross-domain digits: MNIST, USPS, MNIST-M, Chars74K photos, Chars74K fonts.
+
+    * Every image becomes 3 x 28 x 28 (grey replicated to 3 channels, bilinear resize), in [-1, 1].
+    * Split: the official train/test split where there is one; otherwise a seeded ``cfg.test_frac``.
+      Each domain's train part is capped at ``cfg.max_examples_per_client`` (seeded sample) and
+      its test part at ``cfg.max_test_per_domain``, so evaluation stays cheap.
+    * Clients: one per domain, or with ``cfg.digits_clients_per_domain = m > 1``, m clients per
+      domain with unequal shares 2^-i / sum_j 2^-j of the domain's training images (a seeded
+      partition); the clients of a domain are evaluated on the domain's test set.
+    """
+    rng = np.random.default_rng([seed, 1])
+    clients = []
+    for dom in DIGIT_DOMAINS:
+        x, y, x_te, y_te = digit_arrays(dom, root)
+        if x_te is None:
+            tr, te = _split_indices(len(y), cfg.test_frac, rng)
+            x, y, x_te, y_te = x[tr], y[tr], x[te], y[te]
+        if cfg.max_examples_per_client is not None and len(y) > cfg.max_examples_per_client:
+            keep = np.sort(rng.choice(len(y), cfg.max_examples_per_client, replace=False))
+            x, y = x[keep], y[keep]
+        if len(y_te) > cfg.max_test_per_domain:
+            keep = np.sort(rng.choice(len(y_te), cfg.max_test_per_domain, replace=False))
+            x_te, y_te = x_te[keep], y_te[keep]
+        x, x_te = to_grey28(x), to_grey28(x_te)
+        m = cfg.digits_clients_per_domain
+        share = 2.0 ** -np.arange(m)
+        cuts = np.round(np.cumsum(share / share.sum()) * len(y)).astype(int)[:-1]
+        for i, part in enumerate(np.split(rng.permutation(len(y)), cuts)):
+            part = np.sort(part)
+            name = dom if m == 1 else f"{dom}#{i}"
+            clients.append(_image_client(name, x[part], y[part], x_te, y_te))
+    return Task("digits", tuple(clients), cnn_arch(*cfg.cnn_widths), 10)
 
 
 # =============================================================================================
@@ -451,30 +514,75 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return _entropy((p + q) / 2) - (_entropy(p) + _entropy(q)) / 2
 
 
-def score_js(task: Task, rng: np.random.Generator) -> np.ndarray:
-    """JS divergence between client k's next-target distribution p_k (its training-target
-    histogram, normalised) and the federation's pooled distribution q = sum_k counts_k / sum n."""
-    counts = np.stack([c.label_counts for c in task.clients]).astype(float)
+def _counts(task: Task, attr: str) -> np.ndarray:
+    return np.stack([getattr(c, attr) for c in task.clients]).astype(float)
+
+
+def _js_to_pooled(counts: np.ndarray) -> np.ndarray:
     p = counts / counts.sum(1, keepdims=True)
     q = counts.sum(0) / counts.sum()
     return js_divergence(p, q[None, :])
 
 
-def score_entropy(task: Task, rng: np.random.Generator) -> np.ndarray:
+def score_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """JS divergence between client k's next-target distribution p_k (its training-target
+    histogram, normalised) and the federation's pooled distribution q = sum_k counts_k / sum n."""
+    return _js_to_pooled(_counts(task, "label_counts"))
+
+
+def score_js_sizecorr(task: Task, cfg: "RunConfig", rng: np.random.Generator, draws: int = 16) -> np.ndarray:
+    """``js`` minus the JS divergence expected from sampling alone: JS(p_k, q) - E[JS(p^_k, q)],
+    where p^_k is the histogram of n_k targets drawn i.i.d. from the pooled q (Monte Carlo,
+    ``draws`` samples). A small client has a sparse histogram and hence a large JS even when its
+    data are drawn from q; this removes that part."""
+    counts = _counts(task, "label_counts")
+    q = counts.sum(0) / counts.sum()
+    raw = _js_to_pooled(counts)
+    null = [np.mean([js_divergence(rng.multinomial(int(n), q) / n, q) for _ in range(draws)])
+            for n in counts.sum(1)]
+    return raw - np.array(null)
+
+
+def score_entropy(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """Shannon entropy (nats) of the client's next-target distribution: a more varied target
     distribution is taken to need more width."""
-    counts = np.stack([c.label_counts for c in task.clients]).astype(float)
+    counts = _counts(task, "label_counts")
     return _entropy(counts / counts.sum(1, keepdims=True))
 
 
-def score_random(task: Task, rng: np.random.Generator) -> np.ndarray:
+def score_feature_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """JS divergence of the client's INPUT-feature histogram from the pooled one: per-channel
+    16-bin pixel-intensity histograms for images (sees feature shift across domains), input-token
+    counts for text."""
+    return _js_to_pooled(_counts(task, "feature_counts"))
+
+
+def score_loss(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """Model-based score: each client's mean training cross-entropy under a warm-up global model,
+    ``cfg.warmup_rounds`` rounds of FedAvg with every client at the smallest level (seeded from
+    ``rng``). A client the small shared model fits worst is taken to need more width. The warm-up
+    is extra compute outside the budget B (about warmup_rounds * c(w_min) / (rounds * c(w_ref))
+    of a run: 3% with the defaults); it is reported, not hidden."""
+    arch = task.arch
+    gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
+    w = min(cfg.levels)
+    params, _ = train_rounds(arch.init(arch.dims, gen), task, cfg, [w] * len(task.clients),
+                             range(cfg.warmup_rounds), int(rng.integers(2 ** 31)), gen)
+    sub = extract(params, arch, _static(arch, w, 0, None))
+    return np.array([mean_loss(sub, arch, c.train) for c in task.clients])
+
+
+def score_random(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """A control: i.i.d. U(0, 1) scores from the run's score generator."""
     return rng.random(len(task.clients))
 
 
-SCORES: dict[str, Callable[[Task, np.random.Generator], np.ndarray]] = {
+SCORES: dict[str, Callable[[Task, "RunConfig", np.random.Generator], np.ndarray]] = {
     "js": score_js,
+    "js_sizecorr": score_js_sizecorr,
     "entropy": score_entropy,
+    "feature_js": score_feature_js,
+    "loss": score_loss,
     "random": score_random,
 }
 
@@ -485,9 +593,9 @@ def _lookup(registry: dict, name: str, kind: str):
     return registry[name]
 
 
-def compute_scores(name: str, task: Task, rng: np.random.Generator) -> np.ndarray:
+def compute_scores(name: str, task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """Scores of every client under the registered score ``name``."""
-    return np.asarray(_lookup(SCORES, name, "score")(task, rng), dtype=float)
+    return np.asarray(_lookup(SCORES, name, "score")(task, cfg, rng), dtype=float)
 
 
 # =============================================================================================
@@ -601,8 +709,11 @@ class RunConfig:
     emb_dim: int = 128
     hidden_dim: int = 128
     score_draw: int = 0                # selects an independent draw of a random score
+    shuffle_scores: bool = False       # control: permute the scores across clients
+    warmup_rounds: int = 2             # warm-up FedAvg rounds of the model-based "loss" score
     digits_clients_per_domain: int = 1  # digits: 1, or several clients of unequal size per domain
     cnn_widths: tuple[int, int, int] = (16, 32, 64)
+    max_test_per_domain: int = 1000    # digits: test images per domain (seeded sample)
 
     def __post_init__(self):
         check_levels(self.levels)
@@ -633,15 +744,24 @@ class RunConfig:
         return f"{self.benchmark}-{self.policy}-{self.extraction}-{self.score}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
-PROFILES: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "smoke": {"rounds": 8, "eval_every": 2, "max_examples_per_client": 200, "batch_size": 16},
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # profile -> benchmark -> overrides of the RunConfig defaults
+    "paper": {"medium": {},
+              "digits": {"lr": 0.05, "rounds": 20, "max_examples_per_client": 2000}},
+    "smoke": {"medium": {"rounds": 8, "eval_every": 2, "max_examples_per_client": 200, "batch_size": 16},
+              "digits": {"lr": 0.05, "rounds": 4, "eval_every": 2, "max_examples_per_client": 200,
+                         "max_test_per_domain": 200}},
 }
 
 
-def config(profile: str = "paper", **overrides) -> RunConfig:
-    """A RunConfig from a named profile (``paper`` or ``smoke``) plus explicit overrides."""
-    return RunConfig(**{**_lookup(PROFILES, profile, "profile"), **overrides})
+def config(profile: str = "paper", benchmark: str = "medium", **overrides) -> RunConfig:
+    """A RunConfig from a named profile (``paper`` or ``smoke``) for a benchmark, plus overrides.
+
+    Digits (CNN) defaults differ from the text ones: SGD learning rate 0.05, 20 rounds, at most
+    2,000 training images per domain."""
+    per_benchmark = _lookup(PROFILES, profile, "profile")
+    base = _lookup(per_benchmark, benchmark, "benchmark")
+    return RunConfig(**{**base, "benchmark": benchmark, **overrides})
 
 
 def batches(groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int,
@@ -733,6 +853,20 @@ def accuracy(params: dict[str, torch.Tensor], arch: Architecture,
     return hit / max(total, 1)
 
 
+@torch.no_grad()
+def mean_loss(params: dict[str, torch.Tensor], arch: Architecture,
+              groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int = 512) -> float:
+    """Mean cross-entropy per target."""
+    total = n = 0.0
+    for x, y in groups:
+        for i in range(0, len(x), batch_size):
+            logits = arch.forward(params, x[i:i + batch_size])
+            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                           y[i:i + batch_size].reshape(-1), reduction="sum"))
+            n += y[i:i + batch_size].numel()
+    return total / max(n, 1)
+
+
 def tail_count(k: int) -> int:
     """The tail is the ceil(K/4) lowest clients."""
     return math.ceil(k / 4)
@@ -755,7 +889,7 @@ def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
 # The federated run
 # =============================================================================================
 
-TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task}  # "digits" registered below
+TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task, "digits": digits_task}
 
 
 def load_task(cfg: RunConfig, seed: int) -> Task:
@@ -763,9 +897,14 @@ def load_task(cfg: RunConfig, seed: int) -> Task:
 
 
 def plan(cfg: RunConfig, task: Task, seed: int) -> dict[str, Any]:
-    """Scores, budget and allocation of a run, before any training."""
+    """Scores, budget and allocation of a run, before any training.
+
+    With ``cfg.shuffle_scores`` the computed scores are permuted across clients (a control that
+    keeps the score values but breaks their link to the clients)."""
     rng = np.random.default_rng([seed, 2, cfg.score_draw])
-    scores = compute_scores(cfg.score, task, rng)
+    scores = compute_scores(cfg.score, task, cfg, rng)
+    if cfg.shuffle_scores:
+        scores = np.random.default_rng([seed, 4, cfg.score_draw]).permutation(scores)
     arch, sizes = task.arch, task.sizes
     cost = lambda w: effective_cost(arch, w, cfg.extraction, cfg.levels)  # noqa: E731
     budget = budget_of(sizes, arch.relative_cost, cfg.w_ref)
@@ -777,35 +916,47 @@ def plan(cfg: RunConfig, task: Task, seed: int) -> dict[str, Any]:
             "budget_used": used, "budget_frac": used / budget}
 
 
-def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False) -> dict[str, Any]:
-    """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
+def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, widths: Sequence[float],
+                 rounds: Sequence[int], seed: int, gen: torch.Generator, evaluate_at: Sequence[int] = (),
+                 progress: bool = False) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Federated rounds: in each, every client trains its subnet (chosen by ``cfg.extraction``)
+    from the current global parameters, then :func:`aggregate` averages them, weighted by n_k.
 
-    Every client takes part in every round. Returns a JSON-able record."""
-    torch.set_num_threads(1)
-    t0 = time.perf_counter()
-    task = task or load_task(cfg, seed)
-    arch = task.arch
-    p = plan(cfg, task, seed)
-    widths = p["widths"]
-    gen = torch.Generator().manual_seed(seed)
-    params = arch.init(arch.dims, gen)
-    sizes = task.sizes
-    curve = []
-    for rnd in tqdm(range(cfg.rounds), disable=not progress, desc="rounds", leave=False):
+    After each round r with r + 1 in ``evaluate_at`` the per-client accuracies are recorded.
+    Returns the final parameters and that learning curve."""
+    arch, sizes, curve = task.arch, task.sizes, []
+    for rnd in tqdm(rounds, disable=not progress, desc="rounds", leave=False):
         updates = []
         for k, (client, w) in enumerate(zip(task.clients, widths)):
-            rng = np.random.default_rng([seed, 3, rnd, k])
-            idx = client_indices(cfg.extraction, arch, w, rnd, rng)
+            idx = client_indices(cfg.extraction, arch, w, rnd, np.random.default_rng([seed, 3, rnd, k]))
             levels = [lv for lv in cfg.levels if lv <= w + 1e-12] if cfg.extraction == "ordered" else ()
             local = local_train(extract(params, arch, idx), arch, client, cfg, gen, levels)
             updates.append((local, idx, float(sizes[k])))
         params = aggregate(params, arch, updates)
-        if (rnd + 1) % cfg.eval_every == 0 or rnd + 1 == cfg.rounds:
+        if rnd + 1 in evaluate_at:
             acc = evaluate(params, task, widths)
-            curve.append({"round": rnd + 1, **summarize_accuracies(acc)})
+            curve.append({"round": rnd + 1, "accuracy": acc, **summarize_accuracies(acc)})
+    return params, curve
+
+
+def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False) -> dict[str, Any]:
+    """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
+
+    Every client takes part in every round; accuracies are measured every ``cfg.eval_every``
+    rounds and after the last. Returns a JSON-able record."""
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    task = task or load_task(cfg, seed)
+    p = plan(cfg, task, seed)
+    gen = torch.Generator().manual_seed(seed)
+    params = task.arch.init(task.arch.dims, gen)
+    at = {r for r in range(1, cfg.rounds + 1) if r % cfg.eval_every == 0} | {cfg.rounds}
+    _, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, gen, at, progress)
+    acc = curve[-1]["accuracy"]
     return {"config": cfg.as_dict(), "seed": seed, "clients": [c.name for c in task.clients],
-            "sizes": sizes.tolist(), **p, "accuracy": acc, **summarize_accuracies(acc),
-            "curve": curve, "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+            "sizes": task.sizes.tolist(), **p, "accuracy": acc, **summarize_accuracies(acc),
+            "curve": [{k: v for k, v in c.items() if k != "accuracy"} for c in curve],
+            "seconds": time.perf_counter() - t0, "torch": torch.__version__}
 
 
 # =============================================================================================

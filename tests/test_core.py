@@ -320,3 +320,34 @@ def test_cache_is_written_atomically_and_reused(tiny_cfg, tmp_path, monkeypatch)
         H.cached_run(tiny_cfg, 1, tmp_path)
     folder = H.record_path(tiny_cfg, 1, tmp_path).parent
     assert sorted(p.name for p in folder.iterdir()) == ["seed0.json"]  # no half-written record
+
+
+# --------------------------------------------------------------------------- issue 4/5 additions
+
+
+def test_shuffled_scores_are_a_permutation(tiny_cfg):
+    task = H.load_task(tiny_cfg, 0)
+    a = H.plan(tiny_cfg.replace(policy="hasa"), task, 0)["scores"]
+    b = H.plan(tiny_cfg.replace(policy="hasa", shuffle_scores=True), task, 0)["scores"]
+    assert sorted(a) == sorted(b) and a != b
+
+
+def test_size_corrected_js_removes_the_sampling_part():
+    """A client drawn from the pooled distribution has a large raw JS when small, but a
+    size-corrected JS near zero."""
+    rng = np.random.default_rng(0)
+    q = rng.dirichlet(np.ones(200))
+    counts = np.stack([rng.multinomial(n, q) for n in (50, 200, 100_000)])
+    clients = tuple(H.Client(str(i), (), (), c, c) for i, c in enumerate(counts))
+    task = H.Task("toy", clients, H.lstm_arch(200, 4, 4), 200)
+    raw = H.score_js(task, None, rng)
+    corr = H.score_js_sizecorr(task, None, np.random.default_rng(1), draws=64)
+    assert raw[0] > raw[1] > raw[2]
+    assert np.all(np.abs(corr) < 0.25 * raw[0])
+
+
+def test_score_registry_covers_model_and_feature_scores(tiny_cfg):
+    task = H.load_task(tiny_cfg, 0)
+    for name in ("js", "js_sizecorr", "entropy", "feature_js", "loss", "random"):
+        s = H.compute_scores(name, task, tiny_cfg.replace(warmup_rounds=1), np.random.default_rng(0))
+        assert s.shape == (7,) and np.all(np.isfinite(s))
