@@ -23,6 +23,7 @@ choice made here is written in the docstring of the function that makes it and i
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import html
@@ -557,12 +558,29 @@ def score_feature_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> 
     return _js_to_pooled(_counts(task, "feature_counts"))
 
 
+@contextlib.contextmanager
+def single_thread():
+    """Run torch single-threaded inside the block (bit-identical results on any core count; the
+    cores are used by running seeds in parallel processes instead), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def score_loss(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """Model-based score: each client's mean training cross-entropy under a warm-up global model,
     ``cfg.warmup_rounds`` rounds of FedAvg with every client at the smallest level (seeded from
     ``rng``). A client the small shared model fits worst is taken to need more width. The warm-up
     is extra compute outside the budget B (about warmup_rounds * c(w_min) / (rounds * c(w_ref))
     of a run: 3% with the defaults); it is reported, not hidden."""
+    with single_thread():
+        return _warmup_losses(task, cfg, rng)
+
+
+def _warmup_losses(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     arch = task.arch
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
     w = min(cfg.levels)
@@ -944,7 +962,11 @@ def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = Fa
 
     Every client takes part in every round; accuracies are measured every ``cfg.eval_every``
     rounds and after the last. Returns a JSON-able record."""
-    torch.set_num_threads(1)
+    with single_thread():
+        return _run(cfg, seed, task, progress)
+
+
+def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
@@ -1010,9 +1032,21 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     return [cached_run(*j) for j in jobs]
 
 
+def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
+                results_dir: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`run_many` over named configs; each record gets its name under ``"method"``."""
+    names, cfgs = list(methods), list(methods.values())
+    recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress)
+    return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
+
+
+def _method(rec: dict[str, Any]) -> str:
+    return rec.get("method", rec["config"]["policy"])
+
+
 def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
     """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use."""
-    label = label or (lambda r: r["config"]["policy"])
+    label = label or _method
     return pd.DataFrame([{"method": label(r), "seed": r["seed"], "mean": 100 * r["mean"],
                           "worst": 100 * r["worst"], "tail": 100 * r["tail"],
                           "budget_frac": r["budget_frac"], "seconds": r["seconds"]} for r in records])
@@ -1020,7 +1054,7 @@ def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str
 
 def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
     """One row per (run, client): accuracy (%), width, score, training size."""
-    label = label or (lambda r: r["config"]["policy"])
+    label = label or _method
     return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "accuracy": 100 * a,
                           "width": w, "score": s, "n_train": n}
                          for r in records for c, a, w, s, n in
@@ -1120,6 +1154,62 @@ def allocation_table(task: Task, cfg: RunConfig, seed: int,
     return df
 
 
+def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Measured need for width of each client and seed, in accuracy points:
+
+        need_k = acc_k(every client at the largest width) - acc_k(every client at the smallest),
+
+    from paired runs (same seed) of the two uniform allocations."""
+    a = clients_frame(low).set_index(["seed", "client"])["accuracy"]
+    b = clients_frame(high).set_index(["seed", "client"])["accuracy"]
+    return (b - a).rename("need").reset_index()
+
+
+def scores_frame(cfg: RunConfig, seeds: Sequence[int], names: Sequence[str]) -> pd.DataFrame:
+    """Every client's score under each named score, per seed (the seed's split), plus n_train.
+    Uses the same score generator as :func:`plan` (draw 0)."""
+    rows = []
+    for seed in seeds:
+        task = load_task(cfg, seed)
+        vals = {n: compute_scores(n, task, cfg, np.random.default_rng([seed, 2, 0])) for n in names}
+        rows += [{"seed": seed, "client": c.name, "n_train": c.n_train, **{n: float(v[k]) for n, v in vals.items()}}
+                 for k, c in enumerate(task.clients)]
+    return pd.DataFrame(rows)
+
+
+def _spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman rho, NaN (without a warning) when either side is constant."""
+    return float(stats.spearmanr(a, b).statistic) if a.nunique() > 1 and b.nunique() > 1 else float("nan")
+
+
+def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str],
+                   n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Per score: Spearman rho between the score and the measured need for width across clients,
+    computed within each seed and then averaged over seeds, with a bootstrap 95% CI over seeds;
+    and how much of the score client size explains (mean within-seed Spearman rho with n_train,
+    and R^2 of a linear fit of the score on log n_train)."""
+    df = scores.merge(need, on=["seed", "client"])
+    rows = []
+    for name in names:
+        per_seed = df.groupby("seed").apply(
+            lambda g: pd.Series({"rho_need": _spearman(g[name], g["need"]),
+                                 "rho_size": _spearman(g[name], g["n_train"]),
+                                 "r2_logsize": (stats.linregress(np.log(g["n_train"]), g[name]).rvalue ** 2
+                                                if g["n_train"].nunique() > 1 else np.nan)}),
+            include_groups=False)
+        rho = per_seed["rho_need"].dropna().to_numpy()
+        if len(rho) > 1 and np.ptp(rho) > 0:
+            ci = stats.bootstrap((rho,), np.mean, n_resamples=n_boot, method="percentile",
+                                 rng=np.random.default_rng(seed)).confidence_interval
+            lo, hi = float(ci.low), float(ci.high)
+        else:
+            lo = hi = float(rho.mean()) if len(rho) else float("nan")
+        rows.append({"score": name, "rho_need": float(np.mean(rho)) if len(rho) else float("nan"),
+                     "rho_need_ci_low": lo, "rho_need_ci_high": hi,
+                     "rho_size": float(per_seed["rho_size"].mean()), "r2_logsize": float(per_seed["r2_logsize"].mean())})
+    return pd.DataFrame(rows).set_index("score")
+
+
 def output_dirs(profile: str) -> tuple[Path, Path]:
     """(results_dir, figures_dir) for a profile.
 
@@ -1201,7 +1291,7 @@ def plot_curves(records: Sequence[dict[str, Any]], label: Callable[[dict], str] 
     """Mean client accuracy against round, mean and sd over seeds, per method."""
     import matplotlib.pyplot as plt
     import seaborn as sns
-    label = label or (lambda r: r["config"]["policy"])
+    label = label or _method
     df = pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"], "mean accuracy (%)": 100 * c["mean"]}
                        for r in records for c in r["curve"]])
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
@@ -1216,13 +1306,17 @@ def plot_curves(records: Sequence[dict[str, Any]], label: Callable[[dict], str] 
 
 def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20) -> float:
     """Measured fp32 matmul throughput of this machine (n x n @ n x n), GFLOP/s."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = time.perf_counter()
-    for _ in range(repeat):
+    try:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-    return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
+        t = time.perf_counter()
+        for _ in range(repeat):
+            a @ b
+        return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
+    finally:
+        torch.set_num_threads(before)
 
 
 def bench(cfg: RunConfig | None = None, seed: int = 0) -> dict[str, float]:
