@@ -44,6 +44,7 @@ reproduce: venv
 	  $(PY) -m papermill --cwd notebooks $$nb results/notebooks/$$(basename $$nb) \
 	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || exit 1; \
 	done
+	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core readme; fi
 
 test: unit nbval
 

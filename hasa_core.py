@@ -1228,16 +1228,26 @@ def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> 
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.csv"
     df.to_csv(path)
-    (root / f"{name}.md").write_text(df.to_markdown() if _has_tabulate() else df.to_string())
+    (root / f"{name}.md").write_text(df.to_markdown(floatfmt=".4g") + "\n")
     return path
 
 
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
+_README_TABLE = re.compile(r"(<!-- table: (?P<name>[\w./-]+) -->\n).*?(<!-- end table -->)", re.S)
+
+
+def update_readme(readme: Path = REPO / "README.md", results_dir: Path = DEFAULT_RESULTS_DIR) -> list[str]:
+    """Replace every ``<!-- table: NAME -->...<!-- end table -->`` block of the README with the
+    committed ``results/NAME.md``, so that no table in the README is typed in by hand."""
+    text, filled = readme.read_text(), []
+
+    def fill(m):
+        path = results_dir / f"{m['name']}.md"
+        if not path.is_file():
+            return m[0]
+        filled.append(m["name"])
+        return m[1] + path.read_text() + m[3]
+    readme.write_text(_README_TABLE.sub(fill, text))
+    return filled
 
 
 def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
@@ -1348,6 +1358,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--policy", default="uniform", choices=POLICIES)
     b.add_argument("--rounds", type=int, default=3)
     sub.add_parser("check-data", help="verify every data file's checksum")
+    sub.add_parser("readme", help="refresh the README's result tables from results/*.md")
     args = ap.parse_args(argv)
     if args.cmd == "bench":
         cfg = config("paper", benchmark=args.benchmark, policy=args.policy,
@@ -1360,6 +1371,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
               f"({100 * res['fraction_of_matmul']:.0f}% of 1-thread matmul)")
         print(f"  matmul peak     {res['matmul_gflops_1thread']:.1f} GFLOP/s (1 thread), "
               f"{res['matmul_gflops_2threads']:.1f} GFLOP/s (2 threads)")
+    elif args.cmd == "readme":
+        print("README tables refreshed:", ", ".join(update_readme()) or "none")
     else:
         try:
             verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)

@@ -351,3 +351,26 @@ def test_score_registry_covers_model_and_feature_scores(tiny_cfg):
     for name in ("js", "js_sizecorr", "entropy", "feature_js", "loss", "random"):
         s = H.compute_scores(name, task, tiny_cfg.replace(warmup_rounds=1), np.random.default_rng(0))
         assert s.shape == (7,) and np.all(np.isfinite(s))
+
+
+def test_ordered_dropout_trains_only_the_drawn_nested_slice(tiny_cfg):
+    """FjORD: with the only allowed level 1/4, a full-width subnet's units beyond the first quarter
+    get no gradient, so local training leaves them exactly unchanged."""
+    task = H.load_task(tiny_cfg, 0)
+    arch = task.arch
+    params = arch.init(arch.dims, torch.Generator().manual_seed(0))
+    out = H.local_train(params, arch, task.clients[0], tiny_cfg, torch.Generator().manual_seed(1),
+                        ordered_levels=(0.25,))
+    q = arch.units(0.25)["hid"]
+    assert torch.equal(out["w_hh"][:, q:], params["w_hh"][:, q:])
+    assert torch.equal(out["dec_w"][:, q:], params["dec_w"][:, q:])
+    assert not torch.equal(out["dec_w"][:, :q], params["dec_w"][:, :q])
+
+
+def test_readme_tables_come_from_results(tmp_path):
+    (tmp_path / "t1.md").write_text("| a |\n|---|\n| 1 |\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- table: t1 -->\nold\n<!-- end table -->\n<!-- table: missing -->\nkeep\n<!-- end table -->\n")
+    assert H.update_readme(readme, tmp_path) == ["t1"]
+    assert readme.read_text() == ("x\n<!-- table: t1 -->\n| a |\n|---|\n| 1 |\n<!-- end table -->\n"
+                                  "<!-- table: missing -->\nkeep\n<!-- end table -->\n")
