@@ -29,6 +29,7 @@ import hashlib
 import html
 import json
 import math
+import multiprocessing as mp
 import os
 import re
 import tempfile
@@ -49,6 +50,25 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = REPO / "data"
 DEFAULT_RESULTS_DIR = REPO / "results"
+
+
+def _lookup(registry: dict, name: str, kind: str):
+    if name not in registry:
+        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(registry))}")
+    return registry[name]
+
+
+@contextlib.contextmanager
+def single_thread():
+    """Run torch single-threaded inside the block (bit-identical results on any core count; the
+    cores are used by running seeds in parallel processes instead), then restore."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
 
 # =============================================================================================
 # 1. Data
@@ -226,6 +246,9 @@ def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> 
 
     clients = []
     for pub, (train, test) in splits.items():
+        if not train or not test:
+            raise ValueError(f"client {pub!r} has {len(train)} training and {len(test)} test titles: "
+                             "every client needs both; raise max_examples_per_client or test_frac.")
         tr, te = encode(train), encode(test)
         groups = _length_groups(tr)
         clients.append(Client(pub, groups, _length_groups(te),
@@ -558,18 +581,6 @@ def score_feature_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> 
     return _js_to_pooled(_counts(task, "feature_counts"))
 
 
-@contextlib.contextmanager
-def single_thread():
-    """Run torch single-threaded inside the block (bit-identical results on any core count; the
-    cores are used by running seeds in parallel processes instead), then restore."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def score_loss(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """Model-based score: each client's mean training cross-entropy under a warm-up global model,
     ``cfg.warmup_rounds`` rounds of FedAvg with every client at the smallest level (seeded from
@@ -603,12 +614,6 @@ SCORES: dict[str, Callable[[Task, "RunConfig", np.random.Generator], np.ndarray]
     "loss": score_loss,
     "random": score_random,
 }
-
-
-def _lookup(registry: dict, name: str, kind: str):
-    if name not in registry:
-        raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(registry))}")
-    return registry[name]
 
 
 def compute_scores(name: str, task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
@@ -1021,7 +1026,6 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
     todo = [j for j in jobs if not record_path(j[0], j[1], j[2]).is_file()]
     if todo and n_jobs > 1:
-        import multiprocessing as mp
         with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
             futures = [pool.submit(cached_run, *j) for j in todo]
             for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):

@@ -374,3 +374,9 @@ def test_readme_tables_come_from_results(tmp_path):
     assert H.update_readme(readme, tmp_path) == ["t1"]
     assert readme.read_text() == ("x\n<!-- table: t1 -->\n| a |\n|---|\n| 1 |\n<!-- end table -->\n"
                                   "<!-- table: missing -->\nkeep\n<!-- end table -->\n")
+
+
+def test_empty_client_fails_before_training():
+    cfg = H.config("smoke", max_examples_per_client=1)  # 1 title: nothing left for train or test
+    with pytest.raises(ValueError, match="every client needs both"):
+        H.load_task(cfg, 0)
