@@ -1287,14 +1287,15 @@ def plot_paired(df: pd.DataFrame, treatment: str, controls: Sequence[str],
 
 
 def plot_client_bars(cdf: pd.DataFrame, methods: Sequence[str] | None = None):
-    """Per-client test accuracy (mean and sd over seeds) for each method."""
+    """Per-client test accuracy (mean and sd over seeds) for each method, side by side."""
     import matplotlib.pyplot as plt
     import seaborn as sns
     order = cdf.drop_duplicates("client")["client"].tolist()
     fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2, 3.6))
-    sns.barplot(data=cdf, x="client", y="accuracy", hue="method", hue_order=methods, order=order,
-                errorbar="sd", ax=ax)
-    ax.set_ylabel("test accuracy (%)")
+    sns.pointplot(data=cdf, x="client", y="accuracy", hue="method", hue_order=methods, order=order,
+                  errorbar="sd", dodge=0.5, linestyle="none", markersize=4, err_kws={"linewidth": 1}, ax=ax)
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title=None)
+    ax.set_ylabel("test accuracy (%), mean ± sd")
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=20)
     fig.tight_layout()
