@@ -464,9 +464,9 @@ def flat_index(shape: Sequence[int], axes: tuple[Axis | None, ...], idx: Indices
     ``buf.view(-1).index_add_(0, flat.view(-1), sub.view(-1))`` scatters back."""
     per_axis = [torch.arange(n) if ax is None else ax.entries(idx[ax.dim], sizes[ax.dim])
                 for n, ax in zip(shape, axes)]
-    strides = torch.tensor(torch.empty(tuple(shape)).stride()) if shape else torch.tensor([])
+    strides = [math.prod(shape[k + 1:]) for k in range(len(shape))]  # row-major (contiguous)
     flat = torch.zeros((), dtype=torch.long)
-    for k, (ent, st) in enumerate(zip(per_axis, strides.tolist())):
+    for k, (ent, st) in enumerate(zip(per_axis, strides)):
         view = [1] * len(per_axis)
         view[k] = -1
         flat = flat + ent.view(view) * st
