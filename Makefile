@@ -6,7 +6,6 @@ JOBS    ?= 2
 HASA_DATA ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export PYTHONHASHSEED := 0
-export MPLBACKEND := Agg
 
 .PHONY: all venv data check-data reproduce test unit nbval bench clean-cache
 
