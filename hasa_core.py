@@ -1232,7 +1232,8 @@ def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> 
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.csv"
     df.to_csv(path)
-    (root / f"{name}.md").write_text(df.to_markdown(floatfmt=".4g") + "\n")
+    flat = df.reset_index() if isinstance(df.index, pd.MultiIndex) else df
+    (root / f"{name}.md").write_text(flat.to_markdown(floatfmt=".4g", index=flat is df) + "\n")
     return path
 
 
