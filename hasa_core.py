@@ -1282,7 +1282,7 @@ def plot_paired(df: pd.DataFrame, treatment: str, controls: Sequence[str],
                         fmt="D", color="black", capsize=4)
         ax.axvline(0, color="grey", lw=1, ls="--")
         ax.set_yticks(range(len(controls)), [f"vs {c}" for c in controls])
-        ax.set_title(f"{m} accuracy: {treatment} − control (pp)")
+        ax.set_title(f"{m} accuracy (pp)\n{treatment} − control", fontsize=9)
     fig.tight_layout()
     return fig
 
