@@ -7,7 +7,7 @@ HASA_DATA ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data check-data reproduce test unit nbval bench clean-cache
+.PHONY: all venv data check-data reproduce test unit nbval bench clean-runs
 
 all: test
 
@@ -57,5 +57,6 @@ nbval: venv
 bench: venv
 	$(PY) -m hasa_core bench
 
-clean-cache:
-	rm -rf results/runs/*-smoke-*
+# Forget every cached run (needed after changing training code or a RunConfig default).
+clean-runs:
+	rm -rf results/runs
