@@ -807,7 +807,7 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
     uniformly from those levels (relative to the full supernet), the rest of the subnet idle."""
     local = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
     opt = torch.optim.SGD(list(local.values()), lr=cfg.lr)
-    sizes = {d: len_ for d, len_ in _local_sizes(local, arch).items()}
+    sizes = _local_sizes(local, arch)
     for _ in range(cfg.local_epochs):
         for x, y in batches(client.train, cfg.batch_size, gen):
             p = local
@@ -860,33 +860,36 @@ def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
 # 6. Evaluate
 # =============================================================================================
 
-@torch.no_grad()
+def _eval_logits(params: dict[str, torch.Tensor], arch: Architecture,
+                 groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int
+                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(logits, targets) over every evaluation batch, without gradients."""
+    with torch.no_grad():
+        for x, y in groups:
+            for i in range(0, len(x), batch_size):
+                yield arch.forward(params, x[i:i + batch_size]), y[i:i + batch_size]
+
+
 def accuracy(params: dict[str, torch.Tensor], arch: Architecture,
              groups: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_class: int | None = None,
              batch_size: int = 512) -> float:
     """Top-1 accuracy over every target; ``ignore_class`` is never predicted (its logit is -inf)."""
     hit = total = 0
-    for x, y in groups:
-        for i in range(0, len(x), batch_size):
-            logits = arch.forward(params, x[i:i + batch_size])
-            if ignore_class is not None:
-                logits[..., ignore_class] = -torch.inf
-            hit += int((logits.argmax(-1) == y[i:i + batch_size]).sum())
-            total += y[i:i + batch_size].numel()
+    for logits, y in _eval_logits(params, arch, groups, batch_size):
+        if ignore_class is not None:
+            logits[..., ignore_class] = -torch.inf
+        hit += int((logits.argmax(-1) == y).sum())
+        total += y.numel()
     return hit / max(total, 1)
 
 
-@torch.no_grad()
 def mean_loss(params: dict[str, torch.Tensor], arch: Architecture,
               groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int = 512) -> float:
     """Mean cross-entropy per target."""
     total = n = 0.0
-    for x, y in groups:
-        for i in range(0, len(x), batch_size):
-            logits = arch.forward(params, x[i:i + batch_size])
-            total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           y[i:i + batch_size].reshape(-1), reduction="sum"))
-            n += y[i:i + batch_size].numel()
+    for logits, y in _eval_logits(params, arch, groups, batch_size):
+        total += float(F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum"))
+        n += y.numel()
     return total / max(n, 1)
 
 
@@ -1312,6 +1315,23 @@ def plot_curves(records: Sequence[dict[str, Any]], label: Callable[[dict], str] 
                        for r in records for c in r["curve"]])
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sns.lineplot(data=df, x="round", y="mean accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
+                        names: Sequence[str]):
+    """One scatter per score: each (client, seed)'s score against its measured need for width,
+    titled with the mean within-seed Spearman rho from :func:`score_validity`."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    merged = scores.merge(need, on=["seed", "client"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
+    for ax, name in zip(axes, names):
+        sns.scatterplot(data=merged, x=name, y="need", hue="client", ax=ax, legend=ax is axes[-1], s=25)
+        ax.set_title(f"{name}: ρ = {validity.loc[name, 'rho_need']:.2f}")
+    axes[0].set_ylabel("need for width (pp)")
+    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     return fig
 
