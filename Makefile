@@ -5,9 +5,12 @@ PROFILE ?= paper
 JOBS    ?= 2
 HASA_DATA ?=
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# Executed notebooks: the paper profile's are committed in results/notebooks/; any other
+# profile's go to the git-ignored results/<profile>/notebooks/.
+NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data check-data reproduce test unit nbval bench clean-runs
+.PHONY: all venv data check-data precompute reproduce test unit nbval bench clean-runs
 
 all: test
 
@@ -19,29 +22,40 @@ venv: .venv/.installed
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# Put the data into data/: copy it from $(HASA_DATA) if given, else fetch the Medium CSV with the
-# Kaggle CLI (needs ~/.kaggle/kaggle.json). Checksums are verified afterwards.
+# Put the data into data/. With HASA_DATA=/folder: every file of data/ that is missing or has a
+# wrong sha256 is replaced by the copy in /folder (or /folder/digits) when that copy's sha256 is
+# right; good files are left alone. Without HASA_DATA: fetch the Medium CSV with the Kaggle CLI
+# (needs ~/.kaggle/kaggle.json) unless data/ already has the right one; `python data/build_digits.py`
+# rebuilds what it can of data/digits/. Checksums are verified afterwards.
 data: venv
 	@mkdir -p data/digits
 	@if [ -n "$(HASA_DATA)" ]; then \
-	  cp -n "$(HASA_DATA)/medium_data.csv" data/ 2>/dev/null || true; \
-	  cp -n "$(HASA_DATA)"/digits/*.npz data/digits/ 2>/dev/null || cp -n "$(HASA_DATA)"/*.npz data/digits/ 2>/dev/null || true; \
-	elif [ ! -f data/medium_data.csv ]; then \
-	  $(PY) -m pip install --quiet kaggle && .venv/bin/kaggle datasets download dorianlazar/medium-articles-dataset -p data --unzip; \
+	  $(PY) -m hasa_core install-data "$(HASA_DATA)"; \
+	elif ! $(PY) -c 'import hasa_core as h, sys; p = h.data_dir() / h.MEDIUM_FILE; sys.exit(not (p.is_file() and h.sha256_of(p) == h.MEDIUM_SHA256))'; then \
+	  rm -f data/medium_data.csv; \
+	  $(PY) -m pip install --quiet kaggle && \
+	  .venv/bin/kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p data; \
 	fi
 	$(PY) -m hasa_core check-data
 
 check-data: venv
 	$(PY) -m hasa_core check-data
 
-# Every notebook, in order, through papermill with the chosen profile. Runs are cached in
-# results/runs/, so an interrupted reproduce resumes where it stopped.
-reproduce: venv
-	@mkdir -p results/notebooks figures
+# Every run that any notebook of the profile needs, in one pool of $(JOBS) processes (cached in
+# results/runs/, so an interrupted run resumes where it stopped).
+precompute: venv
+	$(PY) -m hasa_core precompute --profile $(PROFILE) --jobs $(JOBS)
+
+# Every notebook, in order, through papermill with the chosen profile. Each executes into a
+# temporary file that replaces the executed notebook only when the whole notebook succeeded.
+reproduce: precompute
+	@mkdir -p $(NB_OUT)
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb ($(PROFILE))"; \
-	  $(PY) -m papermill --cwd notebooks $$nb results/notebooks/$$(basename $$nb) \
-	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || exit 1; \
+	  out=$(NB_OUT)/$$(basename $$nb); \
+	  echo "== $$nb ($(PROFILE)) -> $$out"; \
+	  $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
+	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || { echo "$$nb failed: its executed copy is $$out.partial.ipynb; $$out is unchanged"; exit 1; }; \
+	  mv $$out.partial.ipynb $$out; \
 	done
 	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core readme; fi
 
@@ -57,6 +71,7 @@ nbval: venv
 bench: venv
 	$(PY) -m hasa_core bench
 
-# Forget every cached run (needed after changing training code or a RunConfig default).
+# Forget every cached run. Never needed for correctness (records carry the engine version and are
+# checked on read); it only frees disk space.
 clean-runs:
-	rm -rf results/runs
+	rm -rf results/runs results/*/runs

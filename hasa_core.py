@@ -38,6 +38,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,8 @@ MEDIUM_SHA256 = "9e4f33aeee0b9ee5c729c21ad7fe5b5dac65992244d8a1035b886f87a28bd1d
 MEDIUM_COLUMNS = ("id", "url", "title", "subtitle", "image", "claps", "responses",
                   "reading_time", "publication", "date")
 MEDIUM_SOURCE = ("Kaggle dataset 'dorianlazar/medium-articles-dataset' (Medium articles dataset, "
-                 "2019, 7 publications): `kaggle datasets download dorianlazar/medium-articles-dataset`, "
-                 "or `make data HASA_DATA=/folder/holding/medium_data.csv`")
+                 "2019, 7 publications): `kaggle datasets download dorianlazar/medium-articles-dataset "
+                 "--unzip -p data`, or `make data HASA_DATA=/folder/holding/medium_data.csv`")
 
 DIGIT_FILES = {  # domain name -> (file, sha256)
     "mnist": ("mnist.npz", "60ff6f049bf6dac779a99b1ea85e1a5d2531f0c45255c912c8c94320261af5ed"),
@@ -121,8 +122,50 @@ class DataError(RuntimeError):
 
 
 def data_dir() -> Path:
-    """The folder the loaders read: ``$HASA_DATA_DIR`` if set, else ``<repo>/data``."""
-    return Path(os.environ.get("HASA_DATA_DIR", DEFAULT_DATA_DIR))
+    """The folder the loaders read: ``$HASA_DATA_DIR`` if set (it must exist), else ``<repo>/data``."""
+    chosen = os.environ.get("HASA_DATA_DIR")
+    if chosen is None:
+        return DEFAULT_DATA_DIR
+    if not Path(chosen).is_dir():
+        raise DataError(f"HASA_DATA_DIR={chosen!r} is not a folder. Point HASA_DATA_DIR at the folder "
+                        f"holding {MEDIUM_FILE} and digits/, or unset it to use {DEFAULT_DATA_DIR}.")
+    return Path(chosen)
+
+
+def data_files() -> dict[str, str]:
+    """Every reference data file, as path relative to the data folder -> sha256."""
+    return {MEDIUM_FILE: MEDIUM_SHA256, **{f"digits/{f}": sha for f, sha in DIGIT_FILES.values()}}
+
+
+def install_data(source: Path, dest: Path | None = None) -> dict[str, str]:
+    """Copy into ``dest`` (default: the data folder) every reference file that is missing there
+    or has the wrong sha256, from ``source`` (or ``source/digits`` laid flat), when the source's
+    copy has the right sha256; good files are left alone. Each copy goes to a temporary name
+    first and is then renamed, so a half-copied file never has the final name. Returns
+    file -> 'ok' | 'copied' | 'wrong sha256 in source' | 'not in source'."""
+    import shutil
+    dest = dest or data_dir()
+    status = {}
+    for rel, sha in data_files().items():
+        target = dest / rel
+        if target.is_file() and sha256_of(target) == sha:
+            status[rel] = "ok"
+            continue
+        candidates = [source / rel, source / Path(rel).name]
+        src = next((c for c in candidates if c.is_file()), None)
+        if src is None:
+            status[rel] = "not in source"
+        elif sha256_of(src) != sha:
+            status[rel] = "wrong sha256 in source"
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".tmp-{target.name}")
+            shutil.copyfile(src, tmp)
+            if target.is_symlink():
+                target.unlink()
+            os.replace(tmp, target)
+            status[rel] = "copied"
+    return status
 
 
 def sha256_of(path: Path) -> str:
@@ -192,6 +235,11 @@ class Client:
     def n_test(self) -> int:
         return int(sum(y.numel() for _, y in self.test))
 
+    def to(self, device: str) -> "Client":
+        """The same client with its tensors on ``device``."""
+        move = lambda groups: tuple((x.to(device), y.to(device)) for x, y in groups)  # noqa: E731
+        return dataclasses.replace(self, train=move(self.train), test=move(self.test))
+
 
 @dataclass(frozen=True)
 class Task:
@@ -206,6 +254,10 @@ class Task:
     @property
     def sizes(self) -> np.ndarray:
         return np.array([c.n_train for c in self.clients], dtype=np.int64)
+
+    def to(self, device: str) -> "Task":
+        """The same task with every client's tensors on ``device``."""
+        return dataclasses.replace(self, clients=tuple(c.to(device) for c in self.clients))
 
 
 def _split_indices(n: int, test_frac: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -383,14 +435,24 @@ class Axis:
 @dataclass(frozen=True)
 class Architecture:
     """A supernet as data: width dimensions, how each parameter's axes follow them, and pure
-    functions ``init(dims, gen)``, ``forward(params, x)`` and ``flops(dims)`` (forward FLOPs per
-    supervised target). Output classes are never sliced (axes given as ``None``)."""
+    functions ``init(dims, gen)``, ``body(params, x)`` (the features before the output layer) and
+    ``flops(dims)`` (forward FLOPs per supervised target). The output layer is the linear map
+    ``head = (weight, bias)``; output classes are never sliced (axes given as ``None``).
+    ``rows`` names the parameter indexed by the integer inputs (a word embedding), if any: its
+    gradient touches only the rows of a batch's tokens. Built from module-level functions, so an
+    architecture pickles (process pools, Flower)."""
     name: str
     dims: dict[str, int]
     axes: dict[str, tuple[Axis | None, ...]]
     init: Callable[[dict[str, int], torch.Generator], dict[str, torch.Tensor]]
-    forward: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
+    body: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]
     flops: Callable[[dict[str, int]], float]
+    head: tuple[str, str]
+    rows: str | None = None
+
+    def forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits: the output layer applied to :attr:`body`'s features."""
+        return F.linear(self.body(params, x), params[self.head[0]], params[self.head[1]])
 
     def units(self, width: float) -> dict[str, int]:
         """Units kept of each dimension at width multiplier w: ceil(w * D), at least 1."""
@@ -408,6 +470,28 @@ def _uniform(shape, bound, gen):
     return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
 
+def _lstm_init(vocab, d, gen):
+    e, h = d["emb"], d["hid"]
+    return {"embed": _uniform((vocab, e), 0.1, gen), "w_ih": _uniform((4 * h, e), 0.1, gen),
+            "w_hh": _uniform((4 * h, h), 0.1, gen), "b_ih": torch.zeros(4 * h),
+            "b_hh": torch.zeros(4 * h), "dec_w": _uniform((vocab, h), 0.1, gen),
+            "dec_b": torch.zeros(vocab)}
+
+
+def _lstm_body(p, x):
+    h = p["w_hh"].shape[1]
+    zeros = torch.zeros(1, x.shape[0], h, device=x.device)
+    out, _, _ = torch.lstm(F.embedding(x, p["embed"]), (zeros, zeros),
+                           [p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]],
+                           True, 1, 0.0, torch.is_grad_enabled(), False, True)
+    return out
+
+
+def _lstm_flops(vocab, d):
+    e, h = d["emb"], d["hid"]
+    return 8.0 * h * (e + h) + 2.0 * h * vocab
+
+
 def lstm_arch(vocab: int, emb: int, hidden: int) -> Architecture:
     """One-layer word LSTM language model: embedding (V x E) -> LSTM(E, H) -> linear (H -> V).
 
@@ -417,27 +501,30 @@ def lstm_arch(vocab: int, emb: int, hidden: int) -> Architecture:
     g = Axis("hid", outer=4)
     axes = {"embed": (None, Axis("emb")), "w_ih": (g, Axis("emb")), "w_hh": (g, Axis("hid")),
             "b_ih": (g,), "b_hh": (g,), "dec_w": (None, Axis("hid")), "dec_b": (None,)}
+    return Architecture("lstm", {"emb": emb, "hid": hidden}, axes, functools.partial(_lstm_init, vocab),
+                        _lstm_body, functools.partial(_lstm_flops, vocab), ("dec_w", "dec_b"), "embed")
 
-    def init(d, gen):
-        e, h = d["emb"], d["hid"]
-        return {"embed": _uniform((vocab, e), 0.1, gen), "w_ih": _uniform((4 * h, e), 0.1, gen),
-                "w_hh": _uniform((4 * h, h), 0.1, gen), "b_ih": torch.zeros(4 * h),
-                "b_hh": torch.zeros(4 * h), "dec_w": _uniform((vocab, h), 0.1, gen),
-                "dec_b": torch.zeros(vocab)}
 
-    def forward(p, x):
-        h = p["w_hh"].shape[1]
-        zeros = torch.zeros(1, x.shape[0], h)
-        out, _, _ = torch.lstm(F.embedding(x, p["embed"]), (zeros, zeros),
-                               [p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]],
-                               True, 1, 0.0, torch.is_grad_enabled(), False, True)
-        return F.linear(out, p["dec_w"], p["dec_b"])
+def _cnn_init(classes, d, gen):  # Kaiming-uniform bounds of the full fan-in, shared by every subnet
+    a, b, f = d["c1"], d["c2"], d["fc"]
+    return {"conv1_w": _uniform((a, 3, 3, 3), (6 / 27) ** .5, gen), "conv1_b": torch.zeros(a),
+            "conv2_w": _uniform((b, a, 3, 3), (6 / (9 * a)) ** .5, gen), "conv2_b": torch.zeros(b),
+            "fc1_w": _uniform((f, 49 * b), (6 / (49 * b)) ** .5, gen), "fc1_b": torch.zeros(f),
+            "fc2_w": _uniform((classes, f), (1 / f) ** .5, gen), "fc2_b": torch.zeros(classes)}
 
-    def flops(d):
-        e, h = d["emb"], d["hid"]
-        return 8.0 * h * (e + h) + 2.0 * h * vocab
 
-    return Architecture("lstm", {"emb": emb, "hid": hidden}, axes, init, forward, flops)
+def _cnn_body(p, x):
+    # channels-last activations: the NHWC max-pool and conv kernels are vectorised on CPU,
+    # the NCHW max-pool is scalar (1.3x per round). flatten(1) still reads C x 7 x 7 order.
+    x = x.contiguous(memory_format=torch.channels_last)
+    x = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=1)), 2)
+    x = F.max_pool2d(F.relu(F.conv2d(x, p["conv2_w"], p["conv2_b"], padding=1)), 2)
+    return F.relu(F.linear(x.flatten(1), p["fc1_w"], p["fc1_b"]))
+
+
+def _cnn_flops(classes, d):
+    a, b, f = d["c1"], d["c2"], d["fc"]
+    return 2.0 * (784 * a * 27 + 196 * b * a * 9 + f * b * 49 + classes * f)
 
 
 def cnn_arch(c1: int, c2: int, fc: int, classes: int = 10) -> Architecture:
@@ -451,32 +538,15 @@ def cnn_arch(c1: int, c2: int, fc: int, classes: int = 10) -> Architecture:
             "conv2_w": (Axis("c2"), Axis("c1"), None, None), "conv2_b": (Axis("c2"),),
             "fc1_w": (Axis("fc"), Axis("c2", inner=49)), "fc1_b": (Axis("fc"),),
             "fc2_w": (None, Axis("fc")), "fc2_b": (None,)}
-
-    def init(d, gen):  # Kaiming-uniform bounds of the full fan-in, shared by every subnet
-        a, b, f = d["c1"], d["c2"], d["fc"]
-        return {"conv1_w": _uniform((a, 3, 3, 3), (6 / 27) ** .5, gen), "conv1_b": torch.zeros(a),
-                "conv2_w": _uniform((b, a, 3, 3), (6 / (9 * a)) ** .5, gen), "conv2_b": torch.zeros(b),
-                "fc1_w": _uniform((f, 49 * b), (6 / (49 * b)) ** .5, gen), "fc1_b": torch.zeros(f),
-                "fc2_w": _uniform((classes, f), (1 / f) ** .5, gen), "fc2_b": torch.zeros(classes)}
-
-    def forward(p, x):
-        x = F.max_pool2d(F.relu(F.conv2d(x, p["conv1_w"], p["conv1_b"], padding=1)), 2)
-        x = F.max_pool2d(F.relu(F.conv2d(x, p["conv2_w"], p["conv2_b"], padding=1)), 2)
-        x = F.relu(F.linear(x.flatten(1), p["fc1_w"], p["fc1_b"]))
-        return F.linear(x, p["fc2_w"], p["fc2_b"])
-
-    def flops(d):
-        a, b, f = d["c1"], d["c2"], d["fc"]
-        return 2.0 * (784 * a * 27 + 196 * b * a * 9 + f * b * 49 + classes * f)
-
-    return Architecture("cnn", {"c1": c1, "c2": c2, "fc": fc}, axes, init, forward, flops)
+    return Architecture("cnn", {"c1": c1, "c2": c2, "fc": fc}, axes, functools.partial(_cnn_init, classes),
+                        _cnn_body, functools.partial(_cnn_flops, classes), ("fc2_w", "fc2_b"))
 
 
 Indices = dict[str, torch.Tensor]  # width dimension -> sorted unit indices a client trains
 
 
 def flat_index(shape: Sequence[int], axes: tuple[Axis | None, ...], idx: Indices,
-               sizes: dict[str, int]) -> torch.Tensor:
+               sizes: dict[str, int], device: torch.device | str = "cpu") -> torch.Tensor:
     """Flat element indices (into ``tensor.view(-1)``) of the sub-tensor kept by ``idx``.
 
     The result has the sub-tensor's shape, so ``full.view(-1)[flat]`` extracts it and
@@ -487,13 +557,13 @@ def flat_index(shape: Sequence[int], axes: tuple[Axis | None, ...], idx: Indices
     dims = sorted({ax.dim for ax in axes if ax is not None})
     return _flat_index_cached(tuple(shape), tuple(axes),
                               tuple((d, idx[d].long().numpy().tobytes()) for d in dims),
-                              tuple((d, sizes[d]) for d in dims))
+                              tuple((d, sizes[d]) for d in dims), str(device))
 
 
 @functools.lru_cache(maxsize=64)
 def _flat_index_cached(shape: tuple[int, ...], axes: tuple[Axis | None, ...],
-                       idx_key: tuple[tuple[str, bytes], ...], sizes_key: tuple[tuple[str, int], ...]
-                       ) -> torch.Tensor:
+                       idx_key: tuple[tuple[str, bytes], ...], sizes_key: tuple[tuple[str, int], ...],
+                       device: str) -> torch.Tensor:
     idx = {d: torch.from_numpy(np.frombuffer(b, dtype=np.int64).copy()) for d, b in idx_key}
     sizes = dict(sizes_key)
     per_axis = [torch.arange(n) if ax is None else ax.entries(idx[ax.dim], sizes[ax.dim])
@@ -504,14 +574,14 @@ def _flat_index_cached(shape: tuple[int, ...], axes: tuple[Axis | None, ...],
         view = [1] * len(per_axis)
         view[k] = -1
         flat = flat + ent.view(view) * st
-    return flat
+    return flat.to(device)
 
 
 def extract(params: dict[str, torch.Tensor], arch: Architecture, idx: Indices,
             sizes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """The subnet ``idx`` of ``params`` (a copy; differentiable through ``params``)."""
     sizes = sizes or arch.dims
-    return {n: p.reshape(-1)[flat_index(p.shape, arch.axes[n], idx, sizes)] for n, p in params.items()}
+    return {n: p.reshape(-1)[flat_index(p.shape, arch.axes[n], idx, sizes, p.device)] for n, p in params.items()}
 
 
 # --- extraction rules: which units of each dimension a width-w client trains in round r -----
@@ -582,20 +652,64 @@ def _js_to_pooled(counts: np.ndarray) -> np.ndarray:
     return js_divergence(p, q[None, :])
 
 
+def smoothed_js(counts: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """HASA's heterogeneity score, Eq. 11 of the paper (as stated by its public re-implementation,
+    FedProC ``strategies/HASA.py``): for a (K, V) array of count vectors,
+
+        p_k = (c_k + alpha) / (sum_v c_kv + alpha V),   p_g = (sum_k c_k + alpha) / (sum_kv c_kv + alpha V),
+        score_k = JS(p_k, p_g) = 1/2 KL(p_k || m) + 1/2 KL(p_g || m),   m = (p_k + p_g) / 2   (nats).
+
+    ``alpha = 0`` is the unsmoothed divergence."""
+    counts = np.asarray(counts, dtype=float)
+    if counts.ndim != 2 or counts.shape[0] < 1:
+        raise ValueError(f"counts must be a (clients, vocabulary) array; got shape {counts.shape}")
+    if alpha < 0 or np.any(counts < 0):
+        raise ValueError(f"counts and alpha must be non-negative; got alpha={alpha}")
+    v = counts.shape[1]
+    p = (counts + alpha) / (counts.sum(1, keepdims=True) + alpha * v)
+    g = counts.sum(0)
+    q = (g + alpha) / (g.sum() + alpha * v)
+    return js_divergence(p, q[None, :])
+
+
+def score_counts(task: Task, attr: str = "label_counts") -> np.ndarray:
+    """The (K, V) count vectors a client uploads for Eq. 11: its training-target histogram
+    (``label_counts``: words for text, labels for digits) or its input-feature histogram
+    (``feature_counts``: input tokens / per-channel pixel intensities). For text the special
+    tokens <pad>, <bos>, <eos> are dropped, so the vector counts the words of the training
+    titles over the shared vocabulary (<unk> included)."""
+    counts = _counts(task, attr)
+    if task.vocab:
+        keep = [i for i, t in enumerate(task.vocab) if t not in (PAD, BOS, EOS)]
+        counts = counts[:, keep]
+    return counts
+
+
 def score_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
-    """JS divergence between client k's next-target distribution p_k (its training-target
-    histogram, normalised) and the federation's pooled distribution q = sum_k counts_k / sum n."""
+    """The published score (Eq. 11): :func:`smoothed_js` with ``cfg.alpha`` of the clients'
+    training-word (text) or label (digits) counts, from training data only, computed once."""
+    return smoothed_js(score_counts(task, "label_counts"), cfg.alpha)
+
+
+def score_js_targets(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """Our earlier score (before the published equations were known): unsmoothed JS divergence
+    between client k's next-target histogram (words and <eos>), normalised, and the pooled one."""
     return _js_to_pooled(_counts(task, "label_counts"))
 
 
+def score_size(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """A size-only control: -log n_k (smaller clients score higher), no distribution at all."""
+    return -np.log(task.sizes.astype(float))
+
+
 def score_js_sizecorr(task: Task, cfg: "RunConfig", rng: np.random.Generator, draws: int = 16) -> np.ndarray:
-    """``js`` minus the JS divergence expected from sampling alone: JS(p_k, q) - E[JS(p^_k, q)],
+    """``js_targets`` minus the JS divergence expected from sampling alone: JS(p_k, q) - E[JS(p^_k, q)],
     where p^_k is the histogram of n_k targets drawn i.i.d. from the pooled q (Monte Carlo,
     ``draws`` samples). A small client has a sparse histogram and hence a large JS even when its
     data are drawn from q; this removes that part."""
     counts = _counts(task, "label_counts")
     q = counts.sum(0) / counts.sum()
-    raw = _js_to_pooled(counts)
+    raw = _js_to_pooled(counts)  # = js_targets
     null = [np.mean([js_divergence(rng.multinomial(int(n), q) / n, q) for _ in range(draws)])
             for n in counts.sum(1)]
     return raw - np.array(null)
@@ -609,10 +723,10 @@ def score_entropy(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.
 
 
 def score_feature_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
-    """JS divergence of the client's INPUT-feature histogram from the pooled one: per-channel
+    """Eq. 11 (:func:`smoothed_js`, ``cfg.alpha``) over the INPUT-feature histograms: per-channel
     16-bin pixel-intensity histograms for images (sees feature shift across domains), input-token
     counts for text."""
-    return _js_to_pooled(_counts(task, "feature_counts"))
+    return smoothed_js(score_counts(task, "feature_counts"), cfg.alpha)
 
 
 def score_loss(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
@@ -630,7 +744,7 @@ def _warmup_losses(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np
     gen = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
     w = min(cfg.levels)
     params, _ = train_rounds(arch.init(arch.dims, gen), task, cfg, [w] * len(task.clients),
-                             range(cfg.warmup_rounds), int(rng.integers(2 ** 31)), gen)
+                             range(cfg.warmup_rounds), int(rng.integers(2 ** 31)))
     sub = extract(params, arch, _static(arch, w, 0, None))
     return np.array([mean_loss(sub, arch, c.train) for c in task.clients])
 
@@ -641,11 +755,13 @@ def score_random(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.n
 
 
 SCORES: dict[str, Callable[[Task, "RunConfig", np.random.Generator], np.ndarray]] = {
-    "js": score_js,
+    "js": score_js,                    # published (Eq. 11)
+    "feature_js": score_feature_js,    # Eq. 11 over input features
+    "js_targets": score_js_targets,    # ours, earlier: unsmoothed, over targets
     "js_sizecorr": score_js_sizecorr,
     "entropy": score_entropy,
-    "feature_js": score_feature_js,
     "loss": score_loss,
+    "size": score_size,
     "random": score_random,
 }
 
@@ -658,6 +774,81 @@ def compute_scores(name: str, task: Task, cfg: "RunConfig", rng: np.random.Gener
 # =============================================================================================
 # 4. Allocation under a size-weighted budget
 # =============================================================================================
+
+# --- the published rule (Eqs. 13-17): continuous widths, a budget linear in width -------------
+
+def rank01(scores: Sequence[float]) -> np.ndarray:
+    """Eq. 13: average-tie ranks of the scores mapped to [0, 1], r_k = (rank_k - 1) / (K - 1)
+    (all 1/2 for a single client)."""
+    scores = np.asarray(scores, dtype=float)
+    if len(scores) == 1:
+        return np.array([0.5])
+    return (stats.rankdata(scores, method="average") - 1) / (len(scores) - 1)
+
+
+def linear_budget_used(widths: Sequence[float], sizes: Sequence[int]) -> float:
+    """Eq. 16's left-hand side: sum_k (n_k / N) w_k, the sample-share-weighted mean width."""
+    sizes = np.asarray(sizes, dtype=float)
+    return float(sizes @ np.asarray(widths, dtype=float) / sizes.sum())
+
+
+def published_widths(scores: Sequence[float], sizes: Sequence[int], *, budget: float, w_min: float,
+                     w_max: float, caps: float | Sequence[float]) -> np.ndarray:
+    """HASA's published allocation (Eqs. 13-17, as FedProC's ``strategies/HASA.py`` states them):
+
+        r_k = (rank_k - 1) / (K - 1)                          (Eq. 13, average ties)
+        w_k = w_min + (w_max - w_min) r_k                     (Eq. 14)
+        twice:  w <- max(w B / sum_k (n_k/N) w_k, w_min);  w <- min(w, cap_k)   (Eqs. 16-17)
+
+    Continuous widths; exactly two passes, so sum_k (n_k/N) w_k can still miss B a little after
+    the second (the caller measures and reports the miss; it is not corrected here).
+    Raises ``ValueError`` unless w_min <= B <= sum_k (n_k/N) cap_k."""
+    scores = np.asarray(scores, dtype=float)
+    sizes = np.asarray(sizes, dtype=float)
+    caps = np.broadcast_to(np.asarray(caps, dtype=float), scores.shape)
+    if len(scores) != len(sizes) or len(scores) == 0:
+        raise ValueError(f"{len(scores)} scores for {len(sizes)} clients")
+    if np.any(sizes <= 0):
+        raise ValueError(f"client sizes must be positive; got {sizes.tolist()}: drop empty clients.")
+    if not 0 < w_min <= w_max <= 1 or np.any(caps < w_min) or np.any(caps > 1):
+        raise ValueError(f"need 0 < w_min <= w_max <= 1 and w_min <= cap <= 1; got w_min={w_min}, "
+                         f"w_max={w_max}, caps={caps.tolist()}")
+    ceiling = linear_budget_used(caps, sizes)
+    if not w_min - 1e-12 <= budget <= ceiling + 1e-12:
+        raise ValueError(f"budget B={budget:.4g} is outside [w_min, sum_k (n_k/N) cap_k] = "
+                         f"[{w_min:.4g}, {ceiling:.4g}]: no allocation can meet it.")
+    w = w_min + (w_max - w_min) * rank01(scores)
+    for _ in range(2):
+        w = np.maximum(w * budget / linear_budget_used(w, sizes), w_min)
+        w = np.minimum(w, caps)
+    return w
+
+
+def expected_width(width: float, extraction: str, levels: Sequence[float]) -> float:
+    """The width a client of maximum width ``width`` trains on average, for the linear budget.
+    FjORD (``ordered``) draws each batch's width uniformly from the levels below ``width`` and
+    ``width`` itself; every other rule trains ``width``."""
+    if extraction != "ordered":
+        return width
+    return float(np.mean([lv for lv in levels if lv < width - 1e-12] + [width]))
+
+
+def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Callable[[np.ndarray], float],
+                         budget: float, hi: float) -> np.ndarray:
+    """The widths ``widths_for(b)`` for the largest b in [budget, hi] whose expected spend stays
+    within ``budget`` (bisection; spend is non-decreasing in b). Used for FjORD, whose expected
+    width is below its maximum width."""
+    lo = budget
+    if spend(widths_for(hi)) <= budget * (1 + 1e-12):
+        return widths_for(hi)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if spend(widths_for(mid)) <= budget * (1 + 1e-12) else (lo, mid)
+    return widths_for(lo)
+
+
+# --- our earlier rule (before the published equations were known): discrete levels, FLOP cost --
+
 
 def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
     lv = tuple(sorted(float(x) for x in levels))
@@ -695,18 +886,20 @@ def _hasa_rule(scores, sizes, levels, cost, budget):
 
 def allocate(scores: Sequence[float], sizes: Sequence[int], *, levels: Sequence[float],
              cost: Callable[[float], float], budget: float, policy: str) -> list[float]:
-    """One width per client, from the width ``levels``, such that sum_k n_k c(w_k) <= B.
+    """Our earlier rule: one width per client, from the width ``levels``, such that
+    sum_k n_k c(w_k) <= B (c = relative training FLOPs). Not the paper's rule (that is
+    :func:`published_widths`); kept as the named variant ``hasa_levels``.
 
     Policies:
 
     * ``uniform``: every client at the largest level l with c(l) <= B / sum_k n_k (with the
       default static cost and B = sum n c(w_ref) this is w_ref itself).
-    * ``hasa``: greedy monotone water-filling. Everyone starts at the smallest level; clients
+    * ``hasa_levels``: greedy monotone water-filling. Everyone starts at the smallest level; clients
       are visited in decreasing score (ties: lower index first) and each is raised to the largest
       level that (i) is not above the level of the client visited before it and (ii) keeps the
       total cost within B. Hence a higher score never gets a smaller width, and no single client
       can be raised one more level without breaking (i) or (ii). Deterministic.
-    * ``reverse``: the ``hasa`` rule on the negated scores (directionality ablation).
+    * ``reverse_levels``: the ``hasa_levels`` rule on the negated scores (directionality ablation).
     * ``smallest``: everyone at the smallest level (FedAvg-small reference).
     * ``full``: everyone at width 1, ignoring the budget (the unconstrained FedAvg upper bound).
 
@@ -729,31 +922,60 @@ def allocate(scores: Sequence[float], sizes: Sequence[int], *, levels: Sequence[
         return [max(l for l in lv if cost(l) <= per * (1 + 1e-12))] * len(sizes)
     if policy == "smallest":
         return [lv[0]] * len(sizes)
-    if policy in ("hasa", "reverse"):
-        return _hasa_rule(scores if policy == "hasa" else -scores, sizes, lv, cost, budget)
-    raise ValueError(f"unknown policy {policy!r}; valid names: full, hasa, reverse, smallest, uniform")
+    if policy in ("hasa_levels", "reverse_levels"):
+        return _hasa_rule(scores if policy == "hasa_levels" else -scores, sizes, lv, cost, budget)
+    raise ValueError(f"unknown policy {policy!r}; valid names: {', '.join(sorted(LEVEL_RULES))}")
 
 
-POLICIES = ("uniform", "hasa", "reverse", "smallest", "full")
+LEVEL_RULES = ("uniform", "hasa_levels", "reverse_levels", "smallest", "full")  # allocate()'s policies
+# RunConfig.policy: the published rule and its matched baselines under the linear budget
+# sum_k (n_k/N) w_k = B, then our level rule and its uniform under the FLOP budget.
+POLICIES = ("uniform", "hasa", "reverse", "smallest", "full", "uniform_levels", "hasa_levels", "reverse_levels")
 
 
 # =============================================================================================
 # 5. Federated training
 # =============================================================================================
 
+ENGINE_VERSION = 2
+"""Version of everything that makes a run's numbers (data, model, scores, allocation, training,
+evaluation). Bump it with any change that would change a result: it is part of every cache key
+and stored in every record, so no record made by other code is ever reused.
+    1  the first tables (one torch generator threaded through all clients of a round)
+    2  per-client generators; fused linear + cross-entropy; embedding gradient over used rows;
+       channels-last CNN; the published rule (Eqs. 11-17) and the aggregation protocol"""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that defines a run except the seed. Defaults: the ``paper`` profile, text.
 
+    From the paper's public re-implementation (FedProC ``strategies/HASA.py``; which of them are
+    the paper's own and which the framework's is not known): budget B = 0.5, w_min = 0.2,
+    w_max = 0.8, cap = 0.8 for every client, smoothing alpha = 1, full participation, FedAvg
+    weights n_k, the ``full`` aggregation protocol (the paper's original FedAvg).
+
     Choices the paper does not specify (ours): a 1-layer LSTM with E = H = 128, SGD with
     learning rate 1.0, batch 32, gradient-norm clip 1.0, 1 local epoch per round, 30 rounds,
-    all 7 clients every round, levels {1/4, 1/2, 3/4, 1}, reference width 1/2, 20% test titles."""
+    20% test titles; for our level rule (``*_levels``) the levels {1/4, 1/2, 3/4, 1} and the
+    FLOP budget at reference width 1/2. Every field is validated when the config is built."""
     benchmark: str = "medium"          # "medium" | "digits"
-    policy: str = "uniform"            # see allocate()
+    policy: str = "uniform"            # see POLICIES and plan()
     score: str = "js"                  # see SCORES
     extraction: str = "static"         # see EXTRACTIONS
-    levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-    w_ref: float = 0.5
+    aggregation: str = "full"          # "full" (paper's FedAvg) | "selective" (matched baselines)
+    budget: float = 0.5                # B of the linear budget sum_k (n_k/N) w_k = B
+    w_min: float = 0.2                 # Eq. 14 / 16
+    w_max: float = 0.8                 # Eq. 14
+    cap: float = 0.8                   # Eq. 17, the same for every client
+    alpha: float = 1.0                 # Eq. 11 additive smoothing
+    levels: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)  # *_levels rules; FjORD's draw set
+    w_ref: float = 0.5                 # *_levels rules: FLOP budget sum_k n_k c(w_ref)
     rounds: int = 30
     local_epochs: int = 1
     batch_size: int = 32
@@ -771,17 +993,44 @@ class RunConfig:
     digits_clients_per_domain: int = 1  # digits: 1, or several clients of unequal size per domain
     cnn_widths: tuple[int, int, int] = (16, 32, 64)
     max_test_per_domain: int = 1000    # digits: test images per domain (seeded sample)
+    device: str = "cpu"                # "cpu" | "cuda" | "cuda:N"; committed tables are CPU
 
     def __post_init__(self):
         check_levels(self.levels)
         _lookup(SCORES, self.score, "score")
         _lookup(EXTRACTIONS, self.extraction, "extraction")
-        if self.policy not in POLICIES:
-            raise ValueError(f"unknown policy {self.policy!r}; valid names: {', '.join(sorted(POLICIES))}")
-        if self.benchmark not in TASKS:
-            raise ValueError(f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
-        if not 0 < self.w_ref <= 1:
-            raise ValueError(f"w_ref must be in (0, 1]; got {self.w_ref}")
+        _check(self.policy in POLICIES, f"unknown policy {self.policy!r}; valid names: {', '.join(POLICIES)}")
+        _check(self.benchmark in TASKS, f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
+        _check(self.aggregation in AGGREGATIONS,
+               f"unknown aggregation {self.aggregation!r}; valid names: {', '.join(AGGREGATIONS)}")
+        _check(0 < self.w_min <= self.w_max <= 1, f"need 0 < w_min <= w_max <= 1; got w_min={self.w_min}, w_max={self.w_max}")
+        _check(self.w_min <= self.cap <= 1, f"cap must be in [w_min, 1] = [{self.w_min}, 1]; got {self.cap}")
+        _check(self.w_min <= self.budget <= self.cap,
+               f"budget B must be in [w_min, cap] = [{self.w_min}, {self.cap}] (Eq. 16 is infeasible "
+               f"otherwise); got {self.budget}")
+        _check(self.alpha >= 0, f"alpha (Eq. 11 smoothing) must be >= 0; got {self.alpha}")
+        _check(0 < self.w_ref <= 1, f"w_ref must be in (0, 1]; got {self.w_ref}")
+        for name in ("rounds", "local_epochs", "batch_size", "eval_every", "min_count", "emb_dim",
+                     "hidden_dim", "warmup_rounds", "digits_clients_per_domain", "max_test_per_domain"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1; got {value!r}")
+        _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
+        _check(self.lr > 0, f"lr must be > 0 (lr = 0 never trains: 0% accuracy); got {self.lr}")
+        _check(self.clip > 0, f"clip (gradient-norm bound) must be > 0 (clip = 0 never trains); got {self.clip}")
+        _check(0 < self.test_frac < 1,
+               f"test_frac must be in (0, 1): the share of each client's examples held out; got {self.test_frac}")
+        _check(self.max_examples_per_client is None or self.max_examples_per_client >= 2,
+               f"max_examples_per_client must be None (all) or >= 2 (one train, one test); got {self.max_examples_per_client}")
+        _check(len(self.cnn_widths) == 3 and all(isinstance(c, int) and c >= 1 for c in self.cnn_widths),
+               f"cnn_widths must be three integers >= 1; got {self.cnn_widths}")
+        _check(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
+               f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
+
+    @property
+    def level_rule(self) -> bool:
+        """True for our earlier level rule and its uniform (FLOP budget), False for the published
+        rule and its baselines (linear budget)."""
+        return self.policy.endswith("_levels")
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)
@@ -790,14 +1039,9 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def key(self) -> str:
-        """Cache key: a readable label + a hash of the fields that differ from their defaults.
-
-        Hashing only non-default fields keeps existing cache entries valid when a new field (with
-        a default that preserves old behaviour) is added. Changing training code or a default
-        value changes results without changing keys: then clear ``results/runs/``."""
-        changed = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                   if getattr(self, f.name) != f.default}
-        blob = json.dumps(changed, sort_keys=True).encode()
+        """Cache key: a readable label + a hash of every field and of :data:`ENGINE_VERSION`, so
+        a record is only ever found by the config and the code that made it."""
+        blob = json.dumps({"engine": ENGINE_VERSION, **self.as_dict()}, sort_keys=True).encode()
         return f"{self.benchmark}-{self.policy}-{self.extraction}-{self.score}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
@@ -832,41 +1076,72 @@ def batches(groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int
     return [out[i] for i in torch.randperm(len(out), generator=gen).tolist()]
 
 
+class _LinearCrossEntropy(torch.autograd.Function):
+    """mean_i -log softmax(z_i)[y_i] with logits z = h W^T + b, fused.
+
+    The softmax (ATen's vectorised kernel) is kept for backward and turned in place into the
+    logits' gradient (softmax - onehot(y)) / N; log-softmax and its gradient are never
+    materialised. Rounding-level equal to ``F.cross_entropy(F.linear(h, W, b), y)``; the loss
+    value (reporting only, gradients do not use it) is -log max(p_y, tiny)."""
+
+    @staticmethod
+    def forward(ctx, h, w, b, y):
+        p = torch.softmax(torch.addmm(b, h, w.t()), 1)
+        loss = -p.gather(1, y[:, None]).clamp_min(torch.finfo(p.dtype).tiny).log().mean()
+        ctx.save_for_backward(h, w, p, y)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad):
+        h, w, p, y = ctx.saved_tensors
+        p[torch.arange(len(y), device=y.device), y] -= 1
+        p.mul_(grad / len(y))
+        return p @ w, p.t() @ h, p.sum(0), None
+
+
+def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy of the logits ``h W^T + b`` (rows of h) against class indices ``y``."""
+    return _LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), w, b, y.reshape(-1))
+
+
 def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Client,
                 cfg: RunConfig, gen: torch.Generator, ordered_levels: Sequence[float] = ()
                 ) -> dict[str, torch.Tensor]:
     """``cfg.local_epochs`` of SGD (lr, gradient-norm clip) on a subnet's parameters.
 
     With ``ordered_levels`` (FjORD), each batch trains the nested sub-slice of a width drawn
-    uniformly from those levels (relative to the full supernet), the rest of the subnet idle."""
-    local = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
-    leaves = list(local.values())
+    uniformly from those levels (relative to the full supernet), the rest of the subnet idle.
+    The embedding (``arch.rows``) is differentiated through the rows of the batch's tokens only;
+    the other rows' gradient is zero, so the step is the dense one."""
+    local = {n: p.detach().clone() for n, p in params.items()}
+    dense = [n for n in local if n != arch.rows]
+    leaves = [local[n].requires_grad_(True) for n in dense]
     sizes = _local_sizes(local, arch)
     for _ in range(cfg.local_epochs):
         for x, y in batches(client.train, cfg.batch_size, gen):
-            p = local
+            p = dict(zip(dense, leaves))
+            if arch.rows is not None:
+                used, x = torch.unique(x, return_inverse=True)
+                p[arch.rows] = rows = local[arch.rows][used].requires_grad_(True)
             if ordered_levels:
                 w = ordered_levels[int(torch.randint(len(ordered_levels), (1,), generator=gen))]
                 sub = {d: torch.arange(min(k, sizes[d])) for d, k in arch.units(w).items()}
-                p = extract(local, arch, sub, sizes)
-            logits = arch.forward(p, x)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
-            grads = torch.autograd.grad(loss, leaves)
-            clipped_sgd_step(leaves, list(grads), cfg.lr, cfg.clip)
+                p = extract(p, arch, sub, sizes)
+            loss = linear_cross_entropy(arch.body(p, x), p[arch.head[0]], p[arch.head[1]], y)
+            grads = list(torch.autograd.grad(loss, leaves + ([rows] if arch.rows else [])))
+            with torch.no_grad():
+                clip_grad_norm_(grads, cfg.clip)
+                torch._foreach_add_(leaves, grads[:len(leaves)], alpha=-cfg.lr)
+                if arch.rows is not None:
+                    local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
     return {n: p.detach() for n, p in local.items()}
 
 
-def clipped_sgd_step(params: list[torch.Tensor], grads: list[torch.Tensor], lr: float, clip: float) -> None:
-    """One plain SGD step with global gradient-norm clipping, in place:
-
-        g <- g * min(1, clip / (||g||_2 + 1e-6)),   theta <- theta - lr * g,
-
-    with ||g|| over all tensors together: exactly ``clip_grad_norm_`` + ``torch.optim.SGD``
-    (no momentum), through foreach ops instead of a Python loop over tensors."""
-    with torch.no_grad():
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-        torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
-        torch._foreach_add_(params, grads, alpha=-lr)
+def clip_grad_norm_(grads: list[torch.Tensor], clip: float) -> None:
+    """g <- g * min(1, clip / (||g||_2 + 1e-6)) in place, with ||g|| over all tensors together
+    (``torch.nn.utils.clip_grad_norm_``'s rule, through foreach ops)."""
+    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(clip / (total + 1e-6), max=1.0))
 
 
 def _local_sizes(local: dict[str, torch.Tensor], arch: Architecture) -> dict[str, int]:
@@ -879,24 +1154,41 @@ def _local_sizes(local: dict[str, torch.Tensor], arch: Architecture) -> dict[str
     return sizes
 
 
-def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
-              updates: Sequence[tuple[dict[str, torch.Tensor], Indices, float]]) -> dict[str, torch.Tensor]:
-    """Element-wise weighted FedAvg over the clients that trained each element.
+AGGREGATIONS = ("full", "selective")
 
-    theta_new[e] = sum_{k: e in S_k} n_k theta_k[e] / sum_{k: e in S_k} n_k, where S_k is the set of
-    elements of client k's subnet; elements no client trained keep theta_old[e]. With every client
-    at full width this is exactly FedAvg: theta_new = sum_k n_k theta_k / sum_k n_k."""
+
+def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
+              updates: Sequence[tuple[dict[str, torch.Tensor], Indices, float]],
+              protocol: str = "selective") -> dict[str, torch.Tensor]:
+    """n_k-weighted FedAvg of subnet updates (float64 accumulators: the result does not depend on
+    the order of ``updates``). S_k is the set of elements of client k's subnet.
+
+    ``selective`` (the matched-baseline protocol): each element is averaged over the clients
+    that trained it, theta_new[e] = sum_{k: e in S_k} n_k theta_k[e] / sum_{k: e in S_k} n_k;
+    elements no client trained keep theta_old[e].
+
+    ``full`` (the paper's original FedAvg): every client's whole tensor enters the average, an
+    element it did not train counting with the value it was sent:
+    theta_new[e] = (sum_{k: e in S_k} n_k theta_k[e] + sum_{k: e not in S_k} n_k theta_old[e]) / sum_k n_k.
+
+    With every client at full width both are exactly FedAvg: sum_k n_k theta_k / sum_k n_k."""
+    _check(protocol in AGGREGATIONS, f"unknown aggregation {protocol!r}; valid names: {', '.join(AGGREGATIONS)}")
+    total = sum(float(w) for _, _, w in updates)
     new = {}
     for name, old in global_params.items():
-        num = torch.zeros(old.numel(), dtype=torch.float64)
-        den = torch.zeros(old.numel(), dtype=torch.float64)
+        num = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
+        den = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
         for local, idx, weight in updates:
-            flat = flat_index(old.shape, arch.axes[name], idx, arch.dims).reshape(-1)
-            num.index_add_(0, flat, local[name].reshape(-1).double() * weight)
-            den.index_add_(0, flat, torch.full((flat.numel(),), float(weight), dtype=torch.float64))
-        trained = den > 0
-        out = old.reshape(-1).clone()
-        out[trained] = (num[trained] / den[trained]).to(old.dtype)
+            flat = flat_index(old.shape, arch.axes[name], idx, arch.dims, old.device).reshape(-1)
+            num.index_add_(0, flat, local[name].reshape(-1).double(), alpha=float(weight))
+            den.index_add_(0, flat, torch.full((flat.numel(),), float(weight), dtype=torch.float64, device=old.device))
+        flat_old = old.reshape(-1)
+        if protocol == "full":
+            out = ((num + (total - den) * flat_old.double()) / total).to(old.dtype)
+        else:
+            trained = den > 0
+            out = flat_old.clone()
+            out[trained] = (num[trained] / den[trained]).to(old.dtype)
         new[name] = out.view_as(old)
     return new
 
@@ -951,7 +1243,9 @@ def summarize_accuracies(acc: Sequence[float]) -> dict[str, float]:
 
 def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
     """Each client's test accuracy with the static (nested) slice of its allocated width: the
-    deployable width-w_k model, the same for every extraction rule."""
+    deployable width-w_k model, the same for every extraction rule. (Records also hold each
+    client's accuracy under the full global model, ``accuracy_full_model``: how FedRolex and
+    Federated Dropout evaluate.)"""
     return [accuracy(extract(params, task.arch, _static(task.arch, w, 0, None)), task.arch,
                      c.test, task.ignore_class) for c, w in zip(task.clients, widths)]
 
@@ -964,11 +1258,31 @@ TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task, "digits": digits
 
 
 def load_task(cfg: RunConfig, seed: int) -> Task:
-    return TASKS[cfg.benchmark](cfg, seed)
+    """The benchmark's clients for this seed's split, on ``cfg.device``."""
+    task = TASKS[cfg.benchmark](cfg, seed)
+    if cfg.device != "cpu":
+        _check(torch.cuda.is_available(), f"device {cfg.device!r} was asked for, but torch sees no CUDA "
+               "device here; use device='cpu' (the default).")
+        task = task.to(cfg.device)
+    return task
 
 
 def plan(cfg: RunConfig, task: Task, seed: int) -> dict[str, Any]:
-    """Scores, budget and allocation of a run, before any training.
+    """Scores, budget and widths of a run, before any training.
+
+    Published rule and its baselines (linear budget, Eq. 16: sum_k (n_k/N) E[w_k] = B, with
+    E[w] = :func:`expected_width`, i.e. w itself except for FjORD):
+
+    * ``hasa``: :func:`published_widths` of the scores; ``reverse``: of the negated scores;
+    * ``uniform``: every client at width B; ``smallest``: every client at w_min;
+    * ``full``: every client at width 1 (unconstrained FedAvg, outside the budget).
+
+    For FjORD the rule is applied to the maximum widths with the budget argument raised until
+    the expected widths spend B (:func:`_fit_expected_budget`). ``budget_frac`` = spend / B is
+    reported, never corrected: the published rule's two passes can miss B.
+
+    Our level rule (``*_levels``, FLOP budget sum_k n_k c(w_k) <= sum_k n_k c(w_ref)): see
+    :func:`allocate`.
 
     With ``cfg.shuffle_scores`` the computed scores are permuted across clients (a control that
     keeps the score values but breaks their link to the clients)."""
@@ -977,62 +1291,161 @@ def plan(cfg: RunConfig, task: Task, seed: int) -> dict[str, Any]:
     if cfg.shuffle_scores:
         scores = np.random.default_rng([seed, 4, cfg.score_draw]).permutation(scores)
     arch, sizes = task.arch, task.sizes
-    cost = lambda w: effective_cost(arch, w, cfg.extraction, cfg.levels)  # noqa: E731
-    budget = budget_of(sizes, arch.relative_cost, cfg.w_ref)
-    widths = allocate(scores, sizes, levels=cfg.levels, cost=cost, budget=budget, policy=cfg.policy)
-    used = budget_used(widths, sizes, cost)
-    if cfg.policy != "full" and used > budget * (1 + 1e-9):
-        raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
-    return {"scores": scores.tolist(), "widths": list(widths), "budget": budget,
-            "budget_used": used, "budget_frac": used / budget}
+    if cfg.level_rule:
+        cost = lambda w: effective_cost(arch, w, cfg.extraction, cfg.levels)  # noqa: E731
+        budget = budget_of(sizes, arch.relative_cost, cfg.w_ref)
+        widths = allocate(scores, sizes, levels=cfg.levels, cost=cost, budget=budget,
+                          policy={"uniform_levels": "uniform"}.get(cfg.policy, cfg.policy))
+        used = budget_used(widths, sizes, cost)
+        if used > budget * (1 + 1e-9):
+            raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
+        return {"scores": scores.tolist(), "widths": [float(w) for w in widths], "budget": budget,
+                "budget_used": used, "budget_frac": used / budget, "budget_kind": "flops"}
+    k = len(sizes)
+    spend = lambda ws: linear_budget_used([expected_width(w, cfg.extraction, cfg.levels) for w in ws], sizes)  # noqa: E731
+    signed = {"hasa": scores, "reverse": -scores}.get(cfg.policy)
+
+    def widths_for(b: float) -> np.ndarray:
+        if signed is not None:
+            return published_widths(signed, sizes, budget=b, w_min=cfg.w_min, w_max=cfg.w_max, caps=cfg.cap)
+        return np.full(k, {"uniform": b, "smallest": cfg.w_min, "full": 1.0}[cfg.policy])
+
+    hi = cfg.cap if signed is not None else 1.0
+    if cfg.extraction == "ordered" and cfg.policy in ("hasa", "reverse", "uniform"):
+        widths = _fit_expected_budget(widths_for, spend, cfg.budget, hi)
+    else:
+        widths = widths_for(cfg.budget)
+    used = spend(widths)
+    return {"scores": scores.tolist(), "widths": [float(w) for w in widths], "budget": cfg.budget,
+            "budget_used": used, "budget_frac": used / cfg.budget, "budget_kind": "linear"}
+
+
+def client_generators(seed: int, rnd: int, k: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Client k's randomness in round ``rnd`` of a run with ``seed``: a numpy generator (the
+    extraction draw) and a torch generator (batch order, FjORD widths), both derived from
+    (seed, rnd, k) alone. So a client's update does not depend on which clients ran before it,
+    in which process, or on which engine (a process pool over clients, Flower)."""
+    torch_seed = int(np.random.default_rng([seed, 5, rnd, k]).integers(2 ** 63))
+    return np.random.default_rng([seed, 3, rnd, k]), torch.Generator().manual_seed(torch_seed)
+
+
+def client_update(params: dict[str, torch.Tensor], arch: Architecture, client: Client, cfg: RunConfig,
+                  width: float, rnd: int, k: int, seed: int
+                  ) -> tuple[dict[str, torch.Tensor], Indices, float]:
+    """What client k sends back in round ``rnd``: its trained subnet, the unit indices it trained
+    (chosen by ``cfg.extraction`` at ``width``) and its aggregation weight n_k. ``params`` are the
+    current global parameters. A pure function of its arguments: the unit of work of any engine."""
+    rng, gen = client_generators(seed, rnd, k)
+    idx = client_indices(cfg.extraction, arch, width, rnd, rng)
+    levels = [lv for lv in cfg.levels if lv <= width + 1e-12] if cfg.extraction == "ordered" else ()
+    with single_thread():
+        local = local_train(extract(params, arch, idx), arch, client, cfg, gen, levels)
+    return local, idx, float(client.n_train)
+
+
+def _pool_worker_init() -> None:
+    tune_allocator()
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def client_pool(n_jobs: int) -> Iterator[ProcessPoolExecutor | None]:
+    """A process pool that trains the clients of a round in parallel (``None`` when n_jobs <= 1).
+
+    For one interactive run: records are identical to the in-process loop (each client's
+    randomness is its own, see :func:`client_generators`). For many runs, running seeds in
+    parallel (:func:`run_many`) uses the cores better."""
+    if n_jobs <= 1:
+        yield None
+        return
+    with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
+                             initializer=_pool_worker_init) as pool:
+        yield pool
 
 
 def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, widths: Sequence[float],
-                 rounds: Sequence[int], seed: int, gen: torch.Generator, evaluate_at: Sequence[int] = (),
-                 progress: bool = False) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
-    """Federated rounds: in each, every client trains its subnet (chosen by ``cfg.extraction``)
-    from the current global parameters, then :func:`aggregate` averages them, weighted by n_k.
+                 rounds: Sequence[int], seed: int, evaluate_at: Sequence[int] = (),
+                 progress: bool = False, pool: ProcessPoolExecutor | None = None
+                 ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """Federated rounds: in each, every client trains its subnet (:func:`client_update`) from the
+    current global parameters, then :func:`aggregate` averages them, weighted by n_k. With a
+    ``pool`` (:func:`client_pool`) the clients of a round train in parallel processes.
 
     After each round r with r + 1 in ``evaluate_at`` the per-client accuracies are recorded.
     Returns the final parameters and that learning curve."""
-    arch, sizes, curve = task.arch, task.sizes, []
+    arch, curve = task.arch, []
     for rnd in tqdm(rounds, disable=not progress, desc="rounds", leave=False):
-        updates = []
-        for k, (client, w) in enumerate(zip(task.clients, widths)):
-            idx = client_indices(cfg.extraction, arch, w, rnd, np.random.default_rng([seed, 3, rnd, k]))
-            levels = [lv for lv in cfg.levels if lv <= w + 1e-12] if cfg.extraction == "ordered" else ()
-            local = local_train(extract(params, arch, idx), arch, client, cfg, gen, levels)
-            updates.append((local, idx, float(sizes[k])))
-        params = aggregate(params, arch, updates)
+        jobs = [(params, arch, client, cfg, w, rnd, k, seed)
+                for k, (client, w) in enumerate(zip(task.clients, widths))]
+        if pool is None:
+            updates = [client_update(*job) for job in jobs]
+        else:
+            updates = [f.result() for f in [pool.submit(client_update, *job) for job in jobs]]
+        params = aggregate(params, arch, updates, cfg.aggregation)
         if rnd + 1 in evaluate_at:
             acc = evaluate(params, task, widths)
             curve.append({"round": rnd + 1, "accuracy": acc, **summarize_accuracies(acc)})
     return params, curve
 
 
-def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False) -> dict[str, Any]:
+def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False,
+        client_jobs: int = 1) -> dict[str, Any]:
     """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
 
     Every client takes part in every round; accuracies are measured every ``cfg.eval_every``
-    rounds and after the last. Returns a JSON-able record."""
+    rounds and after the last. ``client_jobs > 1`` trains the clients of a round in that many
+    processes (same record). Returns a JSON-able record."""
     tune_allocator()
-    with single_thread():
-        return _run(cfg, seed, task, progress)
+    with single_thread(), client_pool(client_jobs) as pool:
+        return _run(cfg, seed, task, progress, pool)
 
 
-def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool) -> dict[str, Any]:
+def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
+         pool: ProcessPoolExecutor | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
-    gen = torch.Generator().manual_seed(seed)
-    params = task.arch.init(task.arch.dims, gen)
+    params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
+    params = {n: v.to(cfg.device) for n, v in params.items()}
     at = {r for r in range(1, cfg.rounds + 1) if r % cfg.eval_every == 0} | {cfg.rounds}
-    _, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, gen, at, progress)
+    params, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, at, progress, pool)
     acc = curve[-1]["accuracy"]
     return {"config": cfg.as_dict(), "seed": seed, "clients": [c.name for c in task.clients],
             "sizes": task.sizes.tolist(), **p, "accuracy": acc, **summarize_accuracies(acc),
-            "curve": [{k: v for k, v in c.items() if k != "accuracy"} for c in curve],
-            "seconds": time.perf_counter() - t0, "torch": torch.__version__}
+            "accuracy_full_model": evaluate(params, task, [1.0] * len(task.clients)),
+            "curve": curve, "params_sha256": params_digest(params),
+            "seconds": time.perf_counter() - t0, "provenance": provenance(cfg.device)}
+
+
+def params_digest(params: dict[str, torch.Tensor]) -> str:
+    """sha256 of the parameters' bytes in name order: two runs agree bit for bit iff this does."""
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(name.encode())
+        h.update(params[name].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@functools.cache
+def _git_commit() -> str | None:
+    """The checkout's commit (with ``-dirty`` when tracked files differ), or None outside git."""
+    import subprocess
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(device: str = "cpu") -> dict[str, Any]:
+    """Which code made a record: engine version, git commit, library versions, the processor."""
+    import platform
+    return {"engine": ENGINE_VERSION, "git": _git_commit(), "torch": torch.__version__,
+            "numpy": np.__version__, "python": platform.python_version(), "cpu": _cpu_model(),
+            "device": device if device == "cpu" else torch.cuda.get_device_name(torch.device(device))}
 
 
 # =============================================================================================
@@ -1056,13 +1469,86 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
-def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
-    """The record of (cfg, seed): read from the cache, or run and then cache it."""
+RECORD_FIELDS = ("config", "seed", "clients", "sizes", "scores", "widths", "budget", "budget_used",
+                 "budget_frac", "accuracy", "mean", "worst", "tail", "accuracy_full_model", "curve",
+                 "params_sha256", "provenance")
+
+
+class BadRecord(ValueError):
+    """A cached record that cannot be used: unreadable, incomplete, or made for another run."""
+
+
+def read_record(path: Path, cfg: RunConfig, seed: int) -> dict[str, Any]:
+    """A cached record, checked: it parses, holds every field of :data:`RECORD_FIELDS`, and was
+    made for exactly this (config, seed) by this :data:`ENGINE_VERSION`. Raises :class:`BadRecord`
+    naming the file otherwise."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BadRecord(f"{path} is not a readable JSON record ({type(e).__name__}: {e})") from e
+    if not isinstance(rec, dict):
+        raise BadRecord(f"{path} holds a {type(rec).__name__}, not a run record")
+    missing = [f for f in RECORD_FIELDS if f not in rec]
+    if missing:
+        raise BadRecord(f"{path} lacks the fields {missing}")
+    engine = rec["provenance"].get("engine") if isinstance(rec["provenance"], dict) else None
+    if engine != ENGINE_VERSION:
+        raise BadRecord(f"{path} was made by engine version {engine}, this code is {ENGINE_VERSION}")
+    if rec["seed"] != seed or rec["config"] != json.loads(json.dumps(cfg.as_dict())):
+        other = rec["config"] if isinstance(rec["config"], dict) else {}
+        raise BadRecord(f"{path} is the record of another run (seed {rec['seed']}, policy "
+                        f"{other.get('policy')!r}, extraction {other.get('extraction')!r}), not of "
+                        f"{cfg.key()} seed {seed}")
+    return rec
+
+
+def _set_aside(path: Path, reason: BadRecord) -> None:
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.replace(path, aside)
+    import warnings
+    warnings.warn(f"{reason}; moved it to {aside.name} and recomputing.", stacklevel=3)
+
+
+def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any] | None:
+    """The checked cached record of (cfg, seed), or None. A bad record is moved aside with a warning
+    that names it (never used, never fatal), so the run is recomputed."""
     path = record_path(cfg, seed, results_dir)
-    if path.is_file():
-        return json.loads(path.read_text())
-    write_json_atomic(path, run(cfg, seed))
-    return json.loads(path.read_text())
+    if not path.is_file():
+        return None
+    try:
+        return read_record(path, cfg, seed)
+    except BadRecord as e:
+        _set_aside(path, e)
+        return None
+
+
+def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
+    """The record of (cfg, seed): read from the cache (checked), or run and then cache it."""
+    rec = cached_record(cfg, seed, results_dir)
+    if rec is None:
+        rec = json.loads(json.dumps(run(cfg, seed)))  # as read back: tuples become lists
+        write_json_atomic(record_path(cfg, seed, results_dir), rec)
+    return rec
+
+
+GOLDEN = REPO / "tests" / "golden" / "medium-smoke-hasa-seed0.json"
+
+
+def golden_config() -> RunConfig:
+    """The short smoke run whose record is committed as the golden record (``make test`` re-runs
+    it and compares numbers and parameter digest)."""
+    return config("smoke", policy="hasa", rounds=2, eval_every=1, max_examples_per_client=60)
+
+
+def write_golden(path: Path = GOLDEN) -> Path:
+    rec = run(golden_config(), 0)
+    rec.pop("seconds")
+    write_json_atomic(path, rec)
+    return path
+
+
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None) -> None:
+    cached_run(cfg, seed, results_dir)  # returns nothing: the parent reads the record back
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
@@ -1070,19 +1556,145 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
              ) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
 
-    Returns the records in the order of (config, seed) pairs."""
+    Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
+    interrupt or the first failing run, the queued runs are cancelled at once; every finished
+    record stays cached (runs already in progress finish and are cached too), and the error says
+    that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
     jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
-    todo = [j for j in jobs if not record_path(j[0], j[1], j[2]).is_file()]
-    if todo and n_jobs > 1:
-        with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(cached_run, *j) for j in todo]
-            for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
-                fut.result()
-    else:
-        for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
-            cached_run(*j)
+    todo = [j for j in jobs if cached_record(*j) is None]
+    if progress:
+        print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
+              f"{len(todo)} to compute")
+    done = 0
+    try:
+        if todo and n_jobs > 1:
+            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"))
+            try:
+                futures = {pool.submit(_cached_run_in_worker, *j): j for j in todo}
+                for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
+                    fut.result()
+                    done += 1
+            finally:
+                pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
+                cached_run(*j)
+                done += 1
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted: {done} of {len(todo)} new records finished and cached, "
+                                "the queued runs cancelled; run the same call (or make reproduce) again to "
+                                "resume from the cache.") from None
+    except BrokenProcessPool as e:
+        raise RuntimeError(f"a worker process died ({e}); {done} of {len(todo)} new records are cached. "
+                           "Run the same call again to resume; if it recurs, try n_jobs=1 to see the error.") from e
+    except Exception as e:
+        raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
+                           "are cached and the queued runs were cancelled; fix the cause and run again "
+                           "to resume from the cache.") from e
     return [cached_run(*j) for j in jobs]
+
+
+# --- the artifact's experiments: one definition, used by the notebooks and by `precompute` ---
+
+EXTRACTION_NAMES = {"static": "HeteroFL", "rolling": "FedRolex", "random": "FedDropout", "ordered": "FjORD"}
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """The one config that stands for ``cfg``'s computation. When every client trains the same
+    units (one common width under static, rolling or FjORD extraction: ``uniform``, ``smallest``,
+    ``full``), the ``full`` and ``selective`` aggregation protocols are the same arithmetic, so
+    both protocols' rows are served by one run (aggregation ``full``)."""
+    if cfg.policy in ("uniform", "smallest", "full") and cfg.extraction != "random":
+        return cfg.replace(aggregation="full")
+    return cfg
+
+
+def method_label(cfg: RunConfig) -> str:
+    """The one name of a run's method everywhere (tables, figures, prose): the policy, then the
+    extraction (·FedRolex, ·FedDropout, ·FjORD; HeteroFL's static slices are the default), ·sel for
+    the selective protocol, [score] when not the published ``js``, and any budget setting that
+    differs from the profile's."""
+    base = config(_profile_of(cfg), benchmark=cfg.benchmark)
+    label = cfg.policy
+    if cfg.extraction != "static":
+        label += "·" + EXTRACTION_NAMES[cfg.extraction]
+    if canonical(cfg).aggregation == "selective":
+        label += "·sel"
+    score = f"shuffled {cfg.score}" if cfg.shuffle_scores else cfg.score
+    if cfg.score == "random":
+        score += f" #{cfg.score_draw}"
+    if (cfg.score != "js" or cfg.shuffle_scores) and cfg.policy not in ("uniform", "uniform_levels", "smallest", "full"):
+        label += f"[{score}]"
+    extras = [f"{name}={getattr(cfg, name):g}" for name in ("budget", "w_min", "w_max", "cap", "alpha")
+              if getattr(cfg, name) != getattr(base, name) and (name == "budget" or cfg.policy in ("hasa", "reverse"))]
+    if cfg.digits_clients_per_domain != base.digits_clients_per_domain:
+        extras.append(f"{cfg.digits_clients_per_domain}/domain")
+    return label + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _profile_of(cfg: RunConfig) -> str:
+    smoke = PROFILES["smoke"][cfg.benchmark]
+    return "smoke" if all(getattr(cfg, k) == v for k, v in smoke.items()) else "paper"
+
+
+SEEDS = {"paper": 10, "smoke": 3}         # the paper-matched view: 10 seeds
+POWER_SEEDS = {"paper": 30, "smoke": 3}   # the core comparisons: for 80% power at +0.50 pp
+
+
+def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
+    """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
+
+    ``table1`` HASA vs uniform (both protocols, our level rule as a variant); ``core`` uniform, HASA
+    and reverse over the powered seed set; ``table2`` matched-budget partial-training baselines
+    (selective protocol); ``table3`` directionality and score controls; ``sensitivity`` the
+    re-implementation's defaults varied; ``budget`` other budgets; ``need`` every client at w_min
+    and at full width; ``digits`` and ``digits3`` the cross-domain image study (1 and 3 clients
+    per domain). Labels come from :func:`method_label`, so one run has one name everywhere."""
+    def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
+        cfgs = [canonical(c) for c in cfgs]
+        return {method_label(c): c for c in cfgs}
+
+    m = functools.partial(config, profile, "medium")
+    d = functools.partial(config, profile, "digits")
+    d3 = functools.partial(config, profile, "digits", digits_clients_per_domain=3)
+    n = list(range(SEEDS[profile]))
+    levels = m(policy="hasa_levels", score="js_targets", aggregation="selective")
+    table2 = [m(policy=p, extraction=e, aggregation="selective")
+              for e in ("static", "rolling", "random", "ordered") for p in ("uniform", "hasa")]
+    return {
+        "table1": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), levels), n),
+        "core": (group(m(), m(policy="hasa"), m(policy="reverse")), list(range(POWER_SEEDS[profile]))),
+        "table2": (group(*table2, levels, m(policy="smallest"), m(policy="full")), n),
+        "table3": (group(m(), m(policy="hasa"), m(policy="reverse"),
+                         *(m(policy="hasa", score="random", score_draw=i) for i in (0, 1)),
+                         m(policy="hasa", shuffle_scores=True), m(policy="hasa", score="size")), n),
+        "sensitivity": (group(m(), m(policy="hasa"), m(policy="hasa", alpha=0.01),
+                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0),
+                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0, alpha=0.01)), n),
+        "budget": (group(*(m(policy=p, budget=b) for b in (0.3, 0.7) for p in ("uniform", "hasa"))), n),
+        "need": (group(m(policy="smallest"), m(policy="full")), n),
+        "digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),
+                         d(policy="reverse", score="feature_js"), d(policy="smallest"), d(policy="full")), n),
+        "digits3": (group(d3(), d3(policy="hasa"), d3(policy="hasa", score="feature_js")), n),
+    }
+
+
+def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+               only: Sequence[str] | None = None) -> int:
+    """Every (config, seed) that the profile's experiments need, in one pool of ``n_jobs``
+    processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
+    the powered comparisons); the notebooks then only read the cache. Returns the number of
+    distinct runs."""
+    jobs: dict[tuple[str, int], tuple[RunConfig, int]] = {}
+    for name, (methods, seeds) in experiments(profile).items():
+        if not only or name in only:
+            jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
+    results_dir = results_dir or output_dirs(profile)[0]
+    for seed in sorted({s for _, s in jobs.values()}):
+        cfgs = [c for c, s in jobs.values() if s == seed]
+        run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
+    return len(jobs)
 
 
 def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
@@ -1266,13 +1878,15 @@ def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str
 def output_dirs(profile: str) -> tuple[Path, Path]:
     """(results_dir, figures_dir) for a profile.
 
-    ``paper`` writes into the repository's ``results/`` and ``figures/``. Any other profile (the
-    fast ``smoke`` one that nbval re-executes) writes into a fresh throw-away folder, so the
-    training really re-runs and never overwrites the committed paper-profile outputs."""
+    ``paper`` writes into the repository's committed ``results/`` and ``figures/``. Any other
+    profile (the fast ``smoke`` one that nbval re-executes) writes into the git-ignored
+    ``results/<profile>/`` and ``results/<profile>/figures/``, so it never overwrites the
+    committed paper-profile outputs and leaves no temporary folders behind."""
+    _lookup(PROFILES, profile, "profile")
     if profile == "paper":
         return DEFAULT_RESULTS_DIR, REPO / "figures"
-    tmp = Path(tempfile.mkdtemp(prefix=f"hasa-{profile}-"))
-    return tmp / "results", tmp / "figures"
+    root = DEFAULT_RESULTS_DIR / profile
+    return root, root / "figures"
 
 
 def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
@@ -1401,48 +2015,110 @@ def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20) -> float:
         torch.set_num_threads(before)
 
 
-def bench(cfg: RunConfig | None = None, seed: int = 0) -> dict[str, float]:
-    """Training throughput of one paper-profile run (one thread) vs the machine's matmul rate.
+def useful_flops_per_round(task: Task, cfg: RunConfig, widths: Sequence[float]) -> float:
+    """Training FLOPs of one round that the model needs: 3 x forward FLOPs per target (forward +
+    backward ~ 3 forward) x targets trained, at each client's width. FjORD counts its largest width."""
+    return 3.0 * cfg.local_epochs * sum(c.n_train * task.arch.flops(task.arch.units(w))
+                                        for c, w in zip(task.clients, widths))
 
-    Useful FLOPs = 3 x forward FLOPs x targets trained (forward + backward ~ 3 forward)."""
-    cfg = cfg or config("paper", rounds=3, eval_every=3)
-    task = load_task(cfg, seed)
-    widths = plan(cfg, task, seed)["widths"]
-    t = time.perf_counter()
-    rec = run(cfg, seed, task=task)
-    secs = time.perf_counter() - t
-    tokens = cfg.rounds * cfg.local_epochs * int(task.sizes.sum())
-    flops = 3 * cfg.rounds * cfg.local_epochs * sum(
-        c.n_train * task.arch.flops(task.arch.units(w)) for c, w in zip(task.clients, widths))
-    out = {"seconds": secs, "targets_per_s": tokens / secs, "useful_gflops": flops / secs / 1e9,
-           "matmul_gflops_1thread": matmul_gflops(threads=1),
-           "matmul_gflops_2threads": matmul_gflops(threads=2), "mean_acc": rec["mean"]}
-    out["fraction_of_matmul"] = out["useful_gflops"] / out["matmul_gflops_1thread"]
-    return out
+
+def bench(cfg: RunConfig, seed: int = 0, rounds: int = 11) -> dict[str, Any]:
+    """Steady-state training throughput of ``cfg`` (one thread) against this process's own
+    1-thread fp32 matmul rate.
+
+    Times ``rounds`` federated rounds one by one and reports the mean of all but the first (which
+    pays one-off costs: allocator warm-up, oneDNN primitive creation), one evaluation, and the
+    estimated seconds of a whole ``cfg.rounds``-round run: first + (R - 1) x steady + evaluations."""
+    if rounds < 2:
+        raise ValueError(f"bench needs at least 2 rounds (the first is not steady state); got {rounds}")
+    tune_allocator()
+    load_before = os.getloadavg()[0]
+    with single_thread():
+        task = load_task(cfg, seed)
+        widths = plan(cfg, task, seed)["widths"]
+        params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
+        params = {n: p.to(cfg.device) for n, p in params.items()}
+        times = []
+        for rnd in tqdm(range(rounds), desc=f"bench {cfg.benchmark}", leave=False):
+            t = time.perf_counter()
+            params, _ = train_rounds(params, task, cfg, widths, [rnd], seed)
+            _sync(cfg.device)
+            times.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        evaluate(params, task, widths)
+        eval_s = time.perf_counter() - t
+    steady = float(np.mean(times[1:]))
+    flops = useful_flops_per_round(task, cfg, widths)
+    n_evals = len({r for r in range(1, cfg.rounds + 1) if r % cfg.eval_every == 0} | {cfg.rounds})
+    matmul = matmul_gflops(threads=1)
+    return {"benchmark": cfg.benchmark, "policy": cfg.policy, "device": cfg.device,
+            "rounds timed": rounds - 1, "first round s": times[0], "steady s/round": steady,
+            "eval s": eval_s, f"s per {cfg.rounds}-round run": times[0] + (cfg.rounds - 1) * steady + n_evals * eval_s,
+            "targets/s": cfg.local_epochs * int(task.sizes.sum()) / steady,
+            "useful GFLOP/s": flops / steady / 1e9, "matmul GFLOP/s (1 thread)": matmul,
+            "fraction of matmul": flops / steady / 1e9 / matmul,
+            "load avg (1 min) before/after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
+            "torch": torch.__version__, "cpu": _cpu_model()}
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 def _main(argv: Sequence[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m hasa_core", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="training throughput vs matmul throughput")
-    b.add_argument("--benchmark", default="medium", choices=sorted(TASKS))
-    b.add_argument("--policy", default="uniform", choices=POLICIES)
-    b.add_argument("--rounds", type=int, default=3)
+    b = sub.add_parser("bench", help="steady-state training throughput vs matmul throughput")
+    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
+    b.add_argument("--policy", default="hasa", choices=POLICIES)
+    b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--out", default=str(DEFAULT_RESULTS_DIR / "bench.md"), help="Markdown table ('' = none)")
     sub.add_parser("check-data", help="verify every data file's checksum")
+    d = sub.add_parser("install-data", help="copy missing or corrupt data files from a folder")
+    d.add_argument("source", help="a folder holding medium_data.csv and the digit .npz files")
+    sub.add_parser("golden", help="rewrite the golden record that `make test` compares against")
+    pc = sub.add_parser("precompute", help="every run the notebooks of a profile need, cached")
+    pc.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    pc.add_argument("--jobs", type=int, default=2)
+    pc.add_argument("--only", nargs="*", help="experiment names (default: all)")
     sub.add_parser("readme", help="refresh the README's result tables from results/*.md")
     args = ap.parse_args(argv)
     if args.cmd == "bench":
-        cfg = config("paper", benchmark=args.benchmark, policy=args.policy,
-                     rounds=args.rounds, eval_every=args.rounds)
-        res = bench(cfg)
-        print(f"{args.benchmark}/{args.policy}, {args.rounds} rounds, 1 thread: {res['seconds']:.1f} s "
-              f"({res['seconds'] / args.rounds:.2f} s/round)")
-        print(f"  throughput      {res['targets_per_s']:,.0f} targets/s")
-        print(f"  useful compute  {res['useful_gflops']:.1f} GFLOP/s "
-              f"({100 * res['fraction_of_matmul']:.0f}% of 1-thread matmul)")
-        print(f"  matmul peak     {res['matmul_gflops_1thread']:.1f} GFLOP/s (1 thread), "
-              f"{res['matmul_gflops_2threads']:.1f} GFLOP/s (2 threads)")
+        rows = []
+        for name in args.benchmark:
+            res = bench(config("paper", benchmark=name, policy=args.policy, device=args.device), rounds=args.rounds)
+            rows.append(res)
+            print(f"{name}/{args.policy} on {args.device}, {res['rounds timed']} steady rounds, 1 thread: "
+                  f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
+                  f"eval {res['eval s']:.3f} s, ~{res[next(k for k in res if k.startswith('s per'))]:.1f} s per run")
+            print(f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
+                  f"of this process's 1-thread matmul ({res['matmul GFLOP/s (1 thread)']:.1f} GFLOP/s); "
+                  f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
+        if args.out:
+            table = pd.DataFrame(rows).set_index("benchmark").T
+            Path(args.out).write_text(table.to_markdown(floatfmt=".3g") + "\n")
+            print(f"wrote {args.out}")
+    elif args.cmd == "install-data":
+        for rel, st in install_data(Path(args.source)).items():
+            print(f"{st:24s} {rel}")
+    elif args.cmd == "precompute":
+        print(f"{precompute(args.profile, args.jobs, only=args.only)} distinct runs cached for profile {args.profile}")
+    elif args.cmd == "golden":
+        path = write_golden()
+        print(f"wrote {path}")
     elif args.cmd == "readme":
         print("README tables refreshed:", ", ".join(update_readme()) or "none")
     else:
