@@ -28,6 +28,7 @@ import ctypes
 import functools
 import dataclasses
 import hashlib
+import itertools
 import html
 import json
 import math
@@ -1705,25 +1706,121 @@ def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int
     return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
 
 
+def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None
+                   ) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of one of :func:`experiments` (cached; computed where missing), each labelled
+    with its method name, and the experiment's seeds."""
+    methods, seeds = _lookup(experiments(profile), name, "experiment")
+    results_dir = results_dir or output_dirs(profile)[0]
+    return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke"), seeds
+
+
+def seeds_note(profile: str, seeds: Sequence[int]) -> str:
+    """A figure/table label naming the profile and the seed set."""
+    return f"{profile} profile, seeds {min(seeds)}–{max(seeds)} (n = {len(seeds)})"
+
+
+PAPER_GAIN = 14.32 - 13.82  # the paper's HASA - uniform mean client accuracy, pp
+
+
+def conclusion(profile: str, text: str) -> str:
+    """A notebook's conclusion: ``text`` for the paper profile; for any other profile a notice
+    that no verdict is drawn from its sample-sized numbers."""
+    if profile == "paper":
+        return text
+    return (f"**{profile} run on samples: no verdict is drawn from these numbers.** The paper-profile "
+            "results and their conclusions are in `results/notebooks/` and the README.")
+
+
 def _method(rec: dict[str, Any]) -> str:
     return rec.get("method", rec["config"]["policy"])
 
 
-def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use."""
+def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
+                  last: int = 1) -> pd.DataFrame:
+    """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use.
+
+    ``last = 1``: after the final round (the reported metric); ``last = k``: each client's
+    accuracy averaged over the last k evaluations first (a check that the verdict does not hinge
+    on where training stops)."""
     label = label or _method
-    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "mean": 100 * r["mean"],
-                          "worst": 100 * r["worst"], "tail": 100 * r["tail"],
-                          "budget_frac": r["budget_frac"], "seconds": r["seconds"]} for r in records])
+    rows = []
+    for r in records:
+        acc = np.mean([c["accuracy"] for c in r["curve"][-last:]], axis=0)
+        rows.append({"method": label(r), "seed": r["seed"],
+                     **{k: 100 * v for k, v in summarize_accuracies(acc).items()},
+                     "budget_frac": r["budget_frac"], "seconds": r["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per (run, evaluation round): method, seed, round, mean / worst / tail (%)."""
+    label = label or _method
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"],
+                          **{m: 100 * c[m] for m in ("mean", "worst", "tail")}}
+                         for r in records for c in r["curve"]])
 
 
 def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per (run, client): accuracy (%), width, score, training size."""
+    """One row per (run, client): accuracy (%) with its width-w slice and with the full global
+    model, width, score, training size."""
     label = label or _method
     return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "accuracy": 100 * a,
-                          "width": w, "score": s, "n_train": n}
-                         for r in records for c, a, w, s, n in
-                         zip(r["clients"], r["accuracy"], r["widths"], r["scores"], r["sizes"])])
+                          "accuracy_full_model": 100 * af, "width": w, "score": s, "n_train": n}
+                         for r in records for c, a, af, w, s, n in
+                         zip(r["clients"], r["accuracy"], r["accuracy_full_model"], r["widths"],
+                             r["scores"], r["sizes"])])
+
+
+def test_targets(cfg: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
+    """Each client's number of test targets (n_test) per seed's split: the weights of a
+    test-token-weighted mean."""
+    return pd.DataFrame([{"seed": s, "client": c.name, "n_test": c.n_test}
+                         for s in seeds for c in TASKS[cfg.benchmark](cfg, s).clients])
+
+
+def per_client_differences(cdf: pd.DataFrame, treatment: str, control: str, family: str,
+                           value: str = "accuracy") -> pd.DataFrame:
+    """Per client, the paired (seed-matched) difference of ``value`` between two methods, with
+    :func:`paired_stats` and a Holm adjustment over the clients (one named family); also the
+    clients' mean training size and both methods' mean widths. Rows ordered by client size."""
+    wide = cdf.pivot_table(index=["client", "seed"], columns="method", values=[value, "width", "n_train"])
+    rows = []
+    for client, g in wide.groupby(level="client"):
+        rows.append({"family": family, "client": client, "n_train": g["n_train"][control].mean(),
+                     f"width {control}": g["width"][control].mean(), f"width {treatment}": g["width"][treatment].mean(),
+                     **paired_stats(g[value][treatment], g[value][control])})
+    out = pd.DataFrame(rows).sort_values("n_train", ascending=False)
+    out["p_holm"] = holm(out["p_t"])
+    return out.set_index("client")
+
+
+def mean_variants(cdf: pd.DataFrame, n_test: pd.DataFrame, treatment: str, control: str) -> pd.DataFrame:
+    """The paired difference of the client-mean accuracy computed three ways: unweighted (the
+    paper's metric), weighted by each client's test targets, and leaving out one client at a time
+    (one row per client left out): is the verdict carried by one client?"""
+    df = cdf.merge(n_test, on=["seed", "client"])
+    rows = []
+
+    def diff(frame, weights=None):
+        per = frame.groupby(["method", "seed"]).apply(
+            lambda g: np.average(g["accuracy"], weights=None if weights is None else g[weights]),
+            include_groups=False).unstack("method")
+        return paired_stats(per[treatment], per[control])
+    rows.append({"mean over": "all clients, unweighted", **diff(df)})
+    rows.append({"mean over": "all clients, weighted by test targets", **diff(df, "n_test")})
+    for client in df["client"].unique():
+        rows.append({"mean over": f"without {client}", **diff(df[df["client"] != client])})
+    return pd.DataFrame(rows).set_index("mean over")
+
+
+def gap_by_round(curves: pd.DataFrame, treatment: str, control: str, metric: str = "mean") -> pd.DataFrame:
+    """The paired gap ``treatment - control`` of ``metric`` at every evaluation round."""
+    rows = []
+    for rnd, g in curves.groupby("round"):
+        w = g.pivot(index="seed", columns="method", values=metric)[[treatment, control]].dropna()
+        rows.append({"round": rnd, **paired_stats(w[treatment], w[control])})
+    return pd.DataFrame(rows).set_index("round")
 
 
 def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
@@ -1737,29 +1834,62 @@ def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "
     return out
 
 
-def paired_stats(a: Sequence[float], b: Sequence[float], n_boot: int = 10_000, seed: int = 0) -> dict[str, float]:
+def power_paired_t(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test (n pairs, level alpha) to detect a true mean difference
+    ``effect`` when the differences have standard deviation ``sd`` (noncentral t)."""
+    if n < 2 or not sd > 0:
+        return float("nan")
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) / (sd / math.sqrt(n))
+    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return power if math.isfinite(power) else float(nc > crit)  # scipy's nct fails far in the tail
+
+
+def min_detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Smallest true mean difference the paired t-test detects with ``power`` (n pairs, sd of the
+    differences), by root-finding on :func:`power_paired_t`."""
+    if n < 2 or not sd > 0:
+        return float("nan")
+    from scipy.optimize import brentq
+    return float(brentq(lambda e: power_paired_t(e, sd, n, alpha) - power, 1e-9 * sd, 50 * sd))
+
+
+def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float = 0.05, n_max: int = 10_000) -> int:
+    """Fewest seeds (pairs) for which the paired t-test reaches ``power`` at ``effect``."""
+    n = 2
+    while n < n_max and power_paired_t(effect, sd, n, alpha) < power:
+        n += 1
+    return n
+
+
+def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = None) -> dict[str, float]:
     """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
 
-    Returns the mean difference, its bootstrap 95% CI (percentile, ``n_boot`` resamples of the
-    seeds), the paired t-test p-value, the Wilcoxon signed-rank p-value (exact for n <= 50 without
-    ties; zero differences dropped), Cohen's d_z = mean(d) / sd(d), and wins = #(d > 0).
-    The p-values are per comparison: with m comparisons in one table, use a Holm correction
-    (``holm``) before calling any one of them significant."""
+    Returns the mean difference with its t-based 95% CI (mean +- t_{n-1, .975} sd / sqrt(n): right
+    for small n, unlike a percentile bootstrap), the paired t-test p-value, the Wilcoxon
+    signed-rank p-value (zero differences dropped), Cohen's d_z = mean(d) / sd(d), wins = #(d > 0),
+    the minimum detectable effect at 80% power (``mde80``) and, if ``effect`` is given, the power
+    to detect that true difference. p-values are per comparison: adjust within a named family
+    (:func:`compare_family`) before calling any one significant."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     d = a - b
-    sd = d.std(ddof=1) if len(d) > 1 else float("nan")
+    n = len(d)
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
     if np.allclose(d, 0):
         p_t = p_w = 1.0
         ci = (0.0, 0.0)
     else:
         p_t = float(stats.ttest_rel(a, b).pvalue)
-        p_w = float(stats.wilcoxon(a, b).pvalue) if np.any(d != 0) else 1.0
-        boot = stats.bootstrap((d,), np.mean, n_resamples=n_boot, method="percentile",
-                               rng=np.random.default_rng(seed))
-        ci = (float(boot.confidence_interval.low), float(boot.confidence_interval.high))
-    return {"diff": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1], "p_t": p_t,
-            "p_wilcoxon": p_w, "d_z": float(d.mean() / sd) if sd and sd > 0 else float("nan"),
-            "wins": int(np.sum(d > 0)), "n": int(len(d))}
+        p_w = float(stats.wilcoxon(a, b).pvalue)
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        ci = (float(d.mean() - half), float(d.mean() + half))
+    out = {"diff": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1], "p_t": p_t,
+           "p_wilcoxon": p_w, "d_z": float(d.mean() / sd) if sd and sd > 0 else float("nan"),
+           "wins": int(np.sum(d > 0)), "n": n, "sd_diff": sd, "mde80": min_detectable_effect(sd, n)}
+    if effect is not None:
+        out["power_at_effect"] = power_paired_t(effect, sd, n)
+    return out
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -1774,20 +1904,36 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
     return adj
 
 
-def compare(df: pd.DataFrame, treatment: str, controls: Sequence[str],
-            metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
-    """Paired statistics of ``treatment`` minus each control on each metric (seeds matched),
-    with Holm-adjusted t-test p-values over all rows of the table."""
+def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
+                   metrics: Sequence[str] = ("mean", "worst", "tail"),
+                   effect: float | None = None) -> pd.DataFrame:
+    """The paired statistics (:func:`paired_stats`) of every (treatment, control) pair on every
+    metric, seeds matched, as ONE named Holm family: ``p_holm`` adjusts the t-test p-values over
+    all rows of this table and nowhere else, and ``family`` names it, so an adjusted p quoted in
+    prose can be traced to its family. ``verdict`` reads the adjusted p together with the power:
+    'supported' (p_holm < 0.05, HASA-side positive), 'contradicted' (p_holm < 0.05, negative), or
+    'neither confirmed nor refuted' (with the minimum detectable effect)."""
     wide = {m: df.pivot(index="seed", columns="method", values=m) for m in metrics}
     rows = []
-    for ctl in controls:
+    for treatment, control in pairs:
         for m in metrics:
-            w = wide[m][[treatment, ctl]].dropna()
-            rows.append({"comparison": f"{treatment} − {ctl}", "metric": m,
-                         **paired_stats(w[treatment], w[ctl])})
+            w = wide[m][[treatment, control]].dropna()
+            rows.append({"family": family, "comparison": f"{treatment} − {control}", "metric": m,
+                         **paired_stats(w[treatment], w[control], effect)})
     out = pd.DataFrame(rows)
-    out["p_t_holm"] = holm(out["p_t"])
+    out["p_holm"] = holm(out["p_t"])
+    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" (Holm p = {r.p_holm:.3g})" if r.p_holm < 0.05
+                      else f"neither confirmed nor refuted (Holm p = {r.p_holm:.2g}; MDE80 = {r.mde80:.2f})"
+                      for r in out.itertuples()]
     return out
+
+
+def compare(df: pd.DataFrame, treatment: str, controls: Sequence[str],
+            metrics: Sequence[str] = ("mean", "worst", "tail"), family: str | None = None,
+            effect: float | None = None) -> pd.DataFrame:
+    """:func:`compare_family` of ``treatment`` against each control (one family)."""
+    return compare_family(df, [(treatment, c) for c in controls], family or f"{treatment} vs controls",
+                          metrics, effect)
 
 
 def describe_clients(task: Task) -> pd.DataFrame:
@@ -1807,16 +1953,23 @@ def describe_clients(task: Task) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("client")
 
 
-def allocation_table(task: Task, cfg: RunConfig, seed: int,
-                     policies: Sequence[str] = ("uniform", "hasa", "reverse")) -> pd.DataFrame:
-    """Widths each policy gives each client (from :func:`plan`), plus each plan's budget use."""
-    plans = {pol: plan(cfg.replace(policy=pol), task, seed) for pol in policies}
-    df = pd.DataFrame({pol: p["widths"] for pol, p in plans.items()},
+def allocation_table(task: Task, cfgs: dict[str, RunConfig], seed: int) -> pd.DataFrame:
+    """Widths each labelled config's plan gives each client, plus each plan's budget use (spend / B
+    under that config's own budget: linear for the published rule, FLOPs for ``*_levels``)."""
+    plans = {label: plan(cfg, task, seed) for label, cfg in cfgs.items()}
+    df = pd.DataFrame({label: p["widths"] for label, p in plans.items()},
                       index=pd.Index([c.name for c in task.clients], name="client"))
-    df.insert(0, "score", plans[policies[0]]["scores"])
     df.insert(0, "n_train", task.sizes)
-    df.loc["budget used / B"] = [np.nan, np.nan, *(p["budget_frac"] for p in plans.values())]
+    df.loc["budget used / B"] = [np.nan, *(p["budget_frac"] for p in plans.values())]
     return df
+
+
+def summaries_from_clients(cdf: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+    """Per run (method, seed): mean / worst / tail of the per-client column ``value`` (%), e.g.
+    ``accuracy_full_model`` to summarise the global model's accuracy instead of the slices'."""
+    rows = [{"method": m, "seed": s, **{k: 100 * v for k, v in summarize_accuracies(g[value] / 100).items()}}
+            for (m, s), g in cdf.groupby(["method", "seed"], sort=False)]
+    return pd.DataFrame(rows)
 
 
 def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -1842,36 +1995,51 @@ def scores_frame(cfg: RunConfig, seeds: Sequence[int], names: Sequence[str]) -> 
     return pd.DataFrame(rows)
 
 
-def _spearman(a: pd.Series, b: pd.Series) -> float:
-    """Spearman rho, NaN (without a warning) when either side is constant."""
-    return float(stats.spearmanr(a, b).statistic) if a.nunique() > 1 and b.nunique() > 1 else float("nan")
+def _row_ranks_z(x: np.ndarray) -> np.ndarray:
+    """Row-wise average ranks, standardised (mean 0, population sd 1); constant rows become NaN."""
+    r = stats.rankdata(x, axis=1)
+    sd = r.std(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (r - r.mean(axis=1, keepdims=True)) / sd, np.nan)
 
 
 def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str],
-                   n_boot: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Per score: Spearman rho between the score and the measured need for width across clients,
-    computed within each seed and then averaged over seeds, with a bootstrap 95% CI over seeds;
-    and how much of the score client size explains (mean within-seed Spearman rho with n_train,
-    and R^2 of a linear fit of the score on log n_train)."""
+                   n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Per score: does it rank clients by their measured need for width?
+
+    ``rho_need``: Spearman rho between score and need across clients, within each seed, averaged
+    over seeds. ``p_perm``: its two-sided permutation p-value with the CLIENTS as the random unit
+    (the need values are permuted across clients, the same permutation in every seed; exact over
+    all K! permutations when K! <= n_perm), so the p-value does not treat the K clients as fixed.
+    Also how much of the score client size explains: mean within-seed Spearman rho with n_train,
+    and R^2 of a linear fit of the score on log n_train."""
     df = scores.merge(need, on=["seed", "client"])
+    clients = list(dict.fromkeys(df["client"]))
+    k = len(clients)
+    if math.factorial(k) <= n_perm:
+        perms = np.array(list(itertools.permutations(range(k))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.vstack([np.arange(k), *(rng.permutation(k) for _ in range(n_perm - 1))])
+    z_need = _row_ranks_z(df.pivot(index="seed", columns="client", values="need")[clients].to_numpy())
+    size = df.pivot(index="seed", columns="client", values="n_train")[clients].to_numpy()
     rows = []
     for name in names:
-        per_seed = df.groupby("seed").apply(
-            lambda g: pd.Series({"rho_need": _spearman(g[name], g["need"]),
-                                 "rho_size": _spearman(g[name], g["n_train"]),
-                                 "r2_logsize": (stats.linregress(np.log(g["n_train"]), g[name]).rvalue ** 2
-                                                if g["n_train"].nunique() > 1 else np.nan)}),
-            include_groups=False)
-        rho = per_seed["rho_need"].dropna().to_numpy()
-        if len(rho) > 1 and np.ptp(rho) > 0:
-            ci = stats.bootstrap((rho,), np.mean, n_resamples=n_boot, method="percentile",
-                                 rng=np.random.default_rng(seed)).confidence_interval
-            lo, hi = float(ci.low), float(ci.high)
-        else:
-            lo = hi = float(rho.mean()) if len(rho) else float("nan")
-        rows.append({"score": name, "rho_need": float(np.mean(rho)) if len(rho) else float("nan"),
-                     "rho_need_ci_low": lo, "rho_need_ci_high": hi,
-                     "rho_size": float(per_seed["rho_size"].mean()), "r2_logsize": float(per_seed["r2_logsize"].mean())})
+        sc = df.pivot(index="seed", columns="client", values=name)[clients].to_numpy()
+        z = _row_ranks_z(sc)
+        ok = ~np.isnan(z).any(1) & ~np.isnan(z_need).any(1)
+        if not ok.any():
+            rows.append({"score": name, "rho_need": np.nan, "p_perm": np.nan, "seeds": 0})
+            continue
+        rho = np.einsum("sk,spk->sp", z[ok], z_need[ok][:, perms]) / k  # seeds x permutations
+        stat = rho.mean(0)
+        z_size = _row_ranks_z(size[ok])
+        r2 = [stats.linregress(np.log(s), v).rvalue ** 2 if np.ptp(s) > 0 and np.ptp(v) > 0 else np.nan
+              for s, v in zip(size[ok], sc[ok])]
+        rows.append({"score": name, "rho_need": float(stat[0]),
+                     "p_perm": float(np.mean(np.abs(stat) >= abs(stat[0]) - 1e-12)),
+                     "rho_size": float(np.nanmean((z[ok] * z_size).mean(1))), "r2_logsize": float(np.nanmean(r2)),
+                     "seeds": int(ok.sum()), "clients": k, "permutations": len(perms)})
     return pd.DataFrame(rows).set_index("score")
 
 
@@ -1927,25 +2095,156 @@ def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
                     metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
 
 
-def plot_paired(df: pd.DataFrame, treatment: str, controls: Sequence[str],
-                metrics: Sequence[str] = ("mean", "worst", "tail")):
-    """Per-seed paired differences ``treatment - control`` (dots) with their mean and bootstrap
-    95% CI (bar), one panel per metric, in accuracy points."""
+def plot_paired(df: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                metrics: Sequence[str] = ("mean", "worst", "tail"), seeds_note: str = ""):
+    """Paired view, one panel per metric and one row per (treatment, control) pair: each seed's
+    difference (dots) with the mean and its t-based 95% CI (black), in accuracy points."""
     import matplotlib.pyplot as plt
-    cmp = compare(df, treatment, controls, metrics)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 0.6 + 0.5 * len(controls)),
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 1.3 + 0.5 * len(pairs)),
                              sharey=True, squeeze=False)
     for ax, m in zip(axes[0], metrics):
         wide = df.pivot(index="seed", columns="method", values=m)
-        for y, ctl in enumerate(controls):
-            d = (wide[treatment] - wide[ctl]).dropna()
-            row = cmp[(cmp["metric"] == m) & (cmp["comparison"] == f"{treatment} − {ctl}")].iloc[0]
-            ax.scatter(d, np.full(len(d), y) + np.linspace(-0.15, 0.15, len(d)), s=12, alpha=0.6)
-            ax.errorbar(row["diff"], y, xerr=[[row["diff"] - row["ci_low"]], [row["ci_high"] - row["diff"]]],
-                        fmt="D", color="black", capsize=4)
+        for y, (t, c) in enumerate(pairs):
+            d = (wide[t] - wide[c]).dropna()
+            st = paired_stats(d, np.zeros(len(d)))
+            ax.scatter(d, y + np.linspace(-0.2, 0.2, len(d)), s=9, alpha=0.5)
+            ax.errorbar(st["diff"], y, xerr=[[st["diff"] - st["ci_low"]], [st["ci_high"] - st["diff"]]],
+                        fmt="D", color="black", capsize=4, ms=5)
         ax.axvline(0, color="grey", lw=1, ls="--")
-        ax.set_yticks(range(len(controls)), [f"vs {c}" for c in controls])
-        ax.set_title(f"{m} accuracy (pp)\n{treatment} − control", fontsize=9)
+        ax.set_yticks(range(len(pairs)), [f"{t} − {c}" for t, c in pairs], fontsize=8)
+        ax.set_ylim(len(pairs) - 0.4, -0.6)
+        ax.set_title(f"{m} accuracy (pp)", fontsize=9)
+    if seeds_note:
+        fig.suptitle(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
+    """One row per claim of the paper, from the paired-test tables the notebooks wrote: the paired
+    difference with its CI, the paper's value where it gives a number, the named Holm family and
+    its adjusted p, n seeds, power / MDE, and a verdict relative to the direction the paper claims
+    ('supported', 'contradicted', or 'neither confirmed nor refuted')."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+
+    def row(table: str, comparison: str, metric: str, claim: str, sign: int, paper: float = float("nan")):
+        t = pd.read_csv(root / f"{table}.csv").set_index(["comparison", "metric"])
+        r = t.loc[(comparison, metric)]
+        if r["p_holm"] < 0.05:
+            verdict = "supported" if np.sign(r["diff"]) == sign else "contradicted"
+        else:
+            verdict = f"neither confirmed nor refuted (MDE80 {r['mde80']:.2f} pp)"
+        return {"claim": claim, "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "paper": paper,
+                "family": r["family"], "p_holm": r["p_holm"], "n": int(r["n"]),
+                "power_at_effect": r.get("power_at_effect", float("nan")), "mde80": r["mde80"], "verdict": verdict,
+                "note": f"Holm p {r['p_holm']:.2g} ({r['family']}), n={int(r['n'])}: {verdict.split(' (')[0]}"}
+
+    t2 = pd.read_csv(root / "table2_paired_tests.csv")
+    strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
+    rows = [
+        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (10 seeds)", +1, PAPER_GAIN),
+        row("table1_core_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (powered)", +1, PAPER_GAIN),
+        row("table1_core_tests", "hasa − uniform", "worst", "1. worst client: hasa − uniform (powered)", +1),
+        row("table2_paired_tests", strongest["worst"], "worst", f"2. worst: {strongest['worst']}", +1),
+        row("table2_paired_tests", strongest["tail"], "tail", f"2. tail: {strongest['tail']}", +1),
+        row("table1_core_tests", "reverse − uniform", "mean", "3. mean: reverse − uniform (powered)", -1),
+        row("table3_paired_tests", "reverse − uniform", "tail", "3. tail: reverse − uniform", -1),
+        row("table4_paired_tests", "hasa − uniform", "worst", "4. digits worst: hasa(labels) − uniform", +1),
+        row("table4_paired_tests", "hasa[feature_js] − uniform", "worst", "4. digits worst: hasa[feature_js] − uniform", +1),
+    ]
+    return pd.DataFrame(rows)
+
+
+def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
+    """Per experiment: distinct runs, mean and total single-thread seconds of the runs (from the
+    cached records, so it describes the machine that made them), and the processor."""
+    rows, seen = [], set()
+    for name, (methods, seeds) in experiments(profile).items():
+        recs = [cached_record(c, s, results_dir or output_dirs(profile)[0]) for c in methods.values() for s in seeds]
+        recs = [r for r in recs if r is not None]
+        new = [r for r in recs if (json.dumps(r["config"], sort_keys=True), r["seed"]) not in seen]
+        seen |= {(json.dumps(r["config"], sort_keys=True), r["seed"]) for r in recs}
+        secs = [r["seconds"] for r in recs]
+        rows.append({"experiment": name, "runs": len(recs), "runs not shared with an earlier experiment": len(new),
+                     "mean s per run": float(np.mean(secs)) if secs else np.nan,
+                     "CPU minutes (new runs)": sum(r["seconds"] for r in new) / 60,
+                     "processor": ", ".join(sorted({r["provenance"]["cpu"] for r in recs}))})
+    out = pd.DataFrame(rows).set_index("experiment")
+    out.loc["total"] = [out["runs"].sum(), out["runs not shared with an earlier experiment"].sum(), np.nan,
+                        out["CPU minutes (new runs)"].sum(), ""]
+    return out
+
+
+def plot_headline(rows: pd.DataFrame):
+    """The README's headline: one row per claim, the paired difference (pp) with its 95% CI,
+    the paper's value (red x) where the paper gives one, and the adjusted p and power as text.
+    ``rows`` has columns claim, diff, ci_low, ci_high, paper, note."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.0))
+    for y, r in enumerate(rows.itertuples()):
+        ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="D", color="black", capsize=4)
+        if pd.notna(r.paper):
+            ax.plot(r.paper, y, "x", color="tab:red", ms=9, mew=2, label="paper" if y == 0 else None)
+        ax.annotate(r.note, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), rows["claim"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference, accuracy points (mean and 95% t-CI over seeds)")
+    if rows["paper"].notna().any():
+        ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_per_client_differences(table: pd.DataFrame, treatment: str, control: str, seeds_note: str = ""):
+    """Per-client paired difference (mean, 95% t-CI) ordered by client size, each client labelled
+    with its width under both methods (control -> treatment): where does the gain come from?"""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(table) + 1.2))
+    for y, (client, r) in enumerate(table.iterrows()):
+        color = "tab:green" if r["diff"] > 0 else "tab:red"
+        ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
+                    color=color, capsize=3)
+        ax.annotate(f"w {r[f'width {control}']:.2f} → {r[f'width {treatment}']:.2f}", (1.01, y),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=7)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(table)), [f"{c} (n={r['n_train']:,.0f})" for c, r in table.iterrows()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{treatment} − {control}, client test accuracy (pp)")
+    ax.set_title(f"per client, largest first{'; ' + seeds_note if seeds_note else ''}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gap_by_round(gaps: dict[str, pd.DataFrame], seeds_note: str = ""):
+    """The paired gap (mean, 95% t-CI) against round, one line per comparison."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, g in gaps.items():
+        ax.errorbar(g.index, g["diff"], yerr=[g["diff"] - g["ci_low"], g["ci_high"] - g["diff"]],
+                    marker="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    ax.set_xlabel("round")
+    ax.set_ylabel("paired gap, mean accuracy (pp)")
+    ax.legend(fontsize=7)
+    if seeds_note:
+        ax.set_title(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_allocations(widths: pd.DataFrame, title: str = ""):
+    """Each client's width (rows: clients, largest first; columns: policies) as grouped bars."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.2 * len(widths) + 2.5, 3.4))
+    widths.plot.bar(ax=ax, width=0.8)
+    ax.set_ylabel("width w_k")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -1989,7 +2288,7 @@ def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.D
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
     for ax, name in zip(axes, names):
         sns.scatterplot(data=merged, x=name, y="need", hue="client", ax=ax, legend=ax is axes[-1], s=25)
-        ax.set_title(f"{name}: ρ = {validity.loc[name, 'rho_need']:.2f}")
+        ax.set_title(f"{name}: ρ = {validity.loc[name, 'rho_need']:.2f}, p = {validity.loc[name, 'p_perm']:.2g}", fontsize=9)
     axes[0].set_ylabel("need for width (pp)")
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
@@ -2000,16 +2299,21 @@ def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.D
 # 8. Benchmark and command line
 # =============================================================================================
 
-def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20) -> float:
-    """Measured fp32 matmul throughput of this machine (n x n @ n x n), GFLOP/s."""
+def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20, device: str = "cpu") -> float:
+    """Measured fp32 matmul throughput (n x n @ n x n), GFLOP/s: on the CPU with ``threads``
+    threads, or on a CUDA device (n = 4096 there, to fill it)."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        if device != "cpu":
+            n = 4096
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
         a @ b
+        _sync(device)
         t = time.perf_counter()
         for _ in range(repeat):
             a @ b
+        _sync(device)
         return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
     finally:
         torch.set_num_threads(before)
@@ -2024,7 +2328,7 @@ def useful_flops_per_round(task: Task, cfg: RunConfig, widths: Sequence[float]) 
 
 def bench(cfg: RunConfig, seed: int = 0, rounds: int = 11) -> dict[str, Any]:
     """Steady-state training throughput of ``cfg`` (one thread) against this process's own
-    1-thread fp32 matmul rate.
+    1-thread fp32 matmul rate (on CUDA: against the GPU's fp32 matmul rate).
 
     Times ``rounds`` federated rounds one by one and reports the mean of all but the first (which
     pays one-off costs: allocator warm-up, oneDNN primitive creation), one evaluation, and the
@@ -2050,12 +2354,12 @@ def bench(cfg: RunConfig, seed: int = 0, rounds: int = 11) -> dict[str, Any]:
     steady = float(np.mean(times[1:]))
     flops = useful_flops_per_round(task, cfg, widths)
     n_evals = len({r for r in range(1, cfg.rounds + 1) if r % cfg.eval_every == 0} | {cfg.rounds})
-    matmul = matmul_gflops(threads=1)
+    matmul = matmul_gflops(threads=1, device=cfg.device)
     return {"benchmark": cfg.benchmark, "policy": cfg.policy, "device": cfg.device,
             "rounds timed": rounds - 1, "first round s": times[0], "steady s/round": steady,
             "eval s": eval_s, f"s per {cfg.rounds}-round run": times[0] + (cfg.rounds - 1) * steady + n_evals * eval_s,
             "targets/s": cfg.local_epochs * int(task.sizes.sum()) / steady,
-            "useful GFLOP/s": flops / steady / 1e9, "matmul GFLOP/s (1 thread)": matmul,
+            "useful GFLOP/s": flops / steady / 1e9, "matmul GFLOP/s (1 thread, or the GPU)": matmul,
             "fraction of matmul": flops / steady / 1e9 / matmul,
             "load avg (1 min) before/after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
             "torch": torch.__version__, "cpu": _cpu_model()}
@@ -2105,7 +2409,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
                   f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
                   f"eval {res['eval s']:.3f} s, ~{res[next(k for k in res if k.startswith('s per'))]:.1f} s per run")
             print(f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
-                  f"of this process's 1-thread matmul ({res['matmul GFLOP/s (1 thread)']:.1f} GFLOP/s); "
+                  f"of this process's matmul ({res['matmul GFLOP/s (1 thread, or the GPU)']:.1f} GFLOP/s); "
                   f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
         if args.out:
             table = pd.DataFrame(rows).set_index("benchmark").T

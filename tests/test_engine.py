@@ -6,6 +6,7 @@ import subprocess
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -362,3 +363,82 @@ def test_non_paper_profiles_never_write_committed_outputs():
     assert H.output_dirs("paper") == (H.DEFAULT_RESULTS_DIR, H.REPO / "figures")
     dry = subprocess.run(["make", "-n", "reproduce", "PROFILE=smoke"], cwd=H.REPO, capture_output=True, text=True).stdout
     assert "results/smoke/notebooks" in dry and " results/notebooks/" not in dry
+
+
+# --------------------------------------------------------------------------- statistics and experiments
+
+
+def test_paired_stats_t_interval_power_and_mde():
+    from scipy import stats
+    a = np.array([14.1, 14.5, 13.9, 14.8, 14.2, 14.0, 14.6, 14.3, 14.4, 14.7])
+    b = np.array([13.8, 14.0, 13.7, 14.1, 13.9, 14.1, 14.0, 13.6, 13.8, 14.2])
+    s = H.paired_stats(a, b, effect=0.5)
+    d = a - b
+    half = stats.t.ppf(0.975, 9) * d.std(ddof=1) / np.sqrt(10)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert H.power_paired_t(s["mde80"], s["sd_diff"], 10) == pytest.approx(0.8, abs=1e-6)
+    # the figure quoted by the review: sd 0.8 pp, 10 seeds -> about 42% power for +0.50 pp
+    assert H.power_paired_t(0.5, 0.8, 10) == pytest.approx(0.42, abs=0.01)
+    assert H.power_paired_t(0.5, 0.8, H.seeds_for_power(0.5, 0.8)) >= 0.8 > H.power_paired_t(0.5, 0.8, H.seeds_for_power(0.5, 0.8) - 1)
+
+
+def test_compare_family_adjusts_within_its_family_only():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame([{"method": m, "seed": s, "mean": rng.normal(10 + (m == "a"), 1), "worst": rng.normal(5, 1),
+                        "tail": rng.normal(6, 1)} for m in ("a", "b", "c") for s in range(8)])
+    fam = H.compare_family(df, [("a", "b"), ("a", "c")], "F")
+    assert set(fam["family"]) == {"F"} and len(fam) == 6
+    assert fam["p_holm"].tolist() == pytest.approx(H.holm(fam["p_t"]).tolist())
+    one = H.compare_family(df, [("a", "b")], "G")
+    assert one["p_holm"].tolist() == pytest.approx(H.holm(one["p_t"]).tolist())
+    assert all(v.startswith(("higher", "lower", "neither")) for v in fam["verdict"])
+
+
+def test_score_validity_permutes_clients():
+    clients = [f"c{i}" for i in range(5)]
+    rows = [{"seed": s, "client": c, "n_train": 10 * (i + 1), "good": float(i), "bad": float((i * 3) % 5)}
+            for s in range(3) for i, c in enumerate(clients)]
+    scores = pd.DataFrame(rows)
+    need = pd.DataFrame([{"seed": s, "client": c, "need": float(i) + 0.1 * s} for s in range(3) for i, c in enumerate(clients)])
+    v = H.score_validity(scores, need, ["good", "bad"])
+    assert v.loc["good", "rho_need"] == pytest.approx(1.0)
+    assert v.loc["good", "p_perm"] == pytest.approx(2 / 120)  # identity and reversal out of 5! permutations
+    assert v.loc["good", "permutations"] == 120 and v.loc["bad", "p_perm"] > 0.1
+
+
+def test_one_common_width_makes_both_protocols_the_same_computation(tiny_cfg):
+    for extraction in ("static", "rolling"):
+        cfg = tiny_cfg.replace(extraction=extraction)
+        full = H.run(cfg.replace(aggregation="full"), 0)
+        sel = H.run(cfg.replace(aggregation="selective"), 0)
+        assert full["params_sha256"] == sel["params_sha256"]
+        assert H.canonical(cfg.replace(aggregation="selective")).aggregation == "full"
+    assert H.canonical(tiny_cfg.replace(extraction="random", aggregation="selective")).aggregation == "selective"
+
+
+def test_experiments_give_one_name_per_run():
+    for profile in ("paper", "smoke"):
+        names, keys = {}, {}
+        for methods, _ in H.experiments(profile).values():
+            for label, cfg in methods.items():
+                assert names.setdefault(cfg.key(), label) == label
+                assert keys.setdefault((cfg.benchmark, label), cfg.key()) == cfg.key()
+    methods, seeds = H.experiments("paper")["core"]
+    assert len(seeds) == 30 and set(methods) == {"uniform", "hasa", "reverse"}
+
+
+def test_where_the_gain_comes_from_helpers():
+    rows = []
+    for s in range(4):
+        for i, c in enumerate(["big", "mid", "small"]):
+            for m, bump in (("u", 0.0), ("h", 3.0 if c == "small" else 0.0)):
+                rows.append({"method": m, "seed": s, "client": c, "accuracy": 10 + i + bump + 0.1 * s * (m == "h"),
+                             "width": 0.5, "n_train": 100 // (i + 1)})
+    cdf = pd.DataFrame(rows)
+    per = H.per_client_differences(cdf, "h", "u", "F")
+    assert per.index.tolist() == ["big", "mid", "small"] and per.loc["small", "diff"] == pytest.approx(3.15)
+    n_test = pd.DataFrame([{"seed": s, "client": c, "n_test": n} for s in range(4) for c, n in (("big", 80), ("mid", 15), ("small", 5))])
+    var = H.mean_variants(cdf, n_test, "h", "u")
+    assert var.loc["all clients, unweighted", "diff"] == pytest.approx((3 + 3 * 0.15) / 3)
+    assert var.loc["without small", "diff"] == pytest.approx(0.15 * 2 / 2)
+    assert var.loc["all clients, weighted by test targets", "diff"] == pytest.approx(0.15 + 3 * 5 / 100)
