@@ -5,21 +5,25 @@ The one core module of the reproducible artifact of arXiv 2606.07621. Sections, 
     1. data        Medium titles (text) and five digit domains (images): checksums, clients, splits
     2. model       width-sliceable supernets (word LSTM, small CNN) as pure functions of a
                    parameter dict, the width -> index "extraction" rules, and the cost model c(w)
-    3. score       per-client heterogeneity scores, a registry by name
-    4. allocate    widths under the size-weighted budget  sum_k n_k c(w_k) <= B
-    5. train       local SGD on a subnet, element-wise FedAvg aggregation, the federated loop
+    3. score       per-client heterogeneity scores (the published Eq. 11 and controls), by name
+    4. allocate    the published rule (Eqs. 13-17, linear budget sum_k (n_k/N) w_k = B) and our
+                   earlier level rule (FLOP budget sum_k n_k c(w_k) <= B), kept as a variant
+    5. train       local SGD on a subnet (fused output layer + cross-entropy), per-client
+                   randomness, FedAvg aggregation (``full`` or ``selective``), the federated loop
     6. evaluate    per-client top-1 accuracy and the mean / worst / tail summaries
-    7. results     cached runs (one JSON per (config, seed), written atomically), tables, statistics
-    8. bench / CLI ``python -m hasa_core bench`` and ``python -m hasa_core check-data``
+    7. results     cached runs (one checked JSON per (config, seed), with provenance), the
+                   artifact's experiments, tables, paired statistics with named Holm families, plots
+    8. bench / CLI ``python -m hasa_core bench | precompute | check-data | install-data | readme | golden``
 
-Everything random is drawn from generators derived from the run's seed; nothing here keeps
-global mutable state.  Every run executes single-threaded (``torch.set_num_threads(1)``) so that
-the same (config, seed) gives bit-identical numbers whatever the machine's core count; the
-two cores of the reference machine are used by running two seeds at once (``n_jobs=2``).
+Everything random is drawn from generators derived from the run's seed (a client's randomness in
+a round from (seed, round, client) alone); nothing here keeps global mutable state (the memo of
+:func:`flat_index` caches a pure function). Every run executes single-threaded
+(``torch.set_num_threads(1)``) so that the same (config, seed) gives bit-identical numbers whatever
+the machine's core count; the two cores of the reference machine run two seeds at once.
 
-Where the paper is silent (score formula, allocation rule, model sizes, hyper-parameters) the
-choice made here is written in the docstring of the function that makes it and is a field of
-:class:`RunConfig`.
+Where the paper (or its public re-implementation) says how, this module does it that way; where
+both are silent (model sizes, hyper-parameters) the choice is written in the docstring of the
+function that makes it and is a field of :class:`RunConfig`.
 """
 from __future__ import annotations
 
@@ -1692,9 +1696,14 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
         if not only or name in only:
             jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
     results_dir = results_dir or output_dirs(profile)[0]
+    missing = sum(cached_record(c, s, results_dir) is None for c, s in jobs.values())
+    print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
+          f"{missing} to compute")
     for seed in sorted({s for _, s in jobs.values()}):
-        cfgs = [c for c, s in jobs.values() if s == seed]
-        run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
+        cfgs = [c for c, s in jobs.values() if s == seed and cached_record(c, s, results_dir) is None]
+        if cfgs:
+            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
+    print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
     return len(jobs)
 
 
@@ -1928,14 +1937,6 @@ def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: s
     return out
 
 
-def compare(df: pd.DataFrame, treatment: str, controls: Sequence[str],
-            metrics: Sequence[str] = ("mean", "worst", "tail"), family: str | None = None,
-            effect: float | None = None) -> pd.DataFrame:
-    """:func:`compare_family` of ``treatment`` against each control (one family)."""
-    return compare_family(df, [(treatment, c) for c in controls], family or f"{treatment} vs controls",
-                          metrics, effect)
-
-
 def describe_clients(task: Task) -> pd.DataFrame:
     """Per client: training examples and targets, test targets, distinct training targets, the
     Jaccard overlap of its target set with the union of the other clients' sets, and (text) the
@@ -2142,7 +2143,7 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
     t2 = pd.read_csv(root / "table2_paired_tests.csv")
     strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
     rows = [
-        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (10 seeds)", +1, PAPER_GAIN),
+        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (paper-matched seeds)", +1, PAPER_GAIN),
         row("table1_core_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (powered)", +1, PAPER_GAIN),
         row("table1_core_tests", "hasa − uniform", "worst", "1. worst client: hasa − uniform (powered)", +1),
         row("table2_paired_tests", strongest["worst"], "worst", f"2. worst: {strongest['worst']}", +1),
@@ -2180,7 +2181,8 @@ def plot_headline(rows: pd.DataFrame):
     the paper's value (red x) where the paper gives one, and the adjusted p and power as text.
     ``rows`` has columns claim, diff, ci_low, ci_high, paper, note."""
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rows) + 1.0))
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.2))
+    fig.subplots_adjust(left=0.3, right=0.68)
     for y, r in enumerate(rows.itertuples()):
         ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="D", color="black", capsize=4)
         if pd.notna(r.paper):
@@ -2192,7 +2194,6 @@ def plot_headline(rows: pd.DataFrame):
     ax.set_xlabel("paired difference, accuracy points (mean and 95% t-CI over seeds)")
     if rows["paper"].notna().any():
         ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
     return fig
 
 
@@ -2245,35 +2246,6 @@ def plot_allocations(widths: pd.DataFrame, title: str = ""):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_client_bars(cdf: pd.DataFrame, methods: Sequence[str] | None = None):
-    """Per-client test accuracy (mean and sd over seeds) for each method, side by side."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    order = cdf.drop_duplicates("client")["client"].tolist()
-    fig, ax = plt.subplots(figsize=(1.6 * len(order) + 2, 3.6))
-    sns.pointplot(data=cdf, x="client", y="accuracy", hue="method", hue_order=methods, order=order,
-                  errorbar="sd", dodge=0.5, linestyle="none", markersize=4, err_kws={"linewidth": 1}, ax=ax)
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, title=None)
-    ax.set_ylabel("test accuracy (%), mean ± sd")
-    ax.set_xlabel("")
-    ax.tick_params(axis="x", rotation=20)
-    fig.tight_layout()
-    return fig
-
-
-def plot_curves(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None):
-    """Mean client accuracy against round, mean and sd over seeds, per method."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    label = label or _method
-    df = pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"], "mean accuracy (%)": 100 * c["mean"]}
-                       for r in records for c in r["curve"]])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    sns.lineplot(data=df, x="round", y="mean accuracy (%)", hue="method", errorbar="sd", marker="o", ax=ax)
     fig.tight_layout()
     return fig
 

@@ -47,7 +47,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from hasa_core import DIGIT_FILES  # noqa: E402  (domain -> (file name, sha256): the one place they are kept)
+from hasa_core import DIGIT_FILES, sha256_of  # noqa: E402  (checksums and hashing: kept in one place)
 
 # ---------------------------------------------------------------------------------------------
 # Sources
@@ -107,14 +107,6 @@ Chars74K computer-font characters (de Campos et al. 2009): EnglishFnt.tgz from
 # ---------------------------------------------------------------------------------------------
 # Writing and comparing
 # ---------------------------------------------------------------------------------------------
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` like np.savez_compressed but deterministically (the layout of the reference
