@@ -2004,6 +2004,13 @@ def _row_ranks_z(x: np.ndarray) -> np.ndarray:
         return np.where(sd > 0, (r - r.mean(axis=1, keepdims=True)) / sd, np.nan)
 
 
+def _mean_finite(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN (without a warning) when there are none (e.g. equal sizes)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
 def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str],
                    n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
     """Per score: does it rank clients by their measured need for width?
@@ -2037,9 +2044,10 @@ def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str
         z_size = _row_ranks_z(size[ok])
         r2 = [stats.linregress(np.log(s), v).rvalue ** 2 if np.ptp(s) > 0 and np.ptp(v) > 0 else np.nan
               for s, v in zip(size[ok], sc[ok])]
+        rho_size = (z[ok] * z_size).mean(1)
         rows.append({"score": name, "rho_need": float(stat[0]),
                      "p_perm": float(np.mean(np.abs(stat) >= abs(stat[0]) - 1e-12)),
-                     "rho_size": float(np.nanmean((z[ok] * z_size).mean(1))), "r2_logsize": float(np.nanmean(r2)),
+                     "rho_size": _mean_finite(rho_size), "r2_logsize": _mean_finite(r2),
                      "seeds": int(ok.sum()), "clients": k, "permutations": len(perms)})
     return pd.DataFrame(rows).set_index("score")
 
