@@ -363,6 +363,7 @@ def test_non_paper_profiles_never_write_committed_outputs():
     assert H.output_dirs("paper") == (H.DEFAULT_RESULTS_DIR, H.REPO / "figures")
     dry = subprocess.run(["make", "-n", "reproduce", "PROFILE=smoke"], cwd=H.REPO, capture_output=True, text=True).stdout
     assert "results/smoke/notebooks" in dry and " results/notebooks/" not in dry
+    assert ".partial.ipynb" in dry  # executed into a temporary name, renamed only on success
 
 
 # --------------------------------------------------------------------------- statistics and experiments
