@@ -2072,8 +2072,11 @@ def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> 
     root.mkdir(parents=True, exist_ok=True)
     path = root / f"{name}.csv"
     df.to_csv(path)
-    flat = df.reset_index() if isinstance(df.index, pd.MultiIndex) else df
-    (root / f"{name}.md").write_text(flat.to_markdown(floatfmt=".4g", index=flat is df) + "\n")
+    keep_index = not isinstance(df.index, pd.MultiIndex)
+    flat = df if keep_index else df.reset_index()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat = flat.set_axis([" · ".join(map(str, c)) for c in flat.columns], axis=1)
+    (root / f"{name}.md").write_text(flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n")
     return path
 
 
@@ -2337,7 +2340,8 @@ def bench(cfg: RunConfig, seed: int = 0, rounds: int = 11) -> dict[str, Any]:
     matmul = matmul_gflops(threads=1, device=cfg.device)
     return {"benchmark": cfg.benchmark, "policy": cfg.policy, "device": cfg.device,
             "rounds timed": rounds - 1, "first round s": times[0], "steady s/round": steady,
-            "eval s": eval_s, f"s per {cfg.rounds}-round run": times[0] + (cfg.rounds - 1) * steady + n_evals * eval_s,
+            "eval s": eval_s, "rounds per run": cfg.rounds,
+            "s per run": times[0] + (cfg.rounds - 1) * steady + n_evals * eval_s,
             "targets/s": cfg.local_epochs * int(task.sizes.sum()) / steady,
             "useful GFLOP/s": flops / steady / 1e9, "matmul GFLOP/s (1 thread, or the GPU)": matmul,
             "fraction of matmul": flops / steady / 1e9 / matmul,
@@ -2387,12 +2391,12 @@ def _main(argv: Sequence[str] | None = None) -> None:
             rows.append(res)
             print(f"{name}/{args.policy} on {args.device}, {res['rounds timed']} steady rounds, 1 thread: "
                   f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
-                  f"eval {res['eval s']:.3f} s, ~{res[next(k for k in res if k.startswith('s per'))]:.1f} s per run")
+                  f"eval {res['eval s']:.3f} s, ~{res['s per run']:.1f} s per {res['rounds per run']}-round run")
             print(f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
                   f"of this process's matmul ({res['matmul GFLOP/s (1 thread, or the GPU)']:.1f} GFLOP/s); "
                   f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
         if args.out:
-            table = pd.DataFrame(rows).set_index("benchmark").T
+            table = pd.DataFrame(rows).set_index("benchmark").map(lambda v: f"{v:.3g}" if isinstance(v, float) else v).T
             Path(args.out).write_text(table.to_markdown(floatfmt=".3g") + "\n")
             print(f"wrote {args.out}")
     elif args.cmd == "install-data":
