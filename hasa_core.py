@@ -2263,7 +2263,7 @@ def plot_allocations(widths: pd.DataFrame, title: str = ""):
 
 
 def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
-                        names: Sequence[str]):
+                        names: Sequence[str], seeds_note: str = ""):
     """One scatter per score: each (client, seed)'s score against its measured need for width,
     titled with the mean within-seed Spearman rho from :func:`score_validity`."""
     import matplotlib.pyplot as plt
@@ -2275,6 +2275,8 @@ def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.D
         ax.set_title(f"{name}: ρ = {validity.loc[name, 'rho_need']:.2f}, p = {validity.loc[name, 'p_perm']:.2g}", fontsize=9)
     axes[0].set_ylabel("need for width (pp)")
     axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    if seeds_note:
+        fig.suptitle(seeds_note, fontsize=8)
     fig.tight_layout()
     return fig
 
