@@ -1567,7 +1567,8 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
     jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
-    todo = [j for j in jobs if cached_record(*j) is None]
+    found = [cached_record(*j) for j in jobs]
+    todo = [j for j, rec in zip(jobs, found) if rec is None]
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
               f"{len(todo)} to compute")
@@ -1597,7 +1598,7 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
         raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
                            "are cached and the queued runs were cancelled; fix the cause and run again "
                            "to resume from the cache.") from e
-    return [cached_run(*j) for j in jobs]
+    return [rec if rec is not None else cached_run(*j) for j, rec in zip(jobs, found)]
 
 
 # --- the artifact's experiments: one definition, used by the notebooks and by `precompute` ---
@@ -1696,11 +1697,12 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
         if not only or name in only:
             jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
     results_dir = results_dir or output_dirs(profile)[0]
-    missing = sum(cached_record(c, s, results_dir) is None for c, s in jobs.values())
+    pending = [(c, s) for c, s in jobs.values() if cached_record(c, s, results_dir) is None]
+    missing = len(pending)
     print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
           f"{missing} to compute")
-    for seed in sorted({s for _, s in jobs.values()}):
-        cfgs = [c for c, s in jobs.values() if s == seed and cached_record(c, s, results_dir) is None]
+    for seed in sorted({s for _, s in pending}):
+        cfgs = [c for c, s in pending if s == seed]
         if cfgs:
             run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
     print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
