@@ -1,0 +1,440 @@
+"""HASA on Flower's Message API (flwr 1.42.0, pinned): a ``Strategy``, a ``ClientApp`` and a ``ServerApp``.
+
+Every number comes from :mod:`hasa_core`; this module only moves tensors and statistics between
+a server and its clients. A run here gives the same record as :func:`hasa_core.run` (same
+widths, same accuracies, bit-identical parameters), because
+
+* each client's randomness is its own, derived from (seed, round, client)
+  (:func:`hasa_core.client_generators`), so it does not matter where or in which order clients train;
+* clients train with one intra-op thread (:func:`hasa_core.train_subnet`);
+* the server aggregates with :func:`hasa_core.aggregate`, whose float64 accumulator makes the
+  result independent of the order of the replies (Flower's own ``aggregate_arrayrecords`` sums in
+  float32, and its result depends on the order).
+
+The protocol of one run:
+
+1. **query**: every node replies with its ``partition-id`` (a ServerApp never sees node configs),
+   its n_k and its two histograms (:class:`hasa_core.ClientStatistics`: a privacy cost, see the
+   README). The server computes the scores and widths from these alone (:func:`hasa_core.plan`
+   on :class:`hasa_core.Statistics`); the score ``loss`` needs the data and is refused.
+2. **train**, each round: the round's :func:`hasa_core.participants` each get their subnet (the
+   server extracts it; the client never sees the rest of the model) and the round number; they
+   reply with the trained subnet and n_k.
+3. **evaluate**, at :func:`hasa_core.evaluation_rounds`: every client gets the global model and
+   its width and replies with its test accuracy (and, after the last round, the full model's).
+
+Three ways to run it: :func:`run` (Python, notebooks; ``backend="ray"`` is Flower's Simulation
+Engine, ``backend="local"`` delivers the same messages in this process, no Ray), and
+``flwr run .`` (the ``[tool.flwr.app]`` section of pyproject.toml; see the README).
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # before flwr is imported: no telemetry
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
+
+import hasa_core as H
+
+# =============================================================================================
+# Wire format
+# =============================================================================================
+
+def to_record(params: dict[str, torch.Tensor]) -> ArrayRecord:
+    """Tensors -> ArrayRecord (exact: float32 bytes are copied, not converted)."""
+    return ArrayRecord.from_torch_state_dict({n: t.contiguous() for n, t in params.items()})
+
+
+def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {n: t.clone() for n, t in record.to_torch_state_dict().items()}
+
+
+def config_record(cfg: H.RunConfig, seed: int, **items: Any) -> ConfigRecord:
+    """The run's identity travels with every message, so a client needs no run_config."""
+    return ConfigRecord({"hasa-config": json.dumps(cfg.as_dict()), "seed": seed, **items})
+
+
+def read_config(record: ConfigRecord) -> tuple[H.RunConfig, int]:
+    return H.RunConfig.from_dict(json.loads(str(record["hasa-config"]))), int(record["seed"])
+
+
+def _int_array(x: np.ndarray) -> Array:
+    return Array.from_numpy_ndarray(np.ascontiguousarray(x, dtype=np.int64))
+
+
+def _partition(reply: Message) -> int:
+    if reply.has_error():
+        raise RuntimeError(f"node {reply.metadata.src_node_id} failed: {reply.error.reason}")
+    return int(reply.content["reply"]["partition-id"])
+
+
+# =============================================================================================
+# ClientApp
+# =============================================================================================
+
+client_app = ClientApp()
+
+
+@functools.lru_cache(maxsize=2)
+def _task(cfg: H.RunConfig, seed: int) -> H.Task:
+    """The benchmark as one node sees it: loaded once per process and (config, seed). A node
+    only ever touches its own partition of it."""
+    return H.load_task(cfg, seed)
+
+
+def _my_client(msg: Message, context: Context) -> tuple[H.RunConfig, int, H.Task, int]:
+    cfg, seed = read_config(msg.content["config"])
+    task = _task(cfg, seed)
+    k = int(context.node_config["partition-id"])
+    if not 0 <= k < len(task.clients):
+        raise ValueError(f"partition-id {k} is outside the {len(task.clients)} clients of this benchmark")
+    return cfg, seed, task, k
+
+
+def _reply(msg: Message, k: int, arrays: dict[str, ArrayRecord] | None = None, **metrics: float) -> Message:
+    content = RecordDict({"reply": ConfigRecord({"partition-id": k}), **(arrays or {})})
+    if metrics:
+        content["metrics"] = MetricRecord(metrics)
+    return Message(content=content, reply_to=msg)
+
+
+@client_app.query()
+def client_query(msg: Message, context: Context) -> Message:
+    """Reply with this client's one-time upload: n_k and its two histograms."""
+    cfg, seed, task, k = _my_client(msg, context)
+    c = task.clients[k]
+    reply = _reply(msg, k, {"counts": ArrayRecord({"label_counts": _int_array(c.label_counts),
+                                                   "feature_counts": _int_array(c.feature_counts)})})
+    reply.content["reply"]["name"] = c.name
+    reply.content["reply"]["n-train"] = c.n_train
+    reply.content["reply"]["special"] = list(task.special)
+    return reply
+
+
+@client_app.train()
+def client_train(msg: Message, context: Context) -> Message:
+    """Train the received subnet (:func:`hasa_core.train_subnet`) and send it back with n_k."""
+    cfg, seed, task, k = _my_client(msg, context)
+    conf = msg.content["config"]
+    if int(conf["partition-id"]) != k:
+        raise ValueError(f"a message for partition {conf['partition-id']} reached partition {k}")
+    local = H.train_subnet(from_record(msg.content["subnet"]), task.arch, task.clients[k], cfg,
+                           float(conf["width"]), int(conf["round"]), k, seed)
+    return _reply(msg, k, {"subnet": to_record(local)}, **{"num-examples": float(task.clients[k].n_train)})
+
+
+@client_app.evaluate()
+def client_evaluate(msg: Message, context: Context) -> Message:
+    """Test accuracy of the global model's static slice at each requested width."""
+    cfg, seed, task, k = _my_client(msg, context)
+    params = from_record(msg.content["model"])
+    widths = [float(w) for w in msg.content["config"]["widths"]]
+    acc = [H.client_accuracy(params, task.arch, task.clients[k], w, task.ignore_class) for w in widths]
+    return _reply(msg, k, **{f"accuracy-{i}": a for i, a in enumerate(acc)})
+
+
+# =============================================================================================
+# Strategy
+# =============================================================================================
+
+class HasaStrategy(Strategy):
+    """Width-sliced FedAvg with fixed per-client widths (HASA or any baseline of ``cfg.policy``).
+
+    ``nodes[k]`` is the node id of partition k. Collects the learning curve (per-client accuracies
+    at :func:`hasa_core.evaluation_rounds`) and, after the last round, the full model's accuracies."""
+
+    def __init__(self, cfg: H.RunConfig, seed: int, arch: H.Architecture, widths: Sequence[float],
+                 nodes: Sequence[int]):
+        self.cfg, self.seed, self.arch = cfg, seed, arch
+        self.widths, self.nodes = [float(w) for w in widths], list(nodes)
+        self.at = H.evaluation_rounds(cfg)
+        self.curve: list[dict[str, Any]] = []
+        self.accuracy_full_model: list[float] = []
+        self._sent: dict[str, torch.Tensor] = {}
+        self.timing: list[dict[str, float]] = []
+
+    def summary(self) -> None:
+        pass
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        rnd, params = server_round - 1, from_record(arrays)
+        self._sent = params
+        self._t0 = time.perf_counter()
+        messages = []
+        for k in H.participants(self.cfg, self.seed, rnd, len(self.nodes)):
+            w = self.widths[k]
+            idx = H.subnet_indices(self.arch, self.cfg, w, rnd, int(k), self.seed)
+            content = RecordDict({"subnet": to_record(H.extract(params, self.arch, idx)),
+                                  "config": config_record(self.cfg, self.seed, round=rnd, width=w,
+                                                          **{"partition-id": int(k)})})
+            messages.append(Message(content=content, message_type=MessageType.TRAIN, dst_node_id=self.nodes[k]))
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        rnd, updates = server_round - 1, []
+        expected = set(int(k) for k in H.participants(self.cfg, self.seed, rnd, len(self.nodes)))
+        for reply in replies:
+            k = _partition(reply)
+            expected.discard(k)
+            idx = H.subnet_indices(self.arch, self.cfg, self.widths[k], rnd, k, self.seed)
+            updates.append((from_record(reply.content["subnet"]), idx,
+                            float(reply.content["metrics"]["num-examples"])))
+        if expected:
+            raise RuntimeError(f"round {server_round}: no reply from partitions {sorted(expected)}")
+        new = H.aggregate(self._sent, self.arch, updates, self.cfg.aggregation)
+        self.timing.append({"round": server_round, "train_seconds": time.perf_counter() - self._t0,
+                            "clients": len(updates)})
+        return to_record(new), MetricRecord({"clients": len(updates)})
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        if server_round not in self.at:
+            return []
+        last = server_round == self.cfg.rounds
+        return [Message(content=RecordDict({"model": arrays, "config": config_record(
+                    self.cfg, self.seed, widths=[w, 1.0] if last else [w])}),
+                        message_type=MessageType.EVALUATE, dst_node_id=node)
+                for node, w in zip(self.nodes, self.widths)]
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        acc = [np.nan] * len(self.nodes)
+        full = [np.nan] * len(self.nodes)
+        for reply in replies:
+            k = _partition(reply)
+            acc[k] = float(reply.content["metrics"]["accuracy-0"])
+            if server_round == self.cfg.rounds:
+                full[k] = float(reply.content["metrics"]["accuracy-1"])
+        missing = [k for k, a in enumerate(acc) if np.isnan(a)]
+        if missing:
+            raise RuntimeError(f"round {server_round}: no evaluation from partitions {missing}")
+        summary = H.summarize_accuracies(acc)
+        self.curve.append({"round": server_round, "accuracy": acc, **summary})
+        if server_round == self.cfg.rounds:
+            self.accuracy_full_model = full
+        return MetricRecord(summary)
+
+
+# =============================================================================================
+# ServerApp
+# =============================================================================================
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 300.0) -> list[int]:
+    """Node ids once at least ``n`` nodes have registered (the ServerApp may start before them)."""
+    end = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < n:
+        if time.monotonic() > end:
+            raise TimeoutError(f"only {len(nodes)} of {n} nodes registered within {timeout:.0f} s")
+        time.sleep(0.5)
+    return nodes
+
+
+def query_statistics(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int,
+                     timeout: float = 3600) -> tuple[list[int], H.Statistics]:
+    """Ask every node for its partition-id and one-time upload. Returns node id per partition and
+    the :class:`hasa_core.Statistics` the allocation works from."""
+    nodes = wait_for_nodes(grid, num_clients)
+    msgs = [Message(content=RecordDict({"config": config_record(cfg, seed)}), message_type=MessageType.QUERY,
+                    dst_node_id=n) for n in nodes]
+    by_k: dict[int, tuple[int, H.ClientStatistics, tuple[int, ...]]] = {}
+    for reply in grid.send_and_receive(msgs, timeout=timeout):
+        k, info = _partition(reply), reply.content["reply"]
+        counts = reply.content["counts"]
+        by_k[k] = (reply.metadata.src_node_id,
+                   H.ClientStatistics(str(info["name"]), int(info["n-train"]), counts["label_counts"].numpy(),
+                                      counts["feature_counts"].numpy()), tuple(int(i) for i in info["special"]))
+    if sorted(by_k) != list(range(num_clients)):
+        raise RuntimeError(f"expected partitions 0..{num_clients - 1}, got {sorted(by_k)}")
+    stats = [by_k[k][1] for k in range(num_clients)]
+    arch = H.build_arch(cfg, len(stats[0].label_counts))
+    return [by_k[k][0] for k in range(num_clients)], H.Statistics(tuple(stats), arch, by_k[0][2])
+
+
+def serve(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int, timeout: float = 3600) -> dict[str, Any]:
+    """The whole run on the server side; returns the record (:func:`hasa_core.make_record`)."""
+    t0 = time.perf_counter()
+    nodes, stats = query_statistics(grid, cfg, seed, num_clients, timeout)
+    p = H.plan(cfg, stats, seed)
+    arch = stats.arch
+    init = arch.init(arch.dims, torch.Generator().manual_seed(seed))
+    strategy = HasaStrategy(cfg, seed, arch, p["widths"], nodes)
+    result = strategy.start(grid, to_record(init), num_rounds=cfg.rounds, timeout=timeout)
+    params = from_record(result.arrays)
+    rec = H.make_record(cfg, seed, [c.name for c in stats.clients], stats.sizes, p, params, strategy.curve,
+                        strategy.accuracy_full_model, time.perf_counter() - t0, engine="flower")
+    rec["flower_rounds"] = strategy.timing
+    return rec
+
+
+def _run_config_to_cfg(run_config: dict[str, Any]) -> tuple[H.RunConfig, int, int, str]:
+    """``flwr run``: [tool.flwr.app.config] -> (RunConfig, seed, number of clients, results dir).
+    Keys: profile, benchmark, seed, num-clients, results-dir, and any RunConfig field with '-'
+    for '_' (e.g. ``participation``, ``policy``)."""
+    rc = dict(run_config)
+    profile, benchmark = str(rc.pop("profile", "smoke")), str(rc.pop("benchmark", "medium"))
+    seed, num_clients = int(rc.pop("seed", 0)), int(rc.pop("num-clients"))
+    results = str(rc.pop("results-dir", ""))
+    overrides = {k.replace("-", "_"): v for k, v in rc.items()}
+    return H.config(profile, benchmark, **overrides), seed, num_clients, results
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def server_main(grid: Grid, context: Context) -> None:
+    """Entry point of ``flwr run .``: runs the configured federation and caches its record under
+    ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`."""
+    cfg, seed, k, results = _run_config_to_cfg(context.run_config)
+    rec = serve(grid, cfg, seed, k)
+    out = H.record_path(cfg, seed, Path(results) if results else H.DEFAULT_RESULTS_DIR / "flower")
+    H.write_json_atomic(out, json.loads(json.dumps(rec)))
+    print(f"record written to {out}: mean {100 * rec['mean']:.2f} %, worst {100 * rec['worst']:.2f} %")
+
+
+# =============================================================================================
+# Running from Python
+# =============================================================================================
+
+class LocalGrid(Grid):
+    """A Grid that hands each message to the ClientApp of its node in this process and returns the
+    replies in a seeded random order (``shuffle``): Flower's message path without Ray. Node k
+    has ``partition-id`` k."""
+
+    def __init__(self, app: ClientApp, num_nodes: int, shuffle: int | None = None):
+        self.app = app
+        self.contexts = {k + 1: Context(run_id=0, node_id=k + 1, node_config={"partition-id": k, "num-partitions": num_nodes},
+                                        state=RecordDict(), run_config={}) for k in range(num_nodes)}
+        self.rng = None if shuffle is None else np.random.default_rng(shuffle)
+        self._replies: dict[str, Message] = {}
+        self._run = None
+
+    def set_run(self, run) -> None:
+        self._run = run
+
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return list(self.contexts)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = mid = str(uuid.uuid4())
+            self._replies[mid] = self.app(msg, self.contexts[msg.metadata.dst_node_id])
+            ids.append(mid)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        out = [self._replies.pop(m) for m in list(message_ids) if m in self._replies]
+        if self.rng is not None:
+            out = [out[i] for i in self.rng.permutation(len(out))]
+        return out
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self.pull_messages(self.push_messages(messages))
+
+
+@contextlib.contextmanager
+def _flwr_log_level(level: int):
+    logger = logging.getLogger("flwr")
+    saved = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
+
+
+@contextlib.contextmanager
+def _server_identity():
+    """What flwr's own runtimes set before a ServerApp runs (messages read their run id from
+    it); restored afterwards."""
+    from flwr.supercore.task_identity import TaskIdentity
+    saved = TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 0, 0
+    try:
+        yield
+    finally:
+        TaskIdentity._task_id, TaskIdentity._run_id, TaskIdentity._node_id = saved
+
+
+def backend_config(num_cpus_per_client: float = 1.0) -> dict[str, Any]:
+    """Simulation Engine settings: one CPU per client actor (flwr's default of 2 gives one actor
+    on a 2-core machine), no dashboard, Ray's own log lines off."""
+    return {"client_resources": {"num_cpus": num_cpus_per_client, "num_gpus": 0.0},
+            "init_args": {"include_dashboard": False, "logging_level": "ERROR", "log_to_driver": False}}
+
+
+def num_clients(cfg: H.RunConfig, seed: int) -> int:
+    """How many nodes a simulation of ``cfg`` needs (read off the task: the simulation's launcher
+    knows the partition; the ServerApp itself never reads data)."""
+    return len(_task(cfg, seed).clients)
+
+
+def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None = None,
+        backend_cfg: dict[str, Any] | None = None, verbose: bool = False) -> dict[str, Any]:
+    """One federated run on Flower; returns the same record as :func:`hasa_core.run` (plus
+    ``flower_rounds``: per-round server-side seconds, and ``provenance.runtime = "flower"``).
+
+    ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
+    actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
+    replies shuffled with seed ``shuffle``."""
+    if backend not in ("ray", "local"):
+        raise ValueError(f"unknown backend {backend!r}; valid: 'ray', 'local'")
+    k = num_clients(cfg, seed)
+    records: list[dict[str, Any]] = []
+    with _flwr_log_level(logging.INFO if verbose else logging.WARNING):
+        if backend == "local":
+            with _server_identity():
+                records.append(serve(LocalGrid(client_app, k, shuffle), cfg, seed, k))
+        else:
+            from flwr.simulation import run_simulation
+            app = ServerApp()
+
+            @app.main()
+            def _main(grid: Grid, context: Context) -> None:
+                records.append(serve(grid, cfg, seed, k))
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # run_simulation is deprecated in favour of `flwr run`
+                run_simulation(server_app=app, client_app=client_app, num_supernodes=k,
+                               backend_config=backend_cfg or backend_config(), verbose_logging=verbose)
+    if not records:
+        raise RuntimeError("the Flower simulation ended without a record; rerun with verbose=True to see its log")
+    return records[0]
+
+
+def cached_run(cfg: H.RunConfig, seed: int, results_dir: Path | None = None, **kwargs) -> dict[str, Any]:
+    """:func:`run` through the record cache of ``results_dir`` (default ``results/flower``): the
+    Flower records sit beside, never mixed with, the in-process ones."""
+    results_dir = results_dir or H.DEFAULT_RESULTS_DIR / "flower"
+    rec = H.cached_record(cfg, seed, results_dir)
+    if rec is None:
+        rec = json.loads(json.dumps(run(cfg, seed, **kwargs)))
+        H.write_json_atomic(H.record_path(cfg, seed, results_dir), rec)
+    return rec
