@@ -1576,7 +1576,8 @@ def client_pool(n_jobs: int) -> Iterator[ProcessPoolExecutor | None]:
 
 def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, widths: Sequence[float],
                  rounds: Sequence[int], seed: int, evaluate_at: Sequence[int] = (),
-                 progress: bool = False, pool: ProcessPoolExecutor | None = None
+                 progress: bool = False, pool: ProcessPoolExecutor | None = None,
+                 timings: list[float] | None = None
                  ) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
     """Federated rounds: in each, the round's :func:`participants` (every client, by default) train
     their subnets (:func:`client_update`) from the current global parameters, then
@@ -1584,9 +1585,11 @@ def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, wi
     ``pool`` (:func:`client_pool`) the clients of a round train in parallel processes.
 
     After each round r with r + 1 in ``evaluate_at`` the per-client accuracies are recorded.
-    Returns the final parameters and that learning curve."""
+    Returns the final parameters and that learning curve; with a ``timings`` list, appends each
+    round's wall seconds of training and aggregation (evaluation excluded)."""
     arch, curve = task.arch, []
     for rnd in tqdm(rounds, disable=not progress, desc="rounds", leave=False):
+        t0 = time.perf_counter()
         jobs = [(params, arch, task.clients[k], cfg, widths[k], rnd, k, seed)
                 for k in participants(cfg, seed, rnd, len(task.clients))]
         if pool is None:
@@ -1594,6 +1597,8 @@ def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, wi
         else:
             updates = [f.result() for f in [pool.submit(client_update, *job) for job in jobs]]
         params = aggregate(params, arch, updates, cfg.aggregation)
+        if timings is not None:
+            timings.append(time.perf_counter() - t0)
         if rnd + 1 in evaluate_at:
             acc = evaluate(params, task, widths)
             curve.append({"round": rnd + 1, "accuracy": acc, **summarize_accuracies(acc)})
@@ -1619,10 +1624,11 @@ def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
     p = plan(cfg, task, seed)
     params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
     params = {n: v.to(cfg.device) for n, v in params.items()}
-    at = evaluation_rounds(cfg)
-    params, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, at, progress, pool)
+    at, timings = evaluation_rounds(cfg), []
+    params, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, at, progress, pool,
+                                 timings)
     return make_record(cfg, seed, [c.name for c in task.clients], task.sizes, p, params, curve,
-                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0)
+                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings)
 
 
 def evaluation_rounds(cfg: RunConfig) -> set[int]:
@@ -1648,13 +1654,14 @@ def round_spend(cfg: RunConfig, seed: int, sizes: Sequence[int], widths: Sequenc
 
 def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequence[int], plan_: dict[str, Any],
                 params: dict[str, torch.Tensor], curve: list[dict[str, Any]], accuracy_full_model: list[float],
-                seconds: float, engine: str = "in-process") -> dict[str, Any]:
-    """A run's JSON-able record, whichever engine trained it (``engine`` goes to the provenance)."""
+                seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process") -> dict[str, Any]:
+    """A run's JSON-able record, whichever engine trained it (``engine`` goes to the provenance;
+    ``round_seconds``: each round's wall seconds of training and aggregation)."""
     acc = curve[-1]["accuracy"]
     rec = {"config": cfg.as_dict(), "seed": seed, "clients": list(clients), "sizes": [int(n) for n in sizes],
            **plan_, "accuracy": acc, **summarize_accuracies(acc), "accuracy_full_model": accuracy_full_model,
            "curve": curve, "params_sha256": params_digest(params), "seconds": seconds,
-           "provenance": provenance(cfg.device)}
+           "round_seconds": list(round_seconds), "provenance": provenance(cfg.device)}
     if cfg.participation < 1:
         rec["round_budget_used"] = round_spend(cfg, seed, sizes, plan_["widths"])
     if engine != "in-process":
@@ -2506,6 +2513,56 @@ def plot_allocations(widths: pd.DataFrame, title: str = ""):
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_many_clients(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None):
+    """A many-client federation, one record per method of one seed. Left: each client's width
+    against its n_k (log scale). Right: the budget each round's participants spend
+    (``round_budget_used``), as a histogram per method, with B dashed."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    label = label or _method
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for rec in records:
+        a.scatter(rec["sizes"], rec["widths"], s=10, alpha=0.6, label=label(rec))
+    a.set_xscale("log")
+    a.set_xlabel("n_k (training targets of the client)")
+    a.set_ylabel("width w_k")
+    a.legend(fontsize=7)
+    spend = pd.DataFrame({"method": [label(r) for r in records for _ in r["round_budget_used"]],
+                          "spend": [v for r in records for v in r["round_budget_used"]]})
+    sns.histplot(spend, x="spend", hue="method", bins=40, element="step", ax=b)
+    b.axvline(records[0]["budget"], color="k", ls="--", lw=1)
+    b.set_xlabel("budget spent by a round's participants (B dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float]], title: str = ""):
+    """The two engines side by side. Left: wall seconds of each training round. Right: wall
+    seconds of the run split into training rounds and everything else (start-up, statistics,
+    evaluation), with the peak resident memory of all processes written on each bar."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for engine, rs in round_seconds.items():
+        a.plot(np.arange(1, len(rs) + 1), rs, marker=".", label=engine)
+    a.set_xlabel("round")
+    a.set_ylabel("seconds (training + aggregation)")
+    a.set_ylim(bottom=0)
+    a.legend(fontsize=8)
+    rounds = [float(np.sum(round_seconds[e])) for e in measures.index]
+    other = [measures.loc[e, "wall seconds"] - r for e, r in zip(measures.index, rounds)]
+    b.bar(measures.index, rounds, label="training rounds")
+    b.bar(measures.index, other, bottom=rounds, label="start-up, statistics, evaluation")
+    for i, e in enumerate(measures.index):
+        b.text(i, measures.loc[e, "wall seconds"], f"{measures.loc[e, 'peak RSS MiB (all processes)']:.0f} MiB",
+               ha="center", va="bottom", fontsize=8)
+    b.set_ylabel("wall seconds")
+    b.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
 

@@ -20,8 +20,9 @@ The protocol of one run:
 2. **train**, each round: the round's :func:`hasa_core.participants` each get their subnet (the
    server extracts it; the client never sees the rest of the model) and the round number; they
    reply with the trained subnet and n_k.
-3. **evaluate**, at :func:`hasa_core.evaluation_rounds`: every client gets the global model and
-   its width and replies with its test accuracy (and, after the last round, the full model's).
+3. **evaluate**, at :func:`hasa_core.evaluation_rounds`: every client gets the static slice of
+   the global model at its width and replies with its test accuracy; after the last round it gets
+   the whole model and also replies with the full model's accuracy.
 
 Three ways to run it: :func:`run` (Python, notebooks; ``backend="ray"`` is Flower's Simulation
 Engine, ``backend="local"`` delivers the same messages in this process, no Ray), and
@@ -43,8 +44,10 @@ from typing import Any
 
 os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")  # before flwr is imported: no telemetry
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a FutureWarning of Ray
 
 import numpy as np
+import pandas as pd
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -142,11 +145,14 @@ def client_train(msg: Message, context: Context) -> Message:
 
 @client_app.evaluate()
 def client_evaluate(msg: Message, context: Context) -> Message:
-    """Test accuracy of the global model's static slice at each requested width."""
+    """Test accuracy of the global model's static slice at each requested width (or of the
+    slice it was sent, when the message says ``sliced``)."""
     cfg, seed, task, k = _my_client(msg, context)
-    params = from_record(msg.content["model"])
-    widths = [float(w) for w in msg.content["config"]["widths"]]
-    acc = [H.client_accuracy(params, task.arch, task.clients[k], w, task.ignore_class) for w in widths]
+    params, conf, client = from_record(msg.content["model"]), msg.content["config"], task.clients[k]
+    if conf.get("sliced", False):  # already the width-w_k slice: score it as it is
+        acc = [H.accuracy(params, task.arch, client.test, task.ignore_class)]
+    else:
+        acc = [H.client_accuracy(params, task.arch, client, float(w), task.ignore_class) for w in conf["widths"]]
     return _reply(msg, k, **{f"accuracy-{i}": a for i, a in enumerate(acc)})
 
 
@@ -168,7 +174,7 @@ class HasaStrategy(Strategy):
         self.curve: list[dict[str, Any]] = []
         self.accuracy_full_model: list[float] = []
         self._sent: dict[str, torch.Tensor] = {}
-        self.timing: list[dict[str, float]] = []
+        self.round_seconds: list[float] = []  # per round: configure, clients' training, aggregation
 
     def summary(self) -> None:
         pass
@@ -201,21 +207,27 @@ class HasaStrategy(Strategy):
         if expected:
             raise RuntimeError(f"round {server_round}: no reply from partitions {sorted(expected)}")
         new = H.aggregate(self._sent, self.arch, updates, self.cfg.aggregation)
-        self.timing.append({"round": server_round, "train_seconds": time.perf_counter() - self._t0,
-                            "clients": len(updates)})
+        self.round_seconds.append(time.perf_counter() - self._t0)
         return to_record(new), MetricRecord({"clients": len(updates)})
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
         if server_round not in self.at:
             return []
-        last = server_round == self.cfg.rounds
-        return [Message(content=RecordDict({"model": arrays, "config": config_record(
-                    self.cfg, self.seed, widths=[w, 1.0] if last else [w])}),
-                        message_type=MessageType.EVALUATE, dst_node_id=node)
-                for node, w in zip(self.nodes, self.widths)]
+        if server_round == self.cfg.rounds:  # the whole model: accuracy at w_k and at full width
+            return [Message(content=RecordDict({"model": arrays, "config": config_record(self.cfg, self.seed, widths=[w, 1.0])}),
+                            message_type=MessageType.EVALUATE, dst_node_id=node)
+                    for node, w in zip(self.nodes, self.widths)]
+        params, messages = from_record(arrays), []
+        for node, w in zip(self.nodes, self.widths):  # only the static width-w_k slice the client is scored with
+            sub = H.extract(params, self.arch, H.client_indices("static", self.arch, w, 0, None))
+            messages.append(Message(content=RecordDict({"model": to_record(sub), "config": config_record(
+                self.cfg, self.seed, widths=[w], sliced=True)}), message_type=MessageType.EVALUATE, dst_node_id=node))
+        return messages
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        if server_round not in self.at:
+            return None
         acc = [np.nan] * len(self.nodes)
         full = [np.nan] * len(self.nodes)
         for reply in replies:
@@ -278,21 +290,21 @@ def serve(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int, timeout: fl
     strategy = HasaStrategy(cfg, seed, arch, p["widths"], nodes)
     result = strategy.start(grid, to_record(init), num_rounds=cfg.rounds, timeout=timeout)
     params = from_record(result.arrays)
-    rec = H.make_record(cfg, seed, [c.name for c in stats.clients], stats.sizes, p, params, strategy.curve,
-                        strategy.accuracy_full_model, time.perf_counter() - t0, engine="flower")
-    rec["flower_rounds"] = strategy.timing
-    return rec
+    return H.make_record(cfg, seed, [c.name for c in stats.clients], stats.sizes, p, params, strategy.curve,
+                         strategy.accuracy_full_model, time.perf_counter() - t0, strategy.round_seconds,
+                         engine="flower")
 
 
 def _run_config_to_cfg(run_config: dict[str, Any]) -> tuple[H.RunConfig, int, int, str]:
     """``flwr run``: [tool.flwr.app.config] -> (RunConfig, seed, number of clients, results dir).
-    Keys: profile, benchmark, seed, num-clients, results-dir, and any RunConfig field with '-'
-    for '_' (e.g. ``participation``, ``policy``)."""
+    Keys: profile, benchmark, seed, num-clients, results-dir, and RunConfig fields with '-' for
+    '_' (e.g. ``participation``, ``policy``); ``rounds`` or ``eval-every`` = 0 keep the profile's."""
     rc = dict(run_config)
     profile, benchmark = str(rc.pop("profile", "smoke")), str(rc.pop("benchmark", "medium"))
     seed, num_clients = int(rc.pop("seed", 0)), int(rc.pop("num-clients"))
     results = str(rc.pop("results-dir", ""))
-    overrides = {k.replace("-", "_"): v for k, v in rc.items()}
+    overrides = {k.replace("-", "_"): v for k, v in rc.items()
+                 if not (k in ("rounds", "eval-every") and v == 0)}  # 0: the profile's value
     return H.config(profile, benchmark, **overrides), seed, num_clients, results
 
 
@@ -305,7 +317,7 @@ def server_main(grid: Grid, context: Context) -> None:
     ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`."""
     cfg, seed, k, results = _run_config_to_cfg(context.run_config)
     rec = serve(grid, cfg, seed, k)
-    out = H.record_path(cfg, seed, Path(results) if results else H.DEFAULT_RESULTS_DIR / "flower")
+    out = H.record_path(cfg, seed, Path(results) if results else Path.cwd() / "results" / "flower")
     H.write_json_atomic(out, json.loads(json.dumps(rec)))
     print(f"record written to {out}: mean {100 * rec['mean']:.2f} %, worst {100 * rec['worst']:.2f} %")
 
@@ -398,8 +410,8 @@ def num_clients(cfg: H.RunConfig, seed: int) -> int:
 
 def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None = None,
         backend_cfg: dict[str, Any] | None = None, verbose: bool = False) -> dict[str, Any]:
-    """One federated run on Flower; returns the same record as :func:`hasa_core.run` (plus
-    ``flower_rounds``: per-round server-side seconds, and ``provenance.runtime = "flower"``).
+    """One federated run on Flower; returns the same record as :func:`hasa_core.run` (with
+    ``provenance.runtime = "flower"``; ``round_seconds`` measured on the server).
 
     ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
     actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
@@ -408,11 +420,13 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
         raise ValueError(f"unknown backend {backend!r}; valid: 'ray', 'local'")
     k = num_clients(cfg, seed)
     records: list[dict[str, Any]] = []
-    with _flwr_log_level(logging.INFO if verbose else logging.WARNING):
+    with _flwr_log_level(logging.INFO if verbose else logging.ERROR):
         if backend == "local":
             with _server_identity():
                 records.append(serve(LocalGrid(client_app, k, shuffle), cfg, seed, k))
         else:
+            # Ray logs a hint about ipywidgets at INFO when it is imported inside a notebook kernel
+            logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
             from flwr.simulation import run_simulation
             app = ServerApp()
 
@@ -438,3 +452,97 @@ def cached_run(cfg: H.RunConfig, seed: int, results_dir: Path | None = None, **k
         rec = json.loads(json.dumps(run(cfg, seed, **kwargs)))
         H.write_json_atomic(H.record_path(cfg, seed, results_dir), rec)
     return rec
+
+
+# =============================================================================================
+# Measuring both engines
+# =============================================================================================
+
+class ResourceSampler:
+    """Samples, every ``interval`` seconds in a thread, the resident memory summed over this process
+    and all its descendants (Ray's GCS, raylet and actors included) and each process's CPU time.
+    Use as a context manager; then ``peak_rss_mib`` (this process's memory from before included)
+    and ``cpu_seconds``: the CPU time used inside the block, summed over every process seen (a
+    process that ended between two samples counts up to its last sample)."""
+
+    def __init__(self, interval: float = 0.2):
+        import psutil
+        self.interval, self._me = interval, psutil.Process()
+        self.peak_rss_mib, self._cpu, self._stop, self._started = 0.0, {}, None, True
+
+    def _sample(self) -> None:
+        import psutil
+        rss = 0
+        for proc in [self._me, *self._me.children(recursive=True)]:
+            try:
+                rss += proc.memory_info().rss
+                t = proc.cpu_times()
+                first, _ = self._cpu.get(proc.pid, (t.user + t.system if self._started else 0.0, None))
+                self._cpu[proc.pid] = (first, t.user + t.system)
+            except psutil.Error:
+                continue
+        self.peak_rss_mib = max(self.peak_rss_mib, rss / 2 ** 20)
+
+    def __enter__(self) -> "ResourceSampler":
+        import threading
+        self._stop = threading.Event()
+        self._sample()  # processes alive now count only the CPU time they use from here on
+        self._started = False
+
+        def loop():
+            while not self._stop.wait(self.interval):
+                self._sample()
+        self._thread = threading.Thread(target=loop, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return float(sum(last - first for first, last in self._cpu.values()))
+
+
+def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], dict[str, float]]:
+    """One run of ``cfg`` in-process (:func:`hasa_core.run`, one process) and one on Flower's
+    Simulation Engine (one actor per CPU), back to back in this process, each under a
+    :class:`ResourceSampler`. Returns (measurements, one row per engine; the records by engine;
+    Flower's overhead). Timings depend on the machine and its load: the load average before and
+    after each run is a column.
+
+    Overhead: per participant of a training round, (Flower's median round - the in-process
+    median round) / participants; per message, the extra CPU seconds of all processes / the
+    messages the server sent (one query per client, one per participant per round, one per client
+    per evaluation)."""
+    rows, recs = {}, {}
+    for engine in ("in-process", "flower"):
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        with ResourceSampler() as res:
+            rec = H.run(cfg, seed) if engine == "in-process" else run(cfg, seed, backend="ray", backend_cfg=backend_cfg)
+        wall = time.perf_counter() - t0
+        rs = np.asarray(rec["round_seconds"])
+        rows[engine] = {"wall seconds": wall, "seconds per round (median)": float(np.median(rs)),
+                        "seconds per round (p90)": float(np.quantile(rs, 0.9)),
+                        "seconds outside training rounds": wall - float(rs.sum()),
+                        "CPU seconds (all processes)": res.cpu_seconds,
+                        "peak RSS MiB (all processes)": res.peak_rss_mib,
+                        "load average before": load0, "load average after": os.getloadavg()[0]}
+        recs[engine] = rec
+    df = pd.DataFrame(rows).T
+    k = len(recs["flower"]["clients"])
+    per_round = [len(H.participants(cfg, seed, r, k)) for r in range(cfg.rounds)]
+    messages = k + sum(per_round) + k * len(H.evaluation_rounds(cfg))
+    overhead = {
+        "clients": k, "participants per round": float(np.mean(per_round)), "messages": messages,
+        "ms per participant per round": 1000 * (df.loc["flower", "seconds per round (median)"]
+                                                 - df.loc["in-process", "seconds per round (median)"]) / np.mean(per_round),
+        "extra CPU ms per message (start-up included)": 1000 * (df.loc["flower", "CPU seconds (all processes)"]
+                                      - df.loc["in-process", "CPU seconds (all processes)"]) / messages,
+        "identical parameters": recs["flower"]["params_sha256"] == recs["in-process"]["params_sha256"],
+    }
+    return df, recs, overhead
