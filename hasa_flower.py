@@ -66,6 +66,7 @@ def to_record(params: dict[str, torch.Tensor]) -> ArrayRecord:
 
 
 def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
+    """ArrayRecord -> tensors, copied: Flower's arrays are read-only views of the message bytes."""
     return {n: t.clone() for n, t in record.to_torch_state_dict().items()}
 
 
