@@ -547,3 +547,9 @@ def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | N
         "identical parameters": recs["flower"]["params_sha256"] == recs["in-process"]["params_sha256"],
     }
     return df, recs, overhead
+
+
+def overhead_table(overhead: dict[str, Any]) -> pd.DataFrame:
+    """:func:`compare_engines`' overhead as a one-column table, numbers rounded, booleans as words."""
+    return pd.Series({k: f"{v:.1f}" if isinstance(v, float) else str(v) for k, v in overhead.items()},
+                     name="Flower vs in-process").to_frame()
