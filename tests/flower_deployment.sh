@@ -9,7 +9,7 @@ repo=$PWD
 work=$(mktemp -d)
 export PATH="$repo/.venv/bin:$PATH" FLWR_HOME="$work/home" FLWR_TELEMETRY_ENABLED=0
 export HASA_DATA_DIR="${HASA_DATA_DIR:-$repo/data}"   # where each SuperNode finds its data
-trap 'pkill -f "flower-supernode|flower-superlink|flwr-clientapp|flwr-serverapp" || true; rm -rf "$work"' EXIT
+trap 'pkill -f "flower-supernode|flower-superlink|flower-superexec|flwr-clientapp|flwr-serverapp" || true; rm -rf "$work"' EXIT
 mkdir -p "$FLWR_HOME"
 cat > "$FLWR_HOME/config.toml" <<'T'
 [superlink]
