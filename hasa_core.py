@@ -1652,6 +1652,22 @@ def round_spend(cfg: RunConfig, seed: int, sizes: Sequence[int], widths: Sequenc
     return out
 
 
+def subnet_params(arch: Architecture, width: float, params: dict[str, torch.Tensor] | None = None) -> int:
+    """Parameters of a width-``width`` subnet (the same count under every extraction rule): what a
+    client receives, and sends back, in a round it trains."""
+    params = arch.init(arch.dims, torch.Generator().manual_seed(0)) if params is None else params
+    return sum(t.numel() for t in extract(params, arch, _static(arch, width, 0, None)).values())
+
+
+def round_traffic(cfg: RunConfig, seed: int, arch: Architecture, widths: Sequence[float]) -> np.ndarray:
+    """Per round, the parameters exchanged with the round's participants, each way:
+    sum_{k in S_t} |subnet(w_k)|. Unlike the budget (weighted by n_k), this is a cost per client."""
+    full = arch.init(arch.dims, torch.Generator().manual_seed(0))
+    size = {w: subnet_params(arch, w, full) for w in set(widths)}
+    per = np.array([size[w] for w in widths])
+    return np.array([per[participants(cfg, seed, r, len(widths))].sum() for r in range(cfg.rounds)])
+
+
 def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequence[int], plan_: dict[str, Any],
                 params: dict[str, torch.Tensor], curve: list[dict[str, Any]], accuracy_full_model: list[float],
                 seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process") -> dict[str, Any]:

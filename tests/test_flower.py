@@ -187,3 +187,17 @@ def test_flower_simulation_engine_gives_the_in_process_record():
     assert len(rec["round_seconds"]) == cfg.rounds
     left = subprocess.run(["pgrep", "-f", "raylet|gcs_server"], capture_output=True, text=True).stdout.split()
     assert not left, f"Ray processes left running: {left}"
+
+
+def test_subnet_params_and_round_traffic_hand_computed():
+    """LSTM with V = 10, E = 8, H = 6 at width 1/2: e = 4, h = 3 units; embed 10x4, w_ih 12x4,
+    w_hh 12x3, two biases of 12, decoder 10x3 + 10 = 40 + 48 + 36 + 24 + 40 = 188 parameters."""
+    arch = H.lstm_arch(10, 8, 6)
+    assert H.subnet_params(arch, 0.5) == 188
+    assert H.subnet_params(arch, 1.0) == 10 * 8 + 24 * 8 + 24 * 6 + 48 + 10 * 6 + 10
+    cfg = H.config("smoke", participation=0.5, rounds=3)
+    widths = [0.5, 1.0, 0.5, 1.0]
+    traffic = H.round_traffic(cfg, 0, arch, widths)
+    for rnd, t in enumerate(traffic):
+        s = H.participants(cfg, 0, rnd, 4)
+        assert t == sum(H.subnet_params(arch, widths[k]) for k in s)
