@@ -1645,11 +1645,12 @@ def round_spend(cfg: RunConfig, seed: int, sizes: Sequence[int], widths: Sequenc
     with the draw of S_t. It is recorded, not corrected."""
     sizes = np.asarray(sizes)
     ew = np.array([expected_width(w, cfg.extraction, cfg.levels) for w in widths])
-    out = []
-    for rnd in range(cfg.rounds):
-        s = participants(cfg, seed, rnd, len(sizes))
-        out.append(linear_budget_used(ew[s], sizes[s]))
-    return out
+    return [linear_budget_used(ew[s], sizes[s]) for s in participant_sets(cfg, seed, len(sizes))]
+
+
+def participant_sets(cfg: RunConfig, seed: int, num_clients: int) -> list[np.ndarray]:
+    """:func:`participants` of every round of the run."""
+    return [participants(cfg, seed, rnd, num_clients) for rnd in range(cfg.rounds)]
 
 
 def subnet_params(arch: Architecture, width: float, params: dict[str, torch.Tensor] | None = None) -> int:
@@ -1665,7 +1666,7 @@ def round_traffic(cfg: RunConfig, seed: int, arch: Architecture, widths: Sequenc
     full = arch.init(arch.dims, torch.Generator().manual_seed(0))
     size = {w: subnet_params(arch, w, full) for w in set(widths)}
     per = np.array([size[w] for w in widths])
-    return np.array([per[participants(cfg, seed, r, len(widths))].sum() for r in range(cfg.rounds)])
+    return np.array([per[s].sum() for s in participant_sets(cfg, seed, len(widths))])
 
 
 def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequence[int], plan_: dict[str, Any],

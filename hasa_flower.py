@@ -174,7 +174,8 @@ class HasaStrategy(Strategy):
         self.at = H.evaluation_rounds(cfg)
         self.curve: list[dict[str, Any]] = []
         self.accuracy_full_model: list[float] = []
-        self._sent: dict[str, torch.Tensor] = {}
+        self._sent: dict[str, torch.Tensor] = {}     # the global parameters of this round
+        self._indices: dict[int, H.Indices] = {}     # partition -> the units it was sent
         self.round_seconds: list[float] = []  # per round: configure, clients' training, aggregation
 
     def summary(self) -> None:
@@ -183,12 +184,12 @@ class HasaStrategy(Strategy):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         rnd, params = server_round - 1, from_record(arrays)
-        self._sent = params
+        self._sent, self._indices = params, {}
         self._t0 = time.perf_counter()
         messages = []
         for k in H.participants(self.cfg, self.seed, rnd, len(self.nodes)):
             w = self.widths[k]
-            idx = H.subnet_indices(self.arch, self.cfg, w, rnd, int(k), self.seed)
+            self._indices[int(k)] = idx = H.subnet_indices(self.arch, self.cfg, w, rnd, int(k), self.seed)
             content = RecordDict({"subnet": to_record(H.extract(params, self.arch, idx)),
                                   "config": config_record(self.cfg, self.seed, round=rnd, width=w,
                                                           **{"partition-id": int(k)})})
@@ -197,13 +198,11 @@ class HasaStrategy(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        rnd, updates = server_round - 1, []
-        expected = set(int(k) for k in H.participants(self.cfg, self.seed, rnd, len(self.nodes)))
+        updates, expected = [], set(self._indices)
         for reply in replies:
             k = _partition(reply)
             expected.discard(k)
-            idx = H.subnet_indices(self.arch, self.cfg, self.widths[k], rnd, k, self.seed)
-            updates.append((from_record(reply.content["subnet"]), idx,
+            updates.append((from_record(reply.content["subnet"]), self._indices[k],
                             float(reply.content["metrics"]["num-examples"])))
         if expected:
             raise RuntimeError(f"round {server_round}: no reply from partitions {sorted(expected)}")
