@@ -46,6 +46,7 @@ import dataclasses
 import functools
 import hashlib
 import html
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -818,7 +819,7 @@ def score_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarr
 
 
 def score_js_targets(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
-    """Our earlier score (before the published equations were known): unsmoothed JS divergence
+    """The level rule's score (a labelled variant, not Eq. 11): unsmoothed JS divergence
     between client k's next-target histogram (words and <eos>), normalised, and the pooled one."""
     return _js_to_pooled(_counts(task, "label_counts"))
 
@@ -982,7 +983,7 @@ def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Calla
     return widths_for(lo)
 
 
-# --- our earlier rule (before the published equations were known): discrete levels, FLOP cost --
+# --- the level rule (a labelled variant, ``*_levels``): discrete levels, FLOP cost ----------------
 
 
 def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -1084,9 +1085,9 @@ and stored in every record, so no record made by other code is ever reused.
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
                       "dirichlet_alpha": 0.5}
-"""Fields added after engine 2 whose default reproduces engine 2 bit for bit (tested by the golden
-record): at that default they are left out of a config's identity and cache key, so the engine-2
-records stay valid without recomputing every table. A non-default value enters the key."""
+"""Fields whose default value leaves the computation unchanged (tested by the golden record): at
+that default they are left out of a config's identity and cache key, so records made before the
+field existed stay valid. A non-default value enters the key."""
 
 PARTITIONS = {"medium": ("natural", "publication_day"), "digits": ("natural", "dirichlet")}
 """Who the clients are. medium: ``natural`` = the 7 publications, ``publication_day`` = one client
@@ -1097,6 +1098,34 @@ per (publication, day) with at least 2 titles; digits: ``natural`` = one client 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+LR_MAX = 100.0
+"""The largest local learning rate a config accepts."""
+
+_TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+              "a finite number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer (not a bool or a float)"),
+    "int | None": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "None or an integer"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_types(cfg: "RunConfig") -> None:
+    """Every field of a config has its declared type: floats finite numbers, integers true
+    integers (a bool or a float is refused), booleans booleans, strings strings, and tuples of
+    finite numbers."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type in _TYPE_CHECKS:
+            ok, what = _TYPE_CHECKS[f.type]
+            _check(ok(value), f"{f.name} must be {what}; got {value!r}")
+        else:  # tuple[...]
+            number = _TYPE_CHECKS["float"][0]
+            _check(isinstance(value, tuple) and all(number(v) for v in value),
+                   f"{f.name} must be a tuple of finite numbers; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -1142,14 +1171,15 @@ class RunConfig:
     cnn_widths: tuple[int, int, int] = (16, 32, 64)
     max_test_per_domain: int = 1000    # digits: test images per domain (seeded sample)
     device: str = "cpu"                # "cpu" | "cuda" | "cuda:N"; committed tables are CPU
-    # Many-client federations (added after engine 2; at their defaults they change nothing and are
-    # left out of the cache key, see KEY_OMITS_DEFAULTS):
+    # Many-client federations (at their defaults they change nothing and are left out of the cache
+    # key, see KEY_OMITS_DEFAULTS):
     participation: float = 1.0         # share of clients drawn (seeded) to train in each round
     partition: str = "natural"         # see PARTITIONS: who the clients are
     num_clients: int = 1000            # digits "dirichlet" partition: number of clients
     dirichlet_alpha: float = 0.5       # digits "dirichlet" partition: concentration over labels
 
     def __post_init__(self):
+        _check_types(self)
         check_levels(self.levels)
         lookup(SCORES, self.score, "score")
         lookup(EXTRACTIONS, self.extraction, "extraction")
@@ -1171,7 +1201,8 @@ class RunConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1; got {value!r}")
         _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
-        _check(self.lr > 0, f"lr must be > 0 (lr = 0 never trains: 0% accuracy); got {self.lr}")
+        _check(0 < self.lr <= LR_MAX, f"lr must be in (0, {LR_MAX:g}] (lr = 0 never trains; larger diverges); "
+               f"got {self.lr}")
         _check(self.clip > 0, f"clip (gradient-norm bound) must be > 0 (clip = 0 never trains); got {self.clip}")
         _check(0 < self.test_frac < 1,
                f"test_frac must be in (0, 1): the share of each client's examples held out; got {self.test_frac}")
@@ -1576,7 +1607,22 @@ def participants(cfg: RunConfig, seed: int, rnd: int, num_clients: int) -> np.nd
     return np.sort(np.random.default_rng([seed, 6, rnd]).choice(num_clients, m, replace=False))
 
 
-def _pool_worker_init() -> None:
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """In a worker process: a daemon thread that ends the process (``os._exit``) as soon as its
+    parent ``parent`` is gone (re-parented), whatever signal ended the parent, so that no worker
+    outlives the run that started it."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _pool_worker_init(parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     tune_allocator()
     torch.set_num_threads(1)
 
@@ -1592,7 +1638,7 @@ def client_pool(n_jobs: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_pool_worker_init) as pool:
+                             initializer=_pool_worker_init, initargs=(os.getpid(),)) as pool:
         yield pool
 
 
@@ -1795,20 +1841,48 @@ def read_record(path: Path, cfg: RunConfig, seed: int) -> dict[str, Any]:
 
 
 def _set_aside(path: Path, reason: BadRecord) -> None:
-    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, aside)
+    """Move a bad record to a new, unique ``<name>.bad-<time>-<n>`` beside it (never over an
+    earlier one), with a warning that names both. A record that vanished meanwhile is no error."""
     import warnings
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count():
+        aside = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+        try:
+            os.link(path, aside)  # fails if ``aside`` exists: no earlier set-aside is overwritten
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
+        break
     warnings.warn(f"{reason}; moved it to {aside.name} and recomputing.", stacklevel=3)
+
+
+STALE_TMP_SECONDS = 3600
+"""A ``.tmp-*`` file in a record folder older than this is left over from a killed writer."""
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    now = time.time()
+    for tmp in folder.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink()
 
 
 def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any] | None:
     """The checked cached record of (cfg, seed), or None. A bad record is moved aside with a warning
     that names it (never used, never fatal), so the run is recomputed."""
     path = record_path(cfg, seed, results_dir)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, where the record of {cfg.key()} seed {seed} belongs; "
+                                "remove or rename it, then run again")
     if not path.is_file():
         return None
     try:
         return read_record(path, cfg, seed)
+    except FileNotFoundError:  # removed between the check and the read
+        return None
     except BadRecord as e:
         _set_aside(path, e)
         return None
@@ -1818,6 +1892,9 @@ def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> di
     """The record of (cfg, seed): read from the cache (checked), or run and then cache it."""
     rec = cached_record(cfg, seed, results_dir)
     if rec is None:
+        path = record_path(cfg, seed, results_dir)
+        if path.parent.is_dir():
+            _remove_stale_tmp(path.parent)
         rec = json.loads(json.dumps(run(cfg, seed)))  # as read back: tuples become lists
         write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
@@ -1862,7 +1939,8 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     done = 0
     try:
         if todo and n_jobs > 1:
-            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"))
+            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
             try:
                 futures = {pool.submit(_cached_run_in_worker, *j): j for j in todo}
                 for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):

@@ -172,6 +172,9 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     the powered comparisons); the notebooks then only read the cache. Returns the number of
     distinct runs."""
     jobs: dict[tuple[str, int], tuple[RunConfig, int]] = {}
+    unknown = sorted(set(only or ()) - set(experiments(profile)))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
     for name, (methods, seeds) in experiments(profile).items():
         if not only or name in only:
             jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})

@@ -146,3 +146,8 @@ def test_say_puts_a_paired_test_into_words():
     assert R.say(t, "a − b") == "+0.50 pp (95% CI [+0.10, +0.90], Holm p = 0.01)"
     assert R.say(t, "a − b", ci=False, family=True) == "+0.50 pp (Holm p = 0.01 in family 'F')"
     assert R.say(t, "a − b", wins=True, verdict=True).endswith("wins 8, MDE80 = 0.30 pp): higher")
+
+
+def test_precompute_refuses_an_unknown_experiment_and_lists_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown experiment.*nonsense.*valid names: table1, core"):
+        R.precompute("smoke", 1, tmp_path, only=["nonsense"])

@@ -1,6 +1,11 @@
 """Runs and records: determinism, settings validation, the cache (atomic, checked, resumable),
 provenance, the golden record."""
+import contextlib
 import json
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -53,7 +58,7 @@ BAD_SETTINGS = [
     ("rounds", 0, "rounds must be an integer >= 1"), ("rounds", -3, "rounds must be"),
     ("batch_size", 0, "batch_size must be"), ("emb_dim", 0, "emb_dim must be"),
     ("hidden_dim", 0, "hidden_dim must be"), ("eval_every", 0, "eval_every must be"),
-    ("local_epochs", 0, "local_epochs must be"), ("lr", 0.0, "lr must be > 0"),
+    ("local_epochs", 0, "local_epochs must be"),
     ("clip", 0.0, "clip .* must be > 0"), ("test_frac", 0.0, r"test_frac must be in \(0, 1\)"),
     ("test_frac", 1.0, r"test_frac must be in \(0, 1\)"), ("test_frac", -0.2, "test_frac"),
     ("min_count", 0, "min_count must be"), ("max_examples_per_client", 1, "max_examples_per_client"),
@@ -63,6 +68,13 @@ BAD_SETTINGS = [
     ("w_max", 0.1, "w_min <= w_max"), ("cap", 1.5, "cap must be in"), ("budget", 0.9, "budget B must be in"),
     ("budget", 0.1, "budget B must be in"), ("alpha", -1.0, "alpha"), ("aggregation", "mean", "unknown aggregation"),
     ("levels", (0.0, 1.0), "width levels"), ("rounds", 2.5, "rounds must be an integer"),
+    ("lr", 0.0, r"lr must be in \(0, 100\]"), ("lr", float("inf"), "lr must be a finite number"),
+    ("lr", 1000.0, r"lr must be in \(0, 100\]"), ("alpha", float("inf"), "alpha must be a finite number"),
+    ("budget", float("nan"), "budget must be a finite number"), ("rounds", True, "rounds must be an integer"),
+    ("max_examples_per_client", 2.5, "max_examples_per_client must be None or an integer"),
+    ("score_draw", 1.5, "score_draw must be an integer"), ("shuffle_scores", "yes", "shuffle_scores must be True"),
+    ("shuffle_scores", 1, "shuffle_scores must be True"), ("policy", 3, "policy must be a string"),
+    ("levels", (0.5, float("inf")), "levels must be a tuple of finite numbers"),
 ]
 
 
@@ -196,3 +208,74 @@ def test_run_many_pool_error_cancels_and_explains(tiny_cfg, tmp_path):
     blocker.write_text("a file where the results folder should be")
     with pytest.raises(RuntimeError, match=r"a run failed.*run again\s+to resume"):
         H.run_many(tiny_cfg, [0, 1, 2, 3], n_jobs=2, results_dir=blocker, progress=False)
+
+
+def test_two_bad_records_set_aside_in_the_same_second_are_both_kept(tiny_cfg, tmp_path):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    path.parent.mkdir(parents=True)
+    for content in ("first", "second"):
+        path.write_text(content)
+        with pytest.warns(UserWarning, match="moved it to"):
+            H._set_aside(path, H.BadRecord("bad"))
+    kept = sorted(p.read_text() for p in path.parent.glob("seed0.json.bad-*"))
+    assert kept == ["first", "second"] and not path.exists()
+
+
+def test_a_record_that_vanishes_between_check_and_read_is_simply_missing(tiny_cfg, tmp_path, monkeypatch):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+
+    def vanish(p, cfg, seed):
+        p.unlink()
+        raise FileNotFoundError(p)
+    monkeypatch.setattr(H, "read_record", vanish)
+    assert H.cached_record(tiny_cfg, 0, tmp_path) is None
+    H._set_aside(path, H.BadRecord("gone"))  # the set-aside of a vanished record is no error either
+
+
+def test_a_directory_at_the_record_path_is_refused_before_the_run(tiny_cfg, tmp_path, monkeypatch):
+    H.record_path(tiny_cfg, 0, tmp_path).mkdir(parents=True)
+    monkeypatch.setattr(H, "run", lambda *a, **k: pytest.fail("ran although the record cannot be written"))
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        H.cached_run(tiny_cfg, 0, tmp_path)
+
+
+def test_stale_temporary_files_are_removed_by_the_next_run(tiny_cfg, tmp_path):
+    folder = H.record_path(tiny_cfg, 0, tmp_path).parent
+    folder.mkdir(parents=True)
+    stale, fresh = folder / ".tmp-stale.json", folder / ".tmp-fresh.json"
+    stale.write_text("{")
+    fresh.write_text("{")
+    old = time.time() - H.STALE_TMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    H.cached_run(tiny_cfg, 0, tmp_path)
+    assert not stale.exists() and fresh.exists()  # a fresh one may belong to a live writer
+
+
+def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
+    """SIGKILL to a process running ``run_many`` with two workers: both workers are gone within
+    seconds (they watch their parent), instead of finishing the queue and blocking forever."""
+    psutil = pytest.importorskip("psutil")
+    script = (
+        "import hasa_core as H\n"
+        "cfg = H.config('smoke', rounds=50, max_examples_per_client=200)\n"
+        f"H.run_many([cfg], range(6), n_jobs=2, results_dir=__import__('pathlib').Path({str(tmp_path)!r}))\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        proc = psutil.Process(parent.pid)
+        deadline = time.time() + 60
+        while time.time() < deadline and len(workers) < 2:
+            workers = [c for c in proc.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+            time.sleep(0.5)
+        assert len(workers) >= 2, "the pool did not start"
+        parent.kill()
+        parent.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"workers outlived their parent: {[p.pid for p in alive]}"
+    finally:  # end only what this test started: the parent and the workers it spawned, by PID
+        parent.kill()
+        for p in workers:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
