@@ -71,7 +71,12 @@ nbval: venv
 bench: venv
 	$(PY) -m hasa_core bench
 
-# Forget every cached run. Never needed for correctness (records carry the engine version and are
-# checked on read); it only frees disk space.
+# Forget the cached runs that are not committed: the untracked and git-ignored files under
+# results/runs/ and results/*/runs/ (records of other profiles, stale .tmp-*). Committed records,
+# the engine-1 archive in results/engine1/runs/ among them (no current code recomputes it), are
+# never removed. Never needed for correctness (records carry the engine version and are checked on
+# read); it only frees disk space. Needs a git checkout: outside one, git refuses and nothing goes.
 clean-runs:
-	rm -rf results/runs results/*/runs
+	git rev-parse --git-dir >/dev/null && \
+	  git ls-files -z --others -- ':(glob)results/runs/**' ':(glob)results/*/runs/**' | xargs -0r rm -f --
+	find results -depth -type d -empty -path '*/runs/*' -delete

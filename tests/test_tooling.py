@@ -32,3 +32,35 @@ def test_gitignore_covers_every_tmp_file_under_results(path):
     `git status`, whatever the profile's results folder."""
     r = git("check-ignore", "--no-index", "-q", path)
     assert r.returncode == 0, f"{path} is not git-ignored"
+
+
+# --------------------------------------------------------------------------- make clean-runs
+
+
+def test_clean_runs_removes_only_untracked_cache_files(tmp_path):
+    """`make clean-runs` in a scratch git repository holding this Makefile: committed records
+    (results/runs/ and the engine-1 archive in results/engine1/runs/) stay; an untracked record, an
+    ignored profile's record and a stale .tmp-* go. It does not build the venv first."""
+    shutil.copy(REPO / "Makefile", tmp_path)
+    shutil.copy(REPO / ".gitignore", tmp_path)
+    tracked = ["results/runs/medium-hasa-static-js-0123456789/seed0.json",
+               "results/engine1/runs/medium-hasa-static-js-9876543210/seed0.json",
+               "results/table1_main.md"]
+    untracked = ["results/runs/medium-hasa-static-js-0123456789/seed1.json",
+                 "results/runs/medium-new-static-js-5555555555/seed0.json",
+                 "results/smoke/runs/medium-hasa-static-js-0123456789/seed0.json",
+                 "results/flower/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json"]
+    for rel in tracked + untracked:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}\n")
+    assert git("init", "-q", cwd=tmp_path).returncode == 0
+    git("add", "Makefile", ".gitignore", *tracked, cwd=tmp_path, check=True)
+    git("commit", "-qm", "records", cwd=tmp_path, check=True)
+    r = subprocess.run(["make", "-s", "clean-runs"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / ".venv").exists(), "clean-runs built the venv"
+    for rel in tracked:
+        assert (tmp_path / rel).is_file(), f"clean-runs deleted the committed {rel}"
+    for rel in untracked:
+        assert not (tmp_path / rel).exists(), f"clean-runs left the untracked {rel}"
+    assert git("status", "--porcelain", cwd=tmp_path).stdout == ""
