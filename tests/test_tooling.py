@@ -64,3 +64,77 @@ def test_clean_runs_removes_only_untracked_cache_files(tmp_path):
     for rel in untracked:
         assert not (tmp_path / rel).exists(), f"clean-runs left the untracked {rel}"
     assert git("status", "--porcelain", cwd=tmp_path).stdout == ""
+
+
+# --------------------------------------------------------------------------- data/build_digits.py
+
+
+def digits_repo(tmp_path):
+    """A scratch repository with data/build_digits.py (copied: it locates the repository from its
+    own path) and hasa_core.py, and a two-image USPS in LIBSVM format to convert with --from-raw."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    shutil.copy(REPO / "data" / "build_digits.py", repo / "data")
+    (repo / "hasa_core.py").symlink_to(REPO / "hasa_core.py")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("usps", "usps.t"):
+        (raw / name).write_text("1 1:-1 2:0.5 256:1\n10 3:0.25\n")
+    return repo, raw
+
+
+def build_usps(repo, raw, tmp_path, *extra):
+    return subprocess.run([sys.executable, str(repo / "data" / "build_digits.py"), "--only", "usps",
+                           "--from-raw", f"usps={raw / 'usps'}", "--reference", str(tmp_path / "noref"),
+                           *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_build_digits_refuses_to_write_through_a_symlink_out_of_the_repository(tmp_path):
+    """data/digits -> a folder outside the repository (as .ci/run links ../shared/data/digits):
+    --force with --from-raw must not touch that folder's files; it refuses and says why."""
+    repo, raw = digits_repo(tmp_path)
+    shared = tmp_path / "shared" / "digits"
+    shared.mkdir(parents=True)
+    (shared / "usps.npz").write_bytes(b"the shared reference file\n")
+    (repo / "data" / "digits").symlink_to(shared)
+    r = build_usps(repo, raw, tmp_path, "--force")
+    assert (shared / "usps.npz").read_bytes() == b"the shared reference file\n"
+    assert sorted(p.name for p in shared.iterdir()) == ["usps.npz"], "something was written into the shared folder"
+    assert r.returncode != 0
+    assert "symlink" in r.stdout + r.stderr and str(shared) in r.stdout + r.stderr
+
+
+def test_build_digits_keeps_the_target_when_the_rebuilt_file_has_the_wrong_sha256(tmp_path):
+    """A rebuilt file whose sha256 is not the recorded one never replaces the target: it is kept
+    beside it under another name, and the exit status says the build failed."""
+    repo, raw = digits_repo(tmp_path)
+    digits = repo / "data" / "digits"
+    digits.mkdir()
+    (digits / "usps.npz").write_bytes(b"previous file\n")
+    r = build_usps(repo, raw, tmp_path, "--force")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (digits / "usps.npz").read_bytes() == b"previous file\n"
+    assert [p.name for p in digits.iterdir() if p.name.startswith(".")] == [], "a temporary file was left"
+    assert (digits / "usps.rebuilt.npz").is_file() and "usps.rebuilt.npz" in r.stdout
+
+
+def test_build_digits_replaces_the_target_once_the_sha256_is_verified(tmp_path, monkeypatch):
+    """With the recorded sha256 equal to the rebuilt file's, the target is replaced and the exit
+    status is 0 (the module run in this process with DIGIT_FILES patched)."""
+    import importlib.util
+
+    repo, raw = digits_repo(tmp_path)
+    spec = importlib.util.spec_from_file_location("build_digits_under_test", repo / "data" / "build_digits.py")
+    bd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bd)
+    scratch = tmp_path / "scratch"
+    args = ["--only", "usps", "--from-raw", f"usps={raw / 'usps'}", "--reference", str(tmp_path / "noref")]
+    assert bd.main(args + ["--out", str(scratch)]) == 1  # recorded sha256 differs: kept aside
+    built = scratch / "usps.rebuilt.npz"
+    monkeypatch.setitem(bd.DIGIT_FILES, "usps", ("usps.npz", bd.sha256_of(built)))
+    digits = repo / "data" / "digits"
+    digits.mkdir()
+    (digits / "usps.npz").write_bytes(b"previous file\n")
+    assert bd.main(args + ["--force"]) == 0
+    assert (digits / "usps.npz").read_bytes() == built.read_bytes()
+    assert sorted(p.name for p in digits.iterdir()) == ["usps.npz"]
