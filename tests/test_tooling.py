@@ -138,3 +138,98 @@ def test_build_digits_replaces_the_target_once_the_sha256_is_verified(tmp_path, 
     assert bd.main(args + ["--force"]) == 0
     assert (digits / "usps.npz").read_bytes() == built.read_bytes()
     assert sorted(p.name for p in digits.iterdir()) == ["usps.npz"]
+
+
+# --------------------------------------------------------------------------- make data
+
+
+def good_medium_csv():
+    """A verified copy of the Medium CSV, if this checkout has one (CI links it), else None."""
+    import hashlib
+
+    import hasa_core as H
+    for folder in (os.environ.get("HASA_DATA_DIR"), REPO / "data"):
+        p = Path(folder or "/nonexistent") / H.MEDIUM_FILE
+        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == H.MEDIUM_SHA256:
+            return p
+    return None
+
+
+def make_repo(tmp_path):
+    """A scratch copy of the files `make data` uses, with a stand-in .venv that is this
+    interpreter but refuses `-m pip` (so the old rule's `pip install kaggle` cannot touch the real
+    environment), marked as installed so that `make` does not rebuild it."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for rel in ("Makefile", "hasa_core.py", "pyproject.toml", "requirements.lock", "data/fetch_medium.py"):
+        if (REPO / rel).exists():
+            shutil.copy(REPO / rel, repo / rel)
+    bin_ = repo / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "python").write_text(f'#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "no pip here" >&2; exit 1; fi\n'
+                                 f'exec {sys.executable} "$@"\n')
+    (bin_ / "python").chmod(0o755)
+    for rel in ("pyproject.toml", "requirements.lock"):
+        if (repo / rel).exists():
+            os.utime(repo / rel, (1_000_000_000, 1_000_000_000))
+    (repo / ".venv" / ".installed").touch()
+    return repo
+
+
+def run_make_data(repo, data_dir):
+    env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
+    return subprocess.run(["make", "data", "MEDIUM_DOWNLOAD=false"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_data_with_hasa_data_dir_elsewhere_leaves_the_repository_copy_alone(tmp_path):
+    """HASA_DATA_DIR -> an empty folder, data/medium_data.csv present: the rule checks and fetches
+    in HASA_DATA_DIR only; the repository's copy is not removed (it was: `rm -f data/...`)."""
+    repo = make_repo(tmp_path)
+    good = good_medium_csv()
+    content = good.read_bytes() if good else b"the repository's copy\n"
+    (repo / "data" / "medium_data.csv").write_bytes(content)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_make_data(repo, elsewhere)
+    assert (repo / "data" / "medium_data.csv").read_bytes() == content, r.stdout + r.stderr
+    assert r.returncode != 0  # the download (`false`) failed, so the check fails
+    assert sorted(p.name for p in elsewhere.iterdir()) == [], "a temporary download folder was left"
+
+
+def test_make_data_says_when_hasa_data_dir_does_not_exist(tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "data" / "medium_data.csv").write_bytes(b"the repository's copy\n")
+    r = run_make_data(repo, tmp_path / "missing")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"HASA_DATA_DIR={tmp_path / 'missing'}" in out and "not a folder" in out and "Traceback" not in out, out
+    assert (repo / "data" / "medium_data.csv").read_bytes() == b"the repository's copy\n"
+
+
+def fetch_medium(data_dir, download):
+    env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
+    return subprocess.run([sys.executable, str(REPO / "data" / "fetch_medium.py"), "--download", download],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_medium_keeps_the_present_file_when_the_download_has_the_wrong_sha256(tmp_path):
+    (tmp_path / "medium_data.csv").write_bytes(b"present, wrong sha256\n")
+    r = fetch_medium(tmp_path, "printf 'not the csv' > {dir}/medium_data.csv")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "sha256" in r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
+    assert (tmp_path / "medium_data.csv").read_bytes() == b"present, wrong sha256\n"
+
+
+def test_fetch_medium_puts_a_verified_download_where_the_loaders_read(tmp_path):
+    good = good_medium_csv()
+    if good is None:
+        pytest.skip("no verified Medium CSV in this checkout to stand in for the download")
+    (tmp_path / "medium_data.csv").write_bytes(b"present, wrong sha256\n")
+    r = fetch_medium(tmp_path, f"cp {good} {{dir}}/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "medium_data.csv").read_bytes() == good.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
+    r = fetch_medium(tmp_path, "false")  # already right: no download at all
+    assert r.returncode == 0 and "left alone" in r.stdout
