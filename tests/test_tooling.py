@@ -233,3 +233,62 @@ def test_fetch_medium_puts_a_verified_download_where_the_loaders_read(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
     r = fetch_medium(tmp_path, "false")  # already right: no download at all
     assert r.returncode == 0 and "left alone" in r.stdout
+
+
+# --------------------------------------------------------------------------- process hygiene
+
+
+def test_scripts_end_no_process_by_name():
+    """A reading check: CI, the deployment check and the Makefile never match processes by name
+    (`pkill -f 'ray::'` ended every user's Ray, and any command line containing `ray::`), and no
+    test looks for processes by name machine-wide (`pgrep -f`)."""
+    import re
+
+    scripts = [REPO / ".ci" / "run", REPO / "Makefile", *sorted((REPO / "tests").glob("*.sh"))]
+    for path in scripts:
+        hits = [ln for ln in path.read_text().splitlines() if re.search(r"\b(pkill|killall|pgrep)\b", ln)]
+        assert not hits, f"{path.relative_to(REPO)} matches processes by name: {hits}"
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        if path.name != Path(__file__).name:
+            assert not re.search(r"""["']pgrep["']""", path.read_text()), f"{path.name} runs pgrep"
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ci_run_ends_what_its_tests_started_and_nothing_else(tmp_path):
+    """.ci/run with a stand-in `make test` that leaves two processes behind: one in its process
+    group, one that left the group as Ray's driver does (setpgrp). Both are ended on exit; an
+    unrelated process whose command line matches the old pattern (`ray::`) survives; Ray's
+    temporary folder was the run's own and is removed."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(REPO / ".ci" / "run", repo / ".ci" / "run")
+    (repo / "Makefile").write_text(
+        "test:\n"
+        "\techo \"$$RAY_TMPDIR\" > raytmp.txt\n"
+        "\tsleep 300 >/dev/null 2>&1 & echo $$! > leaked.pid\n"
+        f"\t{sys.executable} -c 'import os, subprocess; os.setpgrp(); "
+        "p = subprocess.Popen([\"sleep\", \"300\"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "open(\"regrouped.pid\", \"w\").write(str(p.pid))'\n")
+    other = subprocess.Popen(["bash", "-c", 'exec -a "ray::IDLE unrelated" sleep 300'], start_new_session=True)
+    try:
+        r = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert alive(other.pid), ".ci/run ended a process it did not start"
+        for name in ("leaked.pid", "regrouped.pid"):
+            pid = int((repo / name).read_text())
+            assert not alive(pid), f"the process in {name} outlived .ci/run"
+        ray_tmp = (repo / "raytmp.txt").read_text().strip()
+        assert ray_tmp and ray_tmp != "/tmp" and not Path(ray_tmp).exists()
+    finally:
+        other.kill()
+        other.wait()
