@@ -22,19 +22,22 @@ venv: .venv/.installed
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# Put the data into data/. With HASA_DATA=/folder: every file of data/ that is missing or has a
-# wrong sha256 is replaced by the copy in /folder (or /folder/digits) when that copy's sha256 is
-# right; good files are left alone. Without HASA_DATA: fetch the Medium CSV with the Kaggle CLI
-# (needs ~/.kaggle/kaggle.json) unless data/ already has the right one; `python data/build_digits.py`
-# rebuilds what it can of data/digits/. Checksums are verified afterwards.
+# Put the data into the folder the loaders read: $$HASA_DATA_DIR if set (it must exist), else
+# data/. With HASA_DATA=/folder: every file there that is missing or has a wrong sha256 is replaced
+# by the copy in /folder (or /folder/digits) when that copy's sha256 is right; good files are left
+# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with $(MEDIUM_DOWNLOAD)
+# (the Kaggle CLI, needs ~/.kaggle/kaggle.json) unless the file there is right already; the download
+# replaces it only once its sha256 is verified. `python data/build_digits.py` rebuilds what it can
+# of data/digits/. Checksums are verified afterwards.
+MEDIUM_DOWNLOAD ?= $(PY) -m pip install --quiet kaggle && .venv/bin/kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p {dir}
 data: venv
-	@mkdir -p data/digits
+	@if [ -n "$${HASA_DATA_DIR:-}" ] && [ ! -d "$$HASA_DATA_DIR" ]; then \
+	  echo "make data: HASA_DATA_DIR=$$HASA_DATA_DIR is not a folder (it does not exist); create it, or unset HASA_DATA_DIR to use data/" >&2; exit 2; fi
 	@if [ -n "$(HASA_DATA)" ]; then \
+	  if [ ! -d "$(HASA_DATA)" ]; then echo "make data: HASA_DATA=$(HASA_DATA) is not a folder (it does not exist)" >&2; exit 2; fi; \
 	  $(PY) -m hasa_core install-data "$(HASA_DATA)"; \
-	elif ! $(PY) -c 'import hasa_core as h, sys; p = h.data_dir() / h.MEDIUM_FILE; sys.exit(not (p.is_file() and h.sha256_of(p) == h.MEDIUM_SHA256))'; then \
-	  rm -f data/medium_data.csv; \
-	  $(PY) -m pip install --quiet kaggle && \
-	  .venv/bin/kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p data; \
+	else \
+	  $(PY) data/fetch_medium.py --download '$(MEDIUM_DOWNLOAD)'; \
 	fi
 	$(PY) -m hasa_core check-data
 
@@ -82,7 +85,12 @@ nbval: venv
 bench: venv
 	$(PY) -m hasa_results bench
 
-# Forget every cached run. Never needed for correctness (records carry the engine version and are
-# checked on read); it only frees disk space.
+# Forget the cached runs that are not committed: the untracked and git-ignored files under
+# results/runs/ and results/*/runs/ (records of other profiles, stale .tmp-*). Committed records,
+# the engine-1 archive in results/engine1/runs/ among them (no current code recomputes it), are
+# never removed. Never needed for correctness (records carry the engine version and are checked on
+# read); it only frees disk space. Needs a git checkout: outside one, git refuses and nothing goes.
 clean-runs:
-	rm -rf results/runs results/*/runs
+	git rev-parse --git-dir >/dev/null && \
+	  git ls-files -z --others -- ':(glob)results/runs/**' ':(glob)results/*/runs/**' | xargs -0r rm -f --
+	find results -depth -type d -empty -path '*/runs/*' -delete

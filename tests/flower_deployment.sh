@@ -2,14 +2,31 @@
 # Deployment-mode check (manual, not part of `make test`: ~2.5 min on 2 cores): one SuperLink and
 # 7 SuperNodes on this machine (partition-id 0..6), the smoke HASA run through `flwr run . deploy`,
 # then its record compared bit for bit with the in-process engine. Every process it starts is
-# ended on exit.
+# ended on exit, and nothing else: the SuperLink and each SuperNode start in a session of their own
+# (setsid; in a script without job control $! is then the session and process-group id), and on
+# exit those process groups (each with the SuperExec and app processes it spawned) are ended by id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
 work=$(mktemp -d)
 export PATH="$repo/.venv/bin:$PATH" FLWR_HOME="$work/home" FLWR_TELEMETRY_ENABLED=0
 export HASA_DATA_DIR="${HASA_DATA_DIR:-$repo/data}"   # where each SuperNode finds its data
-trap 'pkill -f "flower-supernode|flower-superlink|flower-superexec|flwr-clientapp|flwr-serverapp" || true; rm -rf "$work"' EXIT
+started=()
+cleanup() {
+  local g
+  for g in "${started[@]}"; do kill -TERM -- "-$g" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    local left=0
+    for g in "${started[@]}"; do kill -0 -- "-$g" 2>/dev/null && left=1; done
+    [ "$left" = 0 ] && break
+    sleep 0.5
+  done
+  for g in "${started[@]}"; do kill -KILL -- "-$g" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 mkdir -p "$FLWR_HOME"
 cat > "$FLWR_HOME/config.toml" <<'T'
 [superlink]
@@ -19,11 +36,13 @@ default = "deploy"
 address = "127.0.0.1:8000"
 insecure = true
 T
-flower-superlink --insecure --disable-runtime-dependency-installation > "$work/superlink.log" 2>&1 &
+setsid flower-superlink --insecure --disable-runtime-dependency-installation > "$work/superlink.log" 2>&1 &
+started+=($!)
 sleep 8
 for k in 0 1 2 3 4 5 6; do
-  flower-supernode --insecure --superlink 127.0.0.1:8000 --port $((9100 + k)) \
+  setsid flower-supernode --insecure --superlink 127.0.0.1:8000 --port $((9100 + k)) \
       --node-config "partition-id=$k num-partitions=7" > "$work/node$k.log" 2>&1 &
+  started+=($!)
 done
 sleep 8
 flwr run . deploy --stream --run-config "rounds=2 eval-every=1 results-dir='$work/results'" | grep -a "record written"

@@ -1,0 +1,294 @@
+"""Tests of the tooling around the artifact (issue 19): the Makefile's data, clean-runs and venv
+rules, data/build_digits.py, data/fetch_medium.py, CI's process hygiene, .gitignore and the lock
+file. Each works in a temporary folder (a copy of the file under test, or a scratch git
+repository) and never writes into the repository, data/ or ../shared."""
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def git(*args, cwd=REPO, **kw):
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd,
+                          capture_output=True, text=True, **kw)
+
+
+# --------------------------------------------------------------------------- .gitignore
+
+
+@pytest.mark.parametrize("path", [
+    "results/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json",
+    "results/flower/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json",
+    "results/many/runs/digits-uniform-static-js-0123456789/.tmp-abc.json",
+    "results/.tmp-table1_main.md",
+])
+def test_gitignore_covers_every_tmp_file_under_results(path):
+    """A write interrupted by SIGKILL leaves a .tmp-* beside the record; none may show up in
+    `git status`, whatever the profile's results folder."""
+    r = git("check-ignore", "--no-index", "-q", path)
+    assert r.returncode == 0, f"{path} is not git-ignored"
+
+
+# --------------------------------------------------------------------------- make clean-runs
+
+
+def test_clean_runs_removes_only_untracked_cache_files(tmp_path):
+    """`make clean-runs` in a scratch git repository holding this Makefile: committed records
+    (results/runs/ and the engine-1 archive in results/engine1/runs/) stay; an untracked record, an
+    ignored profile's record and a stale .tmp-* go. It does not build the venv first."""
+    shutil.copy(REPO / "Makefile", tmp_path)
+    shutil.copy(REPO / ".gitignore", tmp_path)
+    tracked = ["results/runs/medium-hasa-static-js-0123456789/seed0.json",
+               "results/engine1/runs/medium-hasa-static-js-9876543210/seed0.json",
+               "results/table1_main.md"]
+    untracked = ["results/runs/medium-hasa-static-js-0123456789/seed1.json",
+                 "results/runs/medium-new-static-js-5555555555/seed0.json",
+                 "results/smoke/runs/medium-hasa-static-js-0123456789/seed0.json",
+                 "results/flower/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json"]
+    for rel in tracked + untracked:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}\n")
+    assert git("init", "-q", cwd=tmp_path).returncode == 0
+    git("add", "Makefile", ".gitignore", *tracked, cwd=tmp_path, check=True)
+    git("commit", "-qm", "records", cwd=tmp_path, check=True)
+    r = subprocess.run(["make", "-s", "clean-runs"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not (tmp_path / ".venv").exists(), "clean-runs built the venv"
+    for rel in tracked:
+        assert (tmp_path / rel).is_file(), f"clean-runs deleted the committed {rel}"
+    for rel in untracked:
+        assert not (tmp_path / rel).exists(), f"clean-runs left the untracked {rel}"
+    assert git("status", "--porcelain", cwd=tmp_path).stdout == ""
+
+
+# --------------------------------------------------------------------------- data/build_digits.py
+
+
+def digits_repo(tmp_path):
+    """A scratch repository with data/build_digits.py (copied: it locates the repository from its
+    own path) and hasa_core.py, and a two-image USPS in LIBSVM format to convert with --from-raw."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    shutil.copy(REPO / "data" / "build_digits.py", repo / "data")
+    (repo / "hasa_core.py").symlink_to(REPO / "hasa_core.py")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for name in ("usps", "usps.t"):
+        (raw / name).write_text("1 1:-1 2:0.5 256:1\n10 3:0.25\n")
+    return repo, raw
+
+
+def build_usps(repo, raw, tmp_path, *extra):
+    return subprocess.run([sys.executable, str(repo / "data" / "build_digits.py"), "--only", "usps",
+                           "--from-raw", f"usps={raw / 'usps'}", "--reference", str(tmp_path / "noref"),
+                           *extra], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def test_build_digits_refuses_to_write_through_a_symlink_out_of_the_repository(tmp_path):
+    """data/digits -> a folder outside the repository (as .ci/run links ../shared/data/digits):
+    --force with --from-raw must not touch that folder's files; it refuses and says why."""
+    repo, raw = digits_repo(tmp_path)
+    shared = tmp_path / "shared" / "digits"
+    shared.mkdir(parents=True)
+    (shared / "usps.npz").write_bytes(b"the shared reference file\n")
+    (repo / "data" / "digits").symlink_to(shared)
+    r = build_usps(repo, raw, tmp_path, "--force")
+    assert (shared / "usps.npz").read_bytes() == b"the shared reference file\n"
+    assert sorted(p.name for p in shared.iterdir()) == ["usps.npz"], "something was written into the shared folder"
+    assert r.returncode != 0
+    assert "symlink" in r.stdout + r.stderr and str(shared) in r.stdout + r.stderr
+
+
+def test_build_digits_keeps_the_target_when_the_rebuilt_file_has_the_wrong_sha256(tmp_path):
+    """A rebuilt file whose sha256 is not the recorded one never replaces the target: it is kept
+    beside it under another name, and the exit status says the build failed."""
+    repo, raw = digits_repo(tmp_path)
+    digits = repo / "data" / "digits"
+    digits.mkdir()
+    (digits / "usps.npz").write_bytes(b"previous file\n")
+    r = build_usps(repo, raw, tmp_path, "--force")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert (digits / "usps.npz").read_bytes() == b"previous file\n"
+    assert [p.name for p in digits.iterdir() if p.name.startswith(".")] == [], "a temporary file was left"
+    assert (digits / "usps.rebuilt.npz").is_file() and "usps.rebuilt.npz" in r.stdout
+
+
+def test_build_digits_replaces_the_target_once_the_sha256_is_verified(tmp_path, monkeypatch):
+    """With the recorded sha256 equal to the rebuilt file's, the target is replaced and the exit
+    status is 0 (the module run in this process with DIGIT_FILES patched)."""
+    import importlib.util
+
+    repo, raw = digits_repo(tmp_path)
+    spec = importlib.util.spec_from_file_location("build_digits_under_test", repo / "data" / "build_digits.py")
+    bd = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bd)
+    scratch = tmp_path / "scratch"
+    args = ["--only", "usps", "--from-raw", f"usps={raw / 'usps'}", "--reference", str(tmp_path / "noref")]
+    assert bd.main(args + ["--out", str(scratch)]) == 1  # recorded sha256 differs: kept aside
+    built = scratch / "usps.rebuilt.npz"
+    monkeypatch.setitem(bd.DIGIT_FILES, "usps", ("usps.npz", bd.sha256_of(built)))
+    digits = repo / "data" / "digits"
+    digits.mkdir()
+    (digits / "usps.npz").write_bytes(b"previous file\n")
+    assert bd.main(args + ["--force"]) == 0
+    assert (digits / "usps.npz").read_bytes() == built.read_bytes()
+    assert sorted(p.name for p in digits.iterdir()) == ["usps.npz"]
+
+
+# --------------------------------------------------------------------------- make data
+
+
+def good_medium_csv():
+    """A verified copy of the Medium CSV, if this checkout has one (CI links it), else None."""
+    import hashlib
+
+    import hasa_core as H
+    for folder in (os.environ.get("HASA_DATA_DIR"), REPO / "data"):
+        p = Path(folder or "/nonexistent") / H.MEDIUM_FILE
+        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == H.MEDIUM_SHA256:
+            return p
+    return None
+
+
+def make_repo(tmp_path):
+    """A scratch copy of the files `make data` uses, with a stand-in .venv that is this
+    interpreter but refuses `-m pip` (so the old rule's `pip install kaggle` cannot touch the real
+    environment), marked as installed so that `make` does not rebuild it."""
+    repo = tmp_path / "repo"
+    (repo / "data").mkdir(parents=True)
+    for rel in ("Makefile", "hasa_core.py", "pyproject.toml", "requirements.lock", "data/fetch_medium.py"):
+        if (REPO / rel).exists():
+            shutil.copy(REPO / rel, repo / rel)
+    bin_ = repo / ".venv" / "bin"
+    bin_.mkdir(parents=True)
+    (bin_ / "python").write_text('#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "no pip here" >&2; '
+                                 f'exit 1; fi\nexec {sys.executable} "$@"\n')
+    (bin_ / "python").chmod(0o755)
+    for rel in ("pyproject.toml", "requirements.lock"):
+        if (repo / rel).exists():
+            os.utime(repo / rel, (1_000_000_000, 1_000_000_000))
+    (repo / ".venv" / ".installed").touch()
+    return repo
+
+
+def run_make_data(repo, data_dir):
+    env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
+    return subprocess.run(["make", "data", "MEDIUM_DOWNLOAD=false"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_make_data_with_hasa_data_dir_elsewhere_leaves_the_repository_copy_alone(tmp_path):
+    """HASA_DATA_DIR -> an empty folder, data/medium_data.csv present: the rule checks and fetches
+    in HASA_DATA_DIR only; the repository's copy is not removed (it was: `rm -f data/...`)."""
+    repo = make_repo(tmp_path)
+    good = good_medium_csv()
+    content = good.read_bytes() if good else b"the repository's copy\n"
+    (repo / "data" / "medium_data.csv").write_bytes(content)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    r = run_make_data(repo, elsewhere)
+    assert (repo / "data" / "medium_data.csv").read_bytes() == content, r.stdout + r.stderr
+    assert r.returncode != 0  # the download (`false`) failed, so the check fails
+    assert sorted(p.name for p in elsewhere.iterdir()) == [], "a temporary download folder was left"
+
+
+def test_make_data_says_when_hasa_data_dir_does_not_exist(tmp_path):
+    repo = make_repo(tmp_path)
+    (repo / "data" / "medium_data.csv").write_bytes(b"the repository's copy\n")
+    r = run_make_data(repo, tmp_path / "missing")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0
+    assert f"HASA_DATA_DIR={tmp_path / 'missing'}" in out and "not a folder" in out and "Traceback" not in out, out
+    assert (repo / "data" / "medium_data.csv").read_bytes() == b"the repository's copy\n"
+
+
+def fetch_medium(data_dir, download):
+    env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
+    return subprocess.run([sys.executable, str(REPO / "data" / "fetch_medium.py"), "--download", download],
+                          env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_medium_keeps_the_present_file_when_the_download_has_the_wrong_sha256(tmp_path):
+    (tmp_path / "medium_data.csv").write_bytes(b"present, wrong sha256\n")
+    r = fetch_medium(tmp_path, "printf 'not the csv' > {dir}/medium_data.csv")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "sha256" in r.stdout + r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
+    assert (tmp_path / "medium_data.csv").read_bytes() == b"present, wrong sha256\n"
+
+
+def test_fetch_medium_puts_a_verified_download_where_the_loaders_read(tmp_path):
+    good = good_medium_csv()
+    if good is None:
+        pytest.skip("no verified Medium CSV in this checkout to stand in for the download")
+    (tmp_path / "medium_data.csv").write_bytes(b"present, wrong sha256\n")
+    r = fetch_medium(tmp_path, f"cp {good} {{dir}}/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "medium_data.csv").read_bytes() == good.read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
+    r = fetch_medium(tmp_path, "false")  # already right: no download at all
+    assert r.returncode == 0 and "left alone" in r.stdout
+
+
+# --------------------------------------------------------------------------- process hygiene
+
+
+def test_scripts_end_no_process_by_name():
+    """A reading check: CI, the deployment check and the Makefile never match processes by name
+    (`pkill -f 'ray::'` ended every user's Ray, and any command line containing `ray::`), and no
+    test looks for processes by name machine-wide (`pgrep -f`)."""
+    import re
+
+    scripts = [REPO / ".ci" / "run", REPO / "Makefile", *sorted((REPO / "tests").glob("*.sh"))]
+    for path in scripts:
+        hits = [ln for ln in path.read_text().splitlines() if re.search(r"\b(pkill|killall|pgrep)\b", ln)]
+        assert not hits, f"{path.relative_to(REPO)} matches processes by name: {hits}"
+    for path in sorted((REPO / "tests").glob("test_*.py")):
+        if path.name != Path(__file__).name:
+            assert not re.search(r"""["']pgrep["']""", path.read_text()), f"{path.name} runs pgrep"
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (dead, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_ci_run_ends_what_its_tests_started_and_nothing_else(tmp_path):
+    """.ci/run with a stand-in `make test` that leaves two processes behind: one in its process
+    group, one that left the group as Ray's driver does (setpgrp). Both are ended on exit; an
+    unrelated process whose command line matches the old pattern (`ray::`) survives; Ray's
+    temporary folder was the run's own and is removed."""
+    repo = tmp_path / "repo"
+    (repo / ".ci").mkdir(parents=True)
+    shutil.copy(REPO / ".ci" / "run", repo / ".ci" / "run")
+    (repo / "Makefile").write_text(
+        "test:\n"
+        "\techo \"$$RAY_TMPDIR\" > raytmp.txt\n"
+        "\tsleep 300 >/dev/null 2>&1 & echo $$! > leaked.pid\n"
+        f"\t{sys.executable} -c 'import os, subprocess; os.setpgrp(); "
+        "p = subprocess.Popen([\"sleep\", \"300\"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+        "open(\"regrouped.pid\", \"w\").write(str(p.pid))'\n")
+    other = subprocess.Popen(["bash", "-c", 'exec -a "ray::IDLE unrelated" sleep 300'], start_new_session=True)
+    try:
+        r = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert alive(other.pid), ".ci/run ended a process it did not start"
+        for name in ("leaked.pid", "regrouped.pid"):
+            pid = int((repo / name).read_text())
+            assert not alive(pid), f"the process in {name} outlived .ci/run"
+        ray_tmp = (repo / "raytmp.txt").read_text().strip()
+        assert ray_tmp and ray_tmp != "/tmp" and not Path(ray_tmp).exists()
+    finally:
+        other.kill()
+        other.wait()
