@@ -1084,7 +1084,7 @@ and stored in every record, so no record made by other code is ever reused.
 
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
-                      "dirichlet_alpha": 0.5}
+                      "dirichlet_alpha": 0.5, "momentum": 0.0}
 """Fields whose default value leaves the computation unchanged (tested by the golden record): at
 that default they are left out of a config's identity and cache key, so records made before the
 field existed stay valid. A non-default value enters the key."""
@@ -1158,6 +1158,7 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 1.0
     clip: float = 1.0
+    momentum: float = 0.0              # local heavy-ball momentum; 0 = plain SGD
     eval_every: int = 5
     test_frac: float = 0.2
     max_examples_per_client: int | None = None
@@ -1203,6 +1204,7 @@ class RunConfig:
         _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
         _check(0 < self.lr <= LR_MAX, f"lr must be in (0, {LR_MAX:g}] (lr = 0 never trains; larger diverges); "
                f"got {self.lr}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
         _check(self.clip > 0, f"clip (gradient-norm bound) must be > 0 (clip = 0 never trains); got {self.clip}")
         _check(0 < self.test_frac < 1,
                f"test_frac must be in (0, 1): the share of each client's examples held out; got {self.test_frac}")
@@ -1337,7 +1339,8 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: t
 def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Client,
                 cfg: RunConfig, gen: torch.Generator, ordered_levels: Sequence[float] = ()
                 ) -> dict[str, torch.Tensor]:
-    """``cfg.local_epochs`` of SGD (lr, gradient-norm clip) on a subnet's parameters.
+    """``cfg.local_epochs`` of SGD (lr, gradient-norm clip, heavy-ball ``cfg.momentum`` when it is
+    not 0) on a subnet's parameters.
 
     With ``ordered_levels`` (FjORD), each batch trains the nested sub-slice of a width drawn
     uniformly from those levels (relative to the full supernet), the rest of the subnet idle.
@@ -1347,6 +1350,8 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
     dense = [n for n in local if n != arch.rows]
     leaves = [local[n].requires_grad_(True) for n in dense]
     sizes = _local_sizes(local, arch)
+    velocity = [torch.zeros_like(t) for t in leaves] if cfg.momentum else []
+    row_velocity = torch.zeros_like(local[arch.rows]) if cfg.momentum and arch.rows is not None else None
     for _ in range(cfg.local_epochs):
         for x, y in batches(client.train, cfg.batch_size, gen):
             p = dict(zip(dense, leaves))
@@ -1361,10 +1366,25 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
             grads = list(torch.autograd.grad(loss, leaves + ([rows] if arch.rows else [])))
             with torch.no_grad():
                 clip_grad_norm_(grads, cfg.clip)
-                torch._foreach_add_(leaves, grads[:len(leaves)], alpha=-cfg.lr)
-                if arch.rows is not None:
-                    local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
+                if cfg.momentum:
+                    _momentum_step(leaves, velocity, grads[:len(leaves)], cfg)
+                    if arch.rows is not None:
+                        row_velocity.mul_(cfg.momentum).index_add_(0, used, grads[-1])
+                        local[arch.rows].add_(row_velocity, alpha=-cfg.lr)
+                else:
+                    torch._foreach_add_(leaves, grads[:len(leaves)], alpha=-cfg.lr)
+                    if arch.rows is not None:
+                        local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
     return {n: p.detach() for n, p in local.items()}
+
+
+def _momentum_step(leaves: list[torch.Tensor], velocity: list[torch.Tensor], grads: list[torch.Tensor],
+                   cfg: RunConfig) -> None:
+    """Heavy-ball SGD (``torch.optim.SGD``'s rule, dampening 0): v <- m v + g, theta <- theta - lr v.
+    The velocity starts at zero in every round (a client keeps no optimiser state)."""
+    torch._foreach_mul_(velocity, cfg.momentum)
+    torch._foreach_add_(velocity, grads)
+    torch._foreach_add_(leaves, velocity, alpha=-cfg.lr)
 
 
 def clip_grad_norm_(grads: list[torch.Tensor], clip: float) -> None:
@@ -1469,6 +1489,43 @@ def summarize_accuracies(acc: Sequence[float]) -> dict[str, float]:
     """mean (unweighted over clients), worst, and tail (mean of the ceil(K/4) lowest)."""
     a = np.sort(np.asarray(acc, dtype=float))
     return {"mean": float(a.mean()), "worst": float(a[0]), "tail": float(a[:tail_count(len(a))].mean())}
+
+
+def unit_movement(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
+                  arch: Architecture) -> list[dict[str, Any]]:
+    """How far each unit moved in training: for every parameter axis that follows a width
+    dimension d, and every unit j of d, ||theta_final - theta_init|| (L2) over the entries of
+    unit j on that axis (all gate blocks, every other axis). An LSTM hidden unit's input weights
+    are ``w_ih`` axis 0 (its rows in the four gate blocks); an embedding column is ``embed``
+    axis 1. A unit no client trained has moved 0. Returns one entry per (parameter, axis), with
+    the norms rounded to 4 significant digits."""
+    out = []
+    for name, axes in arch.axes.items():
+        delta = (final[name].detach().cpu() - init[name].detach().cpu()).double()
+        for k, ax in enumerate(axes):
+            if ax is None:
+                continue
+            d = delta.shape[k] // (ax.outer * ax.inner)
+            t = delta.reshape(*delta.shape[:k], ax.outer, d, ax.inner, *delta.shape[k + 1:])
+            norms = torch.linalg.vector_norm(t.movedim(k + 1, 0).reshape(d, -1), dim=1)
+            out.append({"param": name, "axis": k, "dim": ax.dim,
+                        "norm": [float(f"{v:.4g}") for v in norms.tolist()]})
+    return out
+
+
+def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
+               widths: Sequence[float], budget: float) -> dict[str, Any]:
+    """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
+    and each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``):
+    the allocated model cut back to the budget's width."""
+    capped = [min(w, budget) for w in widths]
+    return {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
+            "accuracy_capped": evaluate(final, task, capped)}
+
+
+EXTRAS = ("movement", "capped_widths", "accuracy_capped")
+"""Record fields of :func:`run_extras`: not part of a record's identity; a record made before
+they existed gets them from :func:`fill_extras`, which re-runs it and checks the parameters."""
 
 
 def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
@@ -1691,13 +1748,14 @@ def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
     t0 = time.perf_counter()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
-    params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
-    params = {n: v.to(cfg.device) for n, v in params.items()}
+    init = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
+    params = {n: v.to(cfg.device) for n, v in init.items()}
     at, timings = evaluation_rounds(cfg), []
     params, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, at, progress, pool,
                                  timings)
     return make_record(cfg, seed, [c.name for c in task.clients], task.sizes, p, params, curve,
-                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings)
+                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings,
+                       extras=run_extras(init, params, task, p["widths"], cfg.budget))
 
 
 def evaluation_rounds(cfg: RunConfig) -> set[int]:
@@ -1740,9 +1798,11 @@ def round_traffic(cfg: RunConfig, seed: int, arch: Architecture, widths: Sequenc
 
 def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequence[int], plan_: dict[str, Any],
                 params: dict[str, torch.Tensor], curve: list[dict[str, Any]], accuracy_full_model: list[float],
-                seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process") -> dict[str, Any]:
+                seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process",
+                extras: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run's JSON-able record, whichever engine trained it (``engine`` goes to the provenance;
-    ``round_seconds``: each round's wall seconds of training and aggregation)."""
+    ``round_seconds``: each round's wall seconds of training and aggregation; ``extras``: the
+    :func:`run_extras` of the run, where the engine measured them)."""
     acc = curve[-1]["accuracy"]
     rec = {"config": cfg.as_dict(), "seed": seed, "clients": list(clients), "sizes": [int(n) for n in sizes],
            **plan_, "accuracy": acc, **summarize_accuracies(acc), "accuracy_full_model": accuracy_full_model,
@@ -1752,6 +1812,7 @@ def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequen
         rec["round_budget_used"] = round_spend(cfg, seed, sizes, plan_["widths"])
     if engine != "in-process":
         rec["provenance"]["runtime"] = engine
+    rec.update(extras or {})
     return rec
 
 
@@ -1900,6 +1961,31 @@ def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> di
     return rec
 
 
+class NotReproduced(RuntimeError):
+    """A re-run of a cached record did not reproduce its parameters bit for bit."""
+
+
+def has_extras(rec: dict[str, Any]) -> bool:
+    return all(f in rec for f in EXTRAS)
+
+
+def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
+    """The record of (cfg, seed) with its :data:`EXTRAS`. A record made before them is re-run; the
+    re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
+    only then are the extras added and the record rewritten (atomically). Its numbers, and so every
+    table made from it, are unchanged."""
+    rec = cached_run(cfg, seed, results_dir)
+    if has_extras(rec):
+        return rec
+    new = json.loads(json.dumps(run(cfg, seed)))
+    if new["params_sha256"] != rec["params_sha256"]:
+        raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
+                            f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
+    rec.update({f: new[f] for f in EXTRAS})
+    write_json_atomic(record_path(cfg, seed, results_dir), rec)
+    return rec
+
+
 GOLDEN = REPO / "tests" / "golden" / "medium-smoke-hasa-seed0.json"
 
 
@@ -1916,22 +2002,24 @@ def write_golden(path: Path = GOLDEN) -> Path:
     return path
 
 
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None) -> None:
-    cached_run(cfg, seed, results_dir)  # returns nothing: the parent reads the record back
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: bool = False) -> None:
+    (fill_extras if extras else cached_run)(cfg, seed, results_dir)  # the parent reads the record back
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
-             results_dir: Path | None = None, desc: str = "runs", progress: bool = True
-             ) -> list[dict[str, Any]]:
+             results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
+             extras: bool = False) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
+    With ``extras``, records without :data:`EXTRAS` are re-run to fill them (:func:`fill_extras`).
 
     Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
-    jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
-    found = [cached_record(*j) for j in jobs]
+    jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
+    found = [cached_record(*j[:3]) for j in jobs]
+    found = [None if rec is not None and extras and not has_extras(rec) else rec for rec in found]
     todo = [j for j, rec in zip(jobs, found) if rec is None]
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
@@ -1950,7 +2038,7 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
                 pool.shutdown(wait=False, cancel_futures=True)
         else:
             for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
-                cached_run(*j)
+                _cached_run_in_worker(*j)
                 done += 1
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: {done} of {len(todo)} new records finished and cached, "
@@ -1963,7 +2051,7 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
         raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
                            "are cached and the queued runs were cancelled; fix the cause and run again "
                            "to resume from the cache.") from e
-    return [rec if rec is not None else cached_run(*j) for j, rec in zip(jobs, found)]
+    return [rec if rec is not None else cached_run(*j[:3]) for j, rec in zip(jobs, found)]
 
 
 # =============================================================================================

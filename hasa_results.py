@@ -125,6 +125,43 @@ SEEDS = {"paper": 10, "smoke": 3}         # the paper-matched view: 10 seeds
 POWER_SEEDS = {"paper": 30, "smoke": 3}   # the core comparisons: for 80% power at +0.50 pp
 
 
+SPECIFICATIONS: dict[str, dict[str, Any]] = {
+    # name -> RunConfig overrides of the paper profile's Medium setup: each varies one choice the
+    # paper leaves open (ours, see RunConfig); "default" is the setup of every other table.
+    "default": {},
+    "E = H = 64": {"emb_dim": 64, "hidden_dim": 64},
+    "E = H = 256": {"emb_dim": 256, "hidden_dim": 256},
+    "2 local epochs": {"local_epochs": 2},
+    "5 local epochs": {"local_epochs": 5},
+    "lr 0.3": {"lr": 0.3},
+    "lr 2.0": {"lr": 2.0},
+    "batch 16": {"batch_size": 16},
+    "batch 64": {"batch_size": 64},
+    "min-count 5": {"min_count": 5},
+    "100 rounds": {"rounds": 100},
+    "momentum 0.9, lr 0.1": {"momentum": 0.9, "lr": 0.1},
+}
+SMOKE_SPECIFICATIONS = ("default", "E = H = 64", "lr 0.3", "2 local epochs")  # the smoke profile's subset
+SPEC_METHODS = ("uniform", "hasa", "hasa·sel")  # per specification, paired by seed
+
+
+def specifications(profile: str) -> dict[str, dict[str, Any]]:
+    """The specification curve's setups for a profile (the smoke profile runs a subset)."""
+    names = SPECIFICATIONS if profile == "paper" else SMOKE_SPECIFICATIONS
+    return {name: SPECIFICATIONS[name] for name in names}
+
+
+def spec_methods(profile: str, spec: str) -> dict[str, RunConfig]:
+    """uniform, hasa (``full``) and hasa·sel of one specification, by :data:`SPEC_METHODS` name."""
+    m = functools.partial(config, profile, "medium", **lookup(specifications(profile), spec, "specification"))
+    return dict(zip(SPEC_METHODS, (canonical(m()), m(policy="hasa"), m(policy="hasa", aggregation="selective"))))
+
+
+def spec_label(spec: str, cfg: RunConfig) -> str:
+    """A specification run's method name: :func:`method_label`, then ``[<setup>]`` outside the default."""
+    return method_label(cfg) if spec == "default" else f"{method_label(cfg)} [{spec}]"
+
+
 def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
     """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
 
@@ -134,7 +171,9 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     re-implementation's defaults varied; ``budget`` other budgets; ``need`` every client at w_min
     and at full width; ``digits`` and ``digits3`` the cross-domain image study (1 and 3 clients
     per domain); ``many`` HASA vs uniform on the 282-client (publication, day) federation with 10 %
-    participation. Labels come from :func:`method_label`, so one run has one name everywhere."""
+    participation; ``spec`` the specification curve (every :func:`specifications` setup x
+    :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
+    the powered seeds. Labels come from :func:`method_label`, so one run has one name everywhere."""
     def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
         cfgs = [canonical(c) for c in cfgs]
         return {method_label(c): c for c in cfgs}
@@ -162,6 +201,9 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
                          d(policy="reverse", score="feature_js"), d(policy="smallest"), d(policy="full")), n),
         "digits3": (group(d3(), d3(policy="hasa"), d3(policy="hasa", score="feature_js")), n),
         "many": (group(many_clients_config(profile), many_clients_config(profile, policy="hasa")), n),
+        "spec": ({spec_label(spec, c): c for spec in specifications(profile)
+                  for c in spec_methods(profile, spec).values()}, n),
+        "spec_power": (group(*spec_methods(profile, "default").values()), list(range(POWER_SEEDS[profile]))),
     }
 
 
@@ -184,8 +226,8 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
           f"{missing} to compute")
     for seed in sorted({s for _, s in pending}):
-        cfgs = [c for c, s in pending if s == seed]
-        if cfgs:
+        cfgs = sorted((c for c, s in pending if s == seed), key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
+        if cfgs:  # the longest first, so that the pool's last minutes are not one long run
             run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
     print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
     return len(jobs)
