@@ -1873,6 +1873,20 @@ RECORD_FIELDS = ("config", "seed", "clients", "sizes", "scores", "widths", "budg
                  "params_sha256", "provenance")
 
 
+def content_digest(rec: dict[str, Any]) -> str:
+    """sha256 of a record's content without its ``digest`` field: canonical JSON (sorted keys,
+    no whitespace), so the digest does not depend on how the file is indented."""
+    body = {k: v for k, v in rec.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record as it is stored: JSON-normalised (tuples become lists) with its
+    :func:`content_digest` under ``digest``, which :func:`read_record` checks."""
+    rec = json.loads(json.dumps({k: v for k, v in rec.items() if k != "digest"}))
+    return {**rec, "digest": content_digest(rec)}
+
+
 class BadRecord(ValueError):
     """A cached record that cannot be used: unreadable, incomplete, or made for another run."""
 
@@ -1956,7 +1970,7 @@ def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> di
         path = record_path(cfg, seed, results_dir)
         if path.parent.is_dir():
             _remove_stale_tmp(path.parent)
-        rec = json.loads(json.dumps(run(cfg, seed)))  # as read back: tuples become lists
+        rec = sealed(run(cfg, seed))
         write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
 
@@ -1981,7 +1995,7 @@ def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> d
     if new["params_sha256"] != rec["params_sha256"]:
         raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
                             f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
-    rec.update({f: new[f] for f in EXTRAS})
+    rec = sealed({**rec, **{f: new[f] for f in EXTRAS}})
     write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
 
