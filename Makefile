@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data check-data precompute reproduce report test lint unit report-check nbval bench clean-runs
+.PHONY: all venv data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs
 
 all: test
 
@@ -48,6 +48,7 @@ check-data: venv
 # results/runs/, so an interrupted run resumes where it stopped).
 precompute: venv
 	$(PY) -m hasa_results precompute --profile $(PROFILE) --jobs $(JOBS)
+	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core manifest; fi
 
 # Every notebook, in order, through papermill with the chosen profile. Each executes into a
 # temporary file that replaces the executed notebook only when the whole notebook succeeded.
@@ -66,13 +67,19 @@ reproduce: precompute
 report: venv
 	$(PY) -m hasa_results report
 
-test: lint unit report-check nbval
+test: lint unit records report-check nbval
 
 lint: venv
 	$(PY) -m ruff check .
 
 unit: venv
 	$(PY) -m pytest -q tests
+
+# Every committed record matches its digest and results/records.manifest; the cheapest record of
+# this engine is re-run and must give the same parameters bit for bit.
+records: venv
+	$(PY) -m hasa_core manifest --check
+	$(PY) -m hasa_core audit --sample 1 --cheapest
 
 # Fails when README.md or results/REPORT.md differ from what results/ produce, or a number is typed by hand.
 report-check: venv

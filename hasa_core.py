@@ -17,9 +17,11 @@ numbers, and nothing else (experiments, statistics, tables, figures and the READ
                      aggregation under the ``full`` or ``selective`` protocol
     7. evaluation    per-client top-1 accuracy and the mean / worst / tail summaries
     8. the run       plan (scores -> widths), per-client randomness, the federated loop, a record
-    9. records       the cache (one checked JSON per (config, seed), written atomically), its
-                     provenance, parallel runs, and the golden record
-   10. bench / CLI   ``python -m hasa_core bench | check-data | install-data | golden``
+    9. records       the cache (one sealed, checked JSON per (config, seed), written atomically,
+                     claimed while computed), its provenance, parallel runs, the manifest, the
+                     audit, and the golden record
+   10. bench / CLI   ``python -m hasa_core bench | check-data | install-data | golden | migrate |
+                     manifest [--check] | audit``
 
 Which function runs what, for whom:
     :func:`run`         one federated run in this process, returns its record (no cache);
@@ -43,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import html
@@ -1848,29 +1851,34 @@ def provenance(device: str = "cpu") -> dict[str, Any]:
 
 
 # =============================================================================================
-# 9. Records: cache, provenance, golden record
+# 9. Records: cache (sealed, checked, claimed), manifest, audit, golden record
 # =============================================================================================
 
 def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> Path:
     return (results_dir or DEFAULT_RESULTS_DIR) / "runs" / cfg.key() / f"seed{seed}.json"
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
+def write_text_atomic(path: Path, text: str) -> None:
     """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """:func:`write_text_atomic` of ``obj`` as indented JSON."""
+    write_text_atomic(path, json.dumps(obj, indent=1))
+
+
 RECORD_FIELDS = ("config", "seed", "clients", "sizes", "scores", "widths", "budget", "budget_used",
                  "budget_frac", "accuracy", "mean", "worst", "tail", "accuracy_full_model", "curve",
-                 "params_sha256", "provenance")
+                 "params_sha256", "provenance", "digest")
 
 
 def content_digest(rec: dict[str, Any]) -> str:
@@ -1891,10 +1899,56 @@ class BadRecord(ValueError):
     """A cached record that cannot be used: unreadable, incomplete, or made for another run."""
 
 
-def read_record(path: Path, cfg: RunConfig, seed: int) -> dict[str, Any]:
-    """A cached record, checked: it parses, holds every field of :data:`RECORD_FIELDS`, and was
-    made for exactly this (config, seed) by this :data:`ENGINE_VERSION`. Raises :class:`BadRecord`
-    naming the file otherwise."""
+def _accuracies(values: Any, k: int, what: str) -> str | None:
+    """Why ``values`` is not a list of k accuracies (real numbers in [0, 1]), or None."""
+    if not isinstance(values, list) or len(values) != k:
+        return f"{what} is not a list of {k} values (one per client)"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
+        return f"{what} holds a value that is not a number in [0, 1] (NaN, a string, out of range)"
+    return None
+
+
+def consistency_problems(rec: dict[str, Any]) -> list[str]:
+    """What is internally inconsistent in a record (empty when nothing is): every accuracy list
+    has one number in [0, 1] per client; per-client lists (sizes, scores, widths) have the
+    client count; the curve is non-empty, its last entry is the record's accuracy, and every
+    mean / worst / tail equals the one recomputed from its accuracies; ``params_sha256`` is a
+    sha256."""
+    if not isinstance(rec.get("clients"), list) or not rec["clients"]:
+        return ["clients is not a non-empty list"]
+    k = len(rec["clients"])
+    problems = [f"{f} does not have one entry per client ({k})" for f in ("sizes", "scores", "widths")
+                if not isinstance(rec.get(f), list) or len(rec[f]) != k]
+    entries = [("the record", rec)]
+    if not isinstance(rec.get("curve"), list) or not rec["curve"]:
+        problems.append("curve is empty or not a list")
+    else:
+        entries += [(f"curve entry {i}", c if isinstance(c, dict) else {}) for i, c in enumerate(rec["curve"])]
+        if isinstance(rec["curve"][-1], dict) and rec["curve"][-1].get("accuracy") != rec.get("accuracy"):
+            problems.append("the curve's last entry is not the record's accuracy")
+    for what, e in entries:
+        bad = _accuracies(e.get("accuracy"), k, f"{what}: accuracy")
+        if bad:
+            problems.append(bad)
+            continue
+        for name, value in summarize_accuracies(e["accuracy"]).items():
+            if not isinstance(e.get(name), (int, float)) or abs(e[name] - value) > 1e-12:
+                problems.append(f"{what}: {name} = {e.get(name)!r}, its accuracies give {value!r}")
+    for f in ("accuracy_full_model", "accuracy_capped"):
+        if f in rec:
+            problems += [bad for bad in [_accuracies(rec[f], k, f)] if bad]
+    if not (isinstance(rec.get("params_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", rec["params_sha256"])):
+        problems.append("params_sha256 is not a sha256 hex digest")
+    return problems
+
+
+def read_record(path: Path, cfg: RunConfig, seed: int, runtime: str = "in-process") -> dict[str, Any]:
+    """A cached record, checked: it parses, holds every field of :data:`RECORD_FIELDS`, its
+    content matches its own ``digest`` (:func:`content_digest`: nothing was edited), it is
+    internally consistent (:func:`consistency_problems`), and it was made for exactly this
+    (config, seed) by this :data:`ENGINE_VERSION` and by ``runtime`` (``provenance.runtime``:
+    ``in-process``, or ``flower`` for the Flower app). Raises :class:`BadRecord` naming the file
+    otherwise."""
     try:
         rec = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -1904,9 +1958,17 @@ def read_record(path: Path, cfg: RunConfig, seed: int) -> dict[str, Any]:
     missing = [f for f in RECORD_FIELDS if f not in rec]
     if missing:
         raise BadRecord(f"{path} lacks the fields {missing}")
-    engine = rec["provenance"].get("engine") if isinstance(rec["provenance"], dict) else None
-    if engine != ENGINE_VERSION:
-        raise BadRecord(f"{path} was made by engine version {engine}, this code is {ENGINE_VERSION}")
+    if rec["digest"] != content_digest(rec):
+        raise BadRecord(f"{path} does not match its own digest: its content was changed after it was written")
+    problems = consistency_problems(rec)
+    if problems:
+        raise BadRecord(f"{path} is inconsistent: {'; '.join(problems[:3])}")
+    prov = rec["provenance"] if isinstance(rec["provenance"], dict) else {}
+    if prov.get("engine") != ENGINE_VERSION:
+        raise BadRecord(f"{path} was made by engine version {prov.get('engine')}, this code is {ENGINE_VERSION}")
+    if prov.get("runtime", "in-process") != runtime:
+        raise BadRecord(f"{path} was made by the {prov.get('runtime', 'in-process')} runtime, "
+                        f"this cache holds {runtime} records")
     if rec["seed"] != seed or rec["config"] != json.loads(json.dumps(cfg.as_dict())):
         other = rec["config"] if isinstance(rec["config"], dict) else {}
         raise BadRecord(f"{path} is the record of another run (seed {rec['seed']}, policy "
@@ -1945,7 +2007,8 @@ def _remove_stale_tmp(folder: Path) -> None:
                 tmp.unlink()
 
 
-def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any] | None:
+def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+                  runtime: str = "in-process") -> dict[str, Any] | None:
     """The checked cached record of (cfg, seed), or None. A bad record is moved aside with a warning
     that names it (never used, never fatal), so the run is recomputed."""
     path = record_path(cfg, seed, results_dir)
@@ -1955,7 +2018,7 @@ def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) ->
     if not path.is_file():
         return None
     try:
-        return read_record(path, cfg, seed)
+        return read_record(path, cfg, seed, runtime)
     except FileNotFoundError:  # removed between the check and the read
         return None
     except BadRecord as e:
@@ -1963,15 +2026,35 @@ def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) ->
         return None
 
 
-def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
-    """The record of (cfg, seed): read from the cache (checked), or run and then cache it."""
-    rec = cached_record(cfg, seed, results_dir)
+@contextlib.contextmanager
+def claim(path: Path) -> Iterator[None]:
+    """Hold an exclusive claim on the record at ``path`` (``flock`` on a hidden ``.<name>.lock``
+    beside it) while computing it, so that concurrent processes never compute one record twice:
+    a second claimant waits, then finds the record. The kernel drops the claim when its holder
+    dies, however it dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+               runner: Callable[[RunConfig, int], dict[str, Any]] | None = None,
+               runtime: str = "in-process") -> dict[str, Any]:
+    """The record of (cfg, seed): read from the cache (checked), or computed under a :func:`claim`
+    by ``runner`` (default :func:`run`), sealed and cached."""
+    rec = cached_record(cfg, seed, results_dir, runtime)
     if rec is None:
         path = record_path(cfg, seed, results_dir)
-        if path.parent.is_dir():
-            _remove_stale_tmp(path.parent)
-        rec = sealed(run(cfg, seed))
-        write_json_atomic(record_path(cfg, seed, results_dir), rec)
+        with claim(path):
+            rec = cached_record(cfg, seed, results_dir, runtime)  # made meanwhile by another process?
+            if rec is None:
+                _remove_stale_tmp(path.parent)
+                rec = sealed((runner or run)(cfg, seed))
+                write_json_atomic(path, rec)
     return rec
 
 
@@ -1998,6 +2081,99 @@ def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> d
     rec = sealed({**rec, **{f: new[f] for f in EXTRAS}})
     write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
+
+
+RECORD_DIRS = ("runs", "flower/runs", "engine1/runs")
+"""The record caches in a results folder that are committed: in-process, Flower, and the archive of
+engine-1 records (kept for the history; no current code recomputes them)."""
+MANIFEST = "records.manifest"
+"""In the results folder: one line ``<digest>  <path>`` per committed record, checked by make test."""
+
+
+def record_files(results_dir: Path | None = None) -> list[Path]:
+    """Every record file of :data:`RECORD_DIRS`, sorted."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    return sorted(p for d in RECORD_DIRS for p in (root / d).glob("*/seed*.json"))
+
+
+def migrate_records(results_dir: Path | None = None) -> dict[str, int]:
+    """Give every record of :func:`record_files` that has no ``digest`` its :func:`sealed` form:
+    the same content plus the digest (no number changes, nothing is recomputed). A record of this
+    engine that is not internally consistent is left as it is and counted (an archived record of
+    an older engine, in an older format, is sealed as it is). Returns counts by outcome."""
+    counts = {"sealed": 0, "already sealed": 0, "inconsistent, left alone": 0}
+    for path in record_files(results_dir):
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if "digest" in rec:
+            counts["already sealed"] += 1
+        elif _engine_of(rec) == ENGINE_VERSION and consistency_problems(rec):
+            counts["inconsistent, left alone"] += 1
+        else:
+            write_json_atomic(path, sealed(rec))
+            counts["sealed"] += 1
+    return counts
+
+
+def _engine_of(rec: dict[str, Any]) -> Any:
+    return rec["provenance"].get("engine") if isinstance(rec.get("provenance"), dict) else None
+
+
+def write_manifest(results_dir: Path | None = None) -> Path:
+    """Write :data:`MANIFEST`: every record file with its stored digest."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    lines = [f"{json.loads(p.read_text(encoding='utf-8')).get('digest', 'UNSEALED')}  {p.relative_to(root)}"
+             for p in record_files(root)]
+    path = root / MANIFEST
+    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
+    return path
+
+
+def manifest_problems(results_dir: Path | None = None, tracked: Sequence[str] | None = None) -> list[str]:
+    """What disagrees with :data:`MANIFEST`: a listed record that is missing, whose stored digest is
+    not the listed one, or whose content does not match its digest; and a record file (of
+    ``tracked``, paths relative to the results folder, when given: the committed ones) not listed."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    if not (root / MANIFEST).is_file():
+        return [f"{root / MANIFEST} does not exist (python -m hasa_core manifest writes it)"]
+    listed = dict(reversed(line.split("  ", 1)) for line in (root / MANIFEST).read_text().splitlines() if line)
+    problems = []
+    for rel, digest in listed.items():
+        path = root / rel
+        if not path.is_file():
+            problems.append(f"{rel}: listed, but missing")
+            continue
+        rec = json.loads(path.read_text(encoding="utf-8"))
+        if rec.get("digest") != digest:
+            problems.append(f"{rel}: its digest is not the one listed")
+        elif content_digest(rec) != digest:
+            problems.append(f"{rel}: its content does not match its digest (edited)")
+    files = {str(p.relative_to(root)) for p in record_files(root)}
+    present = files if tracked is None else files & set(tracked)
+    problems += [f"{rel}: a record not listed in {MANIFEST}" for rel in sorted(present - set(listed))]
+    return problems
+
+
+def audit(results_dir: Path | None = None, sample: int = 1, cheapest: bool = False,
+          seed: int = 0) -> list[dict[str, Any]]:
+    """Re-run ``sample`` records of :data:`MANIFEST` made by this :data:`ENGINE_VERSION` (the
+    cheapest by recorded seconds, or drawn with ``seed``) in this process and compare the
+    parameters bit for bit (``params_sha256``) and the per-client accuracies. Returns one row per
+    record with ``same`` True or False."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    listed = [line.split("  ", 1)[1] for line in (root / MANIFEST).read_text().splitlines() if line]
+    recs = [(rel, json.loads((root / rel).read_text(encoding="utf-8"))) for rel in listed]
+    recs = [(rel, r) for rel, r in recs if _engine_of(r) == ENGINE_VERSION]
+    if cheapest:
+        chosen = sorted(recs, key=lambda x: x[1]["seconds"])[:sample]
+    else:
+        picks = np.random.default_rng(seed).choice(len(recs), size=min(sample, len(recs)), replace=False)
+        chosen = [recs[i] for i in sorted(picks)]
+    rows = []
+    for rel, rec in chosen:
+        new = run(RunConfig.from_dict(rec["config"]), rec["seed"])
+        rows.append({"record": rel, "seconds": round(new["seconds"], 1),
+                     "same": new["params_sha256"] == rec["params_sha256"] and new["accuracy"] == rec["accuracy"]})
+    return rows
 
 
 GOLDEN = REPO / "tests" / "golden" / "medium-smoke-hasa-seed0.json"
@@ -2164,6 +2340,17 @@ def bench_summary(res: dict[str, Any]) -> str:
             f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
 
 
+def _tracked_records() -> list[str] | None:
+    """Paths (relative to results/) of the git-tracked files under results/, or None outside git."""
+    import subprocess
+    try:
+        out = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return [line.removeprefix("results/") for line in out.splitlines()]
+
+
 def check_data() -> Path:
     """Verify every data file's sha256; raises :class:`DataError` naming the first bad file."""
     verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)
@@ -2186,6 +2373,13 @@ def _main(argv: Sequence[str] | None = None) -> None:
     d = sub.add_parser("install-data", help="copy missing or corrupt data files from a folder")
     d.add_argument("source", help="a folder holding medium_data.csv and the digit .npz files")
     sub.add_parser("golden", help="rewrite the golden record that `make test` compares against")
+    sub.add_parser("migrate", help="seal (add the digest to) every committed record that has none")
+    m = sub.add_parser("manifest", help=f"write results/{MANIFEST}, or check the records against it")
+    m.add_argument("--check", action="store_true", help="write nothing; fail on any disagreement")
+    a = sub.add_parser("audit", help="re-run committed records and compare their parameters bit for bit")
+    a.add_argument("--sample", type=int, default=1, help="how many records")
+    a.add_argument("--cheapest", action="store_true", help="the cheapest records instead of a random draw")
+    a.add_argument("--seed", type=int, default=0, help="the random draw's seed")
     args = ap.parse_args(argv)
     if args.cmd == "bench":
         for name in args.benchmark:
@@ -2196,6 +2390,24 @@ def _main(argv: Sequence[str] | None = None) -> None:
             print(f"{st:24s} {rel}")
     elif args.cmd == "golden":
         print(f"wrote {write_golden()}")
+    elif args.cmd == "migrate":
+        print(", ".join(f"{n} {what}" for what, n in migrate_records().items()))
+    elif args.cmd == "manifest" and args.check:
+        problems = manifest_problems(tracked=_tracked_records())
+        for p in problems:
+            print(f"MANIFEST: {p}")
+        if problems:
+            raise SystemExit(f"{len(problems)} record(s) disagree with results/{MANIFEST}")
+        print(f"every committed record matches results/{MANIFEST}")
+    elif args.cmd == "manifest":
+        print(f"wrote {write_manifest()}")
+    elif args.cmd == "audit":
+        rows = audit(sample=args.sample, cheapest=args.cheapest, seed=args.seed)
+        for r in rows:
+            print(f"{'same' if r['same'] else 'DIFFERENT'}  {r['record']}  (re-run in {r['seconds']} s)")
+        if not all(r["same"] for r in rows):
+            raise SystemExit("audit: a re-run did not reproduce its record bit for bit")
+        print(f"audit: {len(rows)} record(s) re-run, every one reproduced bit for bit")
     else:
         try:
             print(f"all data files in {check_data()} verified")

@@ -319,7 +319,7 @@ def server_main(grid: Grid, context: Context) -> None:
     cfg, seed, k, results = _run_config_to_cfg(context.run_config)
     rec = serve(grid, cfg, seed, k)
     out = H.record_path(cfg, seed, Path(results) if results else Path.cwd() / "results" / "flower")
-    H.write_json_atomic(out, json.loads(json.dumps(rec)))
+    H.write_json_atomic(out, H.sealed(rec))
     print(f"record written to {out}: mean {100 * rec['mean']:.2f} %, worst {100 * rec['worst']:.2f} %")
 
 
@@ -447,13 +447,10 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
 
 def cached_run(cfg: H.RunConfig, seed: int, results_dir: Path | None = None, **kwargs) -> dict[str, Any]:
     """:func:`run` through the record cache of ``results_dir`` (default ``results/flower``): the
-    Flower records sit beside, never mixed with, the in-process ones."""
+    Flower records sit beside, never mixed with, the in-process ones: only a record whose
+    ``provenance.runtime`` is ``flower`` is served from it."""
     results_dir = results_dir or H.DEFAULT_RESULTS_DIR / "flower"
-    rec = H.cached_record(cfg, seed, results_dir)
-    if rec is None:
-        rec = json.loads(json.dumps(run(cfg, seed, **kwargs)))
-        H.write_json_atomic(H.record_path(cfg, seed, results_dir), rec)
-    return rec
+    return H.cached_run(cfg, seed, results_dir, runner=functools.partial(run, **kwargs), runtime="flower")
 
 
 # =============================================================================================

@@ -117,11 +117,11 @@ def test_cache_is_written_atomically_and_reused(tiny_cfg, tmp_path, monkeypatch)
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
-    monkeypatch.setattr(H.json, "dump", interrupted)
+    monkeypatch.setattr(H.os, "replace", interrupted)  # interrupted after writing, before the rename
     with pytest.raises(KeyboardInterrupt):
         H.cached_run(tiny_cfg, 1, tmp_path)
     folder = H.record_path(tiny_cfg, 1, tmp_path).parent
-    assert sorted(p.name for p in folder.iterdir()) == ["seed0.json"]  # no half-written record
+    assert sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock")) == ["seed0.json"]
 
 
 def test_record_provenance_and_engine_version_in_key(tiny_cfg, monkeypatch):
@@ -162,11 +162,11 @@ def test_bad_cache_records_are_named_moved_aside_and_recomputed(tiny_cfg, tmp_pa
 def test_record_of_another_config_is_never_used(tiny_cfg, tmp_path):
     other = H.run(tiny_cfg.replace(policy="hasa"), 0)
     path = H.record_path(tiny_cfg, 0, tmp_path)
-    H.write_json_atomic(path, other)
+    H.write_json_atomic(path, H.sealed(other))
     with pytest.raises(H.BadRecord, match="record of another run"):
         H.read_record(path, tiny_cfg, 0)
     old_engine = {**other, "config": tiny_cfg.as_dict(), "provenance": {**other["provenance"], "engine": 1}}
-    H.write_json_atomic(path, old_engine)
+    H.write_json_atomic(path, H.sealed(old_engine))
     with pytest.raises(H.BadRecord, match="engine version 1"):
         H.read_record(path, tiny_cfg, 0)
     with pytest.warns(UserWarning, match="moved it"):
@@ -226,7 +226,7 @@ def test_a_record_that_vanishes_between_check_and_read_is_simply_missing(tiny_cf
     path.parent.mkdir(parents=True)
     path.write_text("{}")
 
-    def vanish(p, cfg, seed):
+    def vanish(p, cfg, seed, runtime="in-process"):
         p.unlink()
         raise FileNotFoundError(p)
     monkeypatch.setattr(H, "read_record", vanish)

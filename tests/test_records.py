@@ -1,0 +1,143 @@
+"""Record integrity: the digest and consistency checks on read, runtime provenance, the claim that
+keeps concurrent processes from computing one record twice, migration, the manifest, the audit."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from helpers import smoke
+
+import hasa_core as H
+
+
+@pytest.fixture(scope="module")
+def record(tiny_cfg):
+    return H.sealed(H.run(tiny_cfg, 0))
+
+
+def _edits():
+    def shift(r):  # every accuracy +5 pp, summaries and curve kept consistent
+        r["accuracy"] = [a + 0.05 for a in r["accuracy"]]
+        r.update(H.summarize_accuracies(r["accuracy"]))
+        r["curve"][-1].update(accuracy=r["accuracy"], **H.summarize_accuracies(r["accuracy"]))
+    return {
+        "+5 pp everywhere": (shift, None),
+        "a NaN accuracy": (lambda r: r["accuracy"].__setitem__(0, math.nan), "not a number in"),
+        "curve disagrees with mean": (lambda r: r["curve"][-1].update(mean=0.5), "mean = 0.5"),
+        "a client short": (lambda r: r["clients"].pop(), "one entry per client"),
+        "zeroed params_sha256": (lambda r: r.update(params_sha256="0" * 64), None),
+        "a string accuracy": (lambda r: r["accuracy"].__setitem__(1, "0.1"), "not a number in"),
+        "an empty curve": (lambda r: r.update(curve=[]), "curve is empty"),
+    }
+
+
+@pytest.mark.parametrize("edit", list(_edits()))
+def test_an_edited_record_is_refused_by_its_digest_and_a_resealed_one_by_its_consistency(
+        record, tiny_cfg, tmp_path, edit):
+    change, inconsistency = _edits()[edit]
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    edited = json.loads(json.dumps(record))
+    change(edited)
+    H.write_json_atomic(path, edited)  # the old digest kept: caught by the digest
+    with pytest.raises(H.BadRecord, match=f"{path.name} does not match its own digest"):
+        H.read_record(path, tiny_cfg, 0)
+    if inconsistency:  # re-sealed by someone who knows the rule: caught by the consistency check
+        H.write_json_atomic(path, H.sealed(edited))
+        with pytest.raises(H.BadRecord, match=inconsistency):
+            H.read_record(path, tiny_cfg, 0)
+    with pytest.warns(UserWarning, match="moved it"):
+        again = H.cached_run(tiny_cfg, 0, tmp_path)  # recomputed: the same numbers
+    assert (again["params_sha256"], again["accuracy"]) == (record["params_sha256"], record["accuracy"])
+
+
+def test_the_sealed_record_reads_back_and_its_extras_are_consistent(record, tiny_cfg, tmp_path):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    H.write_json_atomic(path, record)
+    assert H.read_record(path, tiny_cfg, 0) == record
+    assert H.consistency_problems(record) == []
+    assert len(record["accuracy_capped"]) == len(record["clients"])
+
+
+def test_the_flower_cache_serves_only_flower_records(record, tiny_cfg, tmp_path):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    H.write_json_atomic(path, record)  # an in-process record copied into a Flower cache
+    with pytest.raises(H.BadRecord, match="in-process runtime, this cache holds flower records"):
+        H.read_record(path, tiny_cfg, 0, runtime="flower")
+    flower = H.sealed({**record, "provenance": {**record["provenance"], "runtime": "flower"}})
+    H.write_json_atomic(path, flower)
+    with pytest.raises(H.BadRecord, match="flower runtime"):
+        H.read_record(path, tiny_cfg, 0)
+    assert H.read_record(path, tiny_cfg, 0, runtime="flower") == flower
+
+
+_CONCURRENT = """
+import sys, time
+sys.path.insert(0, {tests!r}); sys.path.insert(0, {repo!r})
+import hasa_core as H
+from helpers import smoke
+real = H.run
+def logged(cfg, seed):
+    open({log!r}, "a").write("computed\\n")
+    time.sleep(1.0)
+    return real(cfg, seed)
+H.run = logged
+H.cached_run(smoke(rounds=1, max_examples_per_client=20, emb_dim=8, hidden_dim=8), 0, H.Path({out!r}))
+"""
+
+
+def test_concurrent_processes_compute_one_record_once(tmp_path):
+    log = tmp_path / "log"
+    code = _CONCURRENT.format(tests=str(H.REPO / "tests"), repo=str(H.REPO), log=str(log), out=str(tmp_path))
+    procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert log.read_text().count("computed") == 1
+
+
+def test_migration_seals_without_changing_a_number_and_the_manifest_sees_edits(record, tiny_cfg, tmp_path):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    unsealed = {k: v for k, v in record.items() if k != "digest"}
+    H.write_json_atomic(path, unsealed)
+    assert H.migrate_records(tmp_path)["sealed"] == 1
+    assert json.loads(path.read_text()) == record
+    assert H.migrate_records(tmp_path)["already sealed"] == 1
+    H.write_manifest(tmp_path)
+    assert H.manifest_problems(tmp_path) == []
+    rel = str(path.relative_to(tmp_path))
+    H.write_json_atomic(path, {**record, "mean": 0.9})
+    assert H.manifest_problems(tmp_path) == [f"{rel}: its content does not match its digest (edited)"]
+    H.write_json_atomic(path, H.sealed({**record, "mean": 0.9}))
+    assert H.manifest_problems(tmp_path) == [f"{rel}: its digest is not the one listed"]
+    other = H.record_path(tiny_cfg, 1, tmp_path)
+    H.write_json_atomic(other, record)
+    path.unlink()
+    assert H.manifest_problems(tmp_path) == [f"{rel}: listed, but missing",
+                                             f"{other.relative_to(tmp_path)}: a record not listed in "
+                                             f"{H.MANIFEST}"]
+    assert H.manifest_problems(tmp_path, tracked=[]) == [f"{rel}: listed, but missing"]  # untracked: not checked
+
+
+def test_the_committed_records_match_the_manifest():
+    assert H.manifest_problems(tracked=H._tracked_records()) == []
+
+
+def test_audit_reruns_a_record_and_sees_a_changed_parameter_digest(tmp_path):
+    cfg = smoke(rounds=1, max_examples_per_client=20, emb_dim=8, hidden_dim=8)
+    rec = H.cached_run(cfg, 0, tmp_path)
+    H.write_manifest(tmp_path)
+    assert [r["same"] for r in H.audit(tmp_path, sample=1, cheapest=True)] == [True]
+    H.write_json_atomic(H.record_path(cfg, 0, tmp_path), H.sealed({**rec, "params_sha256": "f" * 64}))
+    assert [r["same"] for r in H.audit(tmp_path, sample=1)] == [False]
+
+
+def test_fill_extras_reruns_an_older_record_and_checks_its_parameters(tiny_cfg, tmp_path, record):
+    path = H.record_path(tiny_cfg, 0, tmp_path)
+    older = H.sealed({k: v for k, v in record.items() if k not in H.EXTRAS})
+    H.write_json_atomic(path, older)
+    filled = H.fill_extras(tiny_cfg, 0, tmp_path)
+    assert {k: filled[k] for k in H.EXTRAS} == {k: record[k] for k in H.EXTRAS}
+    assert {k: v for k, v in filled.items() if k not in (*H.EXTRAS, "digest", "seconds")} == \
+        {k: v for k, v in older.items() if k not in ("digest", "seconds")}
+    H.write_json_atomic(path, H.sealed({**older, "params_sha256": "a" * 64}))
+    with pytest.raises(H.NotReproduced, match="does not reproduce it"):
+        H.fill_extras(tiny_cfg, 0, tmp_path)
