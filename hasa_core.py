@@ -2097,12 +2097,12 @@ def record_files(results_dir: Path | None = None) -> list[Path]:
 
 
 def migrate_records(results_dir: Path | None = None) -> dict[str, int]:
-    """Give every record of :func:`record_files` that has no ``digest`` its :func:`sealed` form:
+    """Give every record (of any profile) that has no ``digest`` its :func:`sealed` form:
     the same content plus the digest (no number changes, nothing is recomputed). A record of this
     engine that is not internally consistent is left as it is and counted (an archived record of
     an older engine, in an older format, is sealed as it is). Returns counts by outcome."""
     counts = {"sealed": 0, "already sealed": 0, "inconsistent, left alone": 0}
-    for path in record_files(results_dir):
+    for path in sorted((results_dir or DEFAULT_RESULTS_DIR).glob("**/runs/*/seed*.json")):  # every profile
         rec = json.loads(path.read_text(encoding="utf-8"))
         if "digest" in rec:
             counts["already sealed"] += 1

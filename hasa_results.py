@@ -302,6 +302,18 @@ def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str]
                          for r in records for c in r["curve"]])
 
 
+def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
+    """The specification curve's runs (experiment ``spec``, or ``spec_power``): one row per
+    (specification, method, seed, evaluation round) with the mean client accuracy (%); ``final``
+    marks the last round. Methods are named as in :data:`SPEC_METHODS`."""
+    records, _ = run_experiment(name, profile, n_jobs, results_dir)
+    specs = specifications(profile) if name == "spec" else {"default": {}}
+    role = {spec_label(sp, c): (sp, m) for sp in specs for m, c in spec_methods(profile, sp).items()}
+    return pd.DataFrame([{"spec": role[r["method"]][0], "method": role[r["method"]][1], "seed": r["seed"],
+                          "round": c["round"], "mean": 100 * c["mean"], "final": c is r["curve"][-1]}
+                         for r in records for c in r["curve"]])
+
+
 def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
     """One row per (run, client): accuracy (%) with its width-w slice and with the full global
     model, width, score, training size."""
@@ -451,6 +463,61 @@ def holm(pvalues: Sequence[float]) -> np.ndarray:
         running = max(running, (len(p) - rank) * p[i])
         adj[i] = min(1.0, running)
     return adj
+
+
+def _flips(n: int, draws: int = 20_000, seed: int = 0) -> np.ndarray:
+    """Sign vectors over n seeds: all 2^n when n <= 16, else the identity plus ``draws`` random ones."""
+    if n <= 16:
+        return 1 - 2 * ((np.arange(2 ** n)[:, None] >> np.arange(n)) & 1)
+    rng = np.random.default_rng(seed)
+    return np.vstack([np.ones(n, int), rng.choice([-1, 1], size=(draws, n))])
+
+
+def sign_flip_p(d: Sequence[float], alternative: str = "two-sided") -> float:
+    """Sign-flip (paired permutation) p-value of the mean of differences d: the share of sign
+    vectors s with mean(s d) >= mean(d) (``greater``), or |mean(s d)| >= |mean(d)| (two-sided).
+    Exact over all 2^n vectors for n <= 16; constant positive d gives 1/2^n and 2/2^n."""
+    d = np.asarray(d, float)
+    null = _flips(len(d)) @ d / len(d)
+    tol = 1e-12 * max(1.0, abs(d.mean()))
+    if alternative == "greater":
+        return float(np.mean(null >= d.mean() - tol))
+    return float(np.mean(np.abs(null) >= abs(d.mean()) - tol))
+
+
+def _flipped_stats(diffs: np.ndarray, flips: np.ndarray, alpha: float) -> tuple[np.ndarray, ...]:
+    """Per sign vector: the mean difference of every specification, and the number of
+    specifications significantly above and below zero (paired t, two-sided ``alpha``)."""
+    n = diffs.shape[0]
+    means = flips @ diffs / n                                   # (flips, specs)
+    var = np.maximum((np.sum(diffs ** 2, axis=0) - n * means ** 2) / (n - 1), 0)  # sum d^2 is flip-invariant
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = means / np.sqrt(var / n)
+    p = 2 * stats.t.sf(np.abs(np.nan_to_num(t, nan=0.0, posinf=np.inf)), n - 1)
+    return means, ((p < alpha) & (means > 0)).sum(axis=1), ((p < alpha) & (means < 0)).sum(axis=1)
+
+
+def joint_sign_flip(diffs: np.ndarray, alpha: float = 0.05) -> dict[str, float]:
+    """Joint inference over a specification curve (Simonsohn, Simmons & Nelson 2020) by sign
+    flips over seeds: ``diffs`` is (seeds x specifications) of paired differences, the seeds
+    shared by every specification, so one sign vector flips a seed in every specification at
+    once (the null: no method effect in any specification, differences symmetric about 0).
+
+    Returns the observed median effect across specifications and the numbers significant above
+    and below zero (paired t, two-sided ``alpha``), each with its sign-flip p-value: the share of
+    sign vectors whose |median| is at least as large, or that give at least as many significant
+    specifications in that direction; and the numbers of significant specifications chance alone
+    gives on average."""
+    diffs = np.asarray(diffs, float)
+    flips = _flips(diffs.shape[0])
+    means, pos, neg = _flipped_stats(diffs, flips, alpha)
+    obs_means, obs_pos, obs_neg = _flipped_stats(diffs, np.ones((1, diffs.shape[0]), int), alpha)
+    med, null_med = float(np.median(obs_means)), np.median(means, axis=1)
+    return {"specifications": diffs.shape[1], "seeds": diffs.shape[0], "sign_vectors": len(flips),
+            "median": med, "p_median": float(np.mean(np.abs(null_med) >= abs(med) - 1e-12)),
+            "significant_positive": int(obs_pos[0]), "p_positive": float(np.mean(pos >= obs_pos[0])),
+            "significant_negative": int(obs_neg[0]), "p_negative": float(np.mean(neg >= obs_neg[0])),
+            "chance_positive": float(pos.mean()), "chance_negative": float(neg.mean())}
 
 
 def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
@@ -692,6 +759,68 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+PROTOCOLS = {"full": "hasa", "selective": "hasa·sel"}  # aggregation protocol -> its HASA method vs uniform
+
+
+def calibrated_round(frame: pd.DataFrame, target: float = PAPER_ACCURACY["uniform"]) -> int:
+    """The evaluation round at which the uniform runs' mean accuracy, averaged over seeds, is
+    nearest ``target`` (%): chosen from the uniform curve only, never from HASA's."""
+    u = frame[frame["method"] == "uniform"].groupby("round")["mean"].mean()
+    return int((u - target).abs().idxmin())
+
+
+def _spec_rows(frame: pd.DataFrame, target: float) -> list[dict[str, Any]]:
+    rows = []
+    for spec, f in frame.groupby("spec", sort=False):
+        r_cal = calibrated_round(f, target)
+        for protocol, method in PROTOCOLS.items():
+            final = f[f["final"]].pivot(index="seed", columns="method", values="mean")
+            at = f[f["round"] == r_cal].pivot(index="seed", columns="method", values="mean")
+            st, cal = paired_stats(final[method], final["uniform"]), paired_stats(at[method], at["uniform"])
+            rows.append({"spec": spec, "protocol": protocol, "comparison": f"{method} − uniform", "n": st["n"],
+                         "rounds": int(f["round"].max()), "uniform %": final["uniform"].mean(),
+                         "diff pp": st["diff"], "ci_low": st["ci_low"], "ci_high": st["ci_high"],
+                         "p_t": st["p_t"], "mde80": st["mde80"], "calibrated round": r_cal,
+                         "uniform % at calibrated": at["uniform"].mean(), "calibrated diff pp": cal["diff"],
+                         "calibrated p_t": cal["p_t"]})
+    return rows
+
+
+def spec_curve_table(curve: pd.DataFrame, power: pd.DataFrame | None = None,
+                     target: float = PAPER_ACCURACY["uniform"]) -> pd.DataFrame:
+    """The specification curve: one row per (specification, protocol) with the uniform mean, the
+    paired HASA − uniform difference after the last round (t-based 95 % CI, p) and at the
+    :func:`calibrated_round`. ``p_holm`` adjusts within one family per protocol, named in
+    ``family`` ("Specification curve (full)" / "(selective)"). Rows of ``power`` (the default
+    setup over the powered seeds) form their own family, "Claim 1 at power"."""
+    out = pd.DataFrame(_spec_rows(curve, target))
+    out["family"] = [f"Specification curve ({p})" for p in out["protocol"]]
+    if power is not None:
+        extra = pd.DataFrame(_spec_rows(power, target)).assign(family="Claim 1 at power")
+        extra["spec"] = [f"default, {n} seeds" for n in extra["n"]]
+        out = pd.concat([out, extra], ignore_index=True)
+    out["p_holm"] = out.groupby("family")["p_t"].transform(lambda p: holm(p.to_numpy()))
+    return out
+
+
+def spec_joint_table(curve: pd.DataFrame) -> pd.DataFrame:
+    """:func:`joint_sign_flip` per protocol over every specification of ``curve`` (final round),
+    with the specifications whose 95 % CI holds the paper's HASA − uniform gain."""
+    rows = []
+    table = pd.DataFrame(_spec_rows(curve, PAPER_ACCURACY["uniform"]))
+    for protocol, method in PROTOCOLS.items():
+        final = curve[curve["final"]]
+        wide = {m: final[final["method"] == m].pivot(index="seed", columns="spec", values="mean")
+                for m in (method, "uniform")}
+        diffs = (wide[method] - wide["uniform"]).dropna()
+        t = table[table["protocol"] == protocol]
+        holds = t[(t["ci_low"] <= PAPER_GAIN) & (PAPER_GAIN <= t["ci_high"])]["spec"].tolist()
+        rows.append({"protocol": protocol, "comparison": f"{method} − uniform", **joint_sign_flip(diffs.to_numpy()),
+                     "calibrated_median": float(t["calibrated diff pp"].median()),
+                     "paper_gain_inside_ci_of": ", ".join(holds) or "none"})
+    return pd.DataFrame(rows)
+
+
 def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
     """Per experiment: distinct runs, mean and total single-thread seconds of the runs (from the
     cached records, so it describes the machine that made them), and the processor."""
@@ -862,6 +991,41 @@ def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float
     return fig
 
 
+def plot_spec_curve(table: pd.DataFrame, seeds_note: str = ""):
+    """The specification curve, one column per protocol. Top: each specification's HASA − uniform
+    difference after the last round with its 95 % CI, sorted, coloured by significance (paired t,
+    p < 0.05: blue above zero, red below, grey neither), lines at 0 and at the paper's gain.
+    Bottom: which setup each estimate comes from (one dot per column)."""
+    import matplotlib.pyplot as plt
+    curve = table[table["family"].str.startswith("Specification curve")]
+    specs = list(dict.fromkeys(curve["spec"]))
+    fig, axes = plt.subplots(2, len(PROTOCOLS), figsize=(5.2 * len(PROTOCOLS), 2.8 + 0.22 * len(specs)),
+                             sharex="col", squeeze=False, gridspec_kw={"height_ratios": [1.3, 1]})
+    for col, protocol in enumerate(PROTOCOLS):
+        t = curve[curve["protocol"] == protocol].sort_values("diff pp").reset_index(drop=True)
+        top, bottom = axes[0, col], axes[1, col]
+        colour = np.where(t["p_t"] >= 0.05, "grey", np.where(t["diff pp"] > 0, "tab:blue", "tab:red"))
+        for x, r in t.iterrows():
+            top.errorbar(x, r["diff pp"], yerr=[[r["diff pp"] - r["ci_low"]], [r["ci_high"] - r["diff pp"]]],
+                         fmt="o", color=colour[x], capsize=3, ms=5)
+            bottom.scatter(x, specs.index(r["spec"]), color=colour[x], s=25)
+        top.axhline(0, color="black", lw=0.8)
+        top.axhline(PAPER_GAIN, color="tab:green", lw=1, ls="--", label=f"paper: +{PAPER_GAIN:.2f} pp")
+        top.set_title(f"{t['comparison'].iloc[0]} ({protocol}), mean accuracy after the last round", fontsize=9)
+        top.set_ylabel("difference (pp)")
+        top.legend(fontsize=7, loc="best")
+        bottom.set_yticks(range(len(specs)), specs, fontsize=7)
+        bottom.set_ylim(len(specs) - 0.5, -0.5)
+        bottom.set_xticks(range(len(t)))
+        bottom.set_xticklabels([])
+        bottom.set_xlabel("specifications, sorted by the estimate")
+        bottom.grid(axis="y", lw=0.3)
+    if seeds_note:
+        fig.suptitle(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
                         names: Sequence[str], seeds_note: str = ""):
     """One scatter per score: each (client, seed)'s score against its measured need for width,
@@ -972,9 +1136,47 @@ def engine_text(_: Path) -> str:
     return f"Engine version {ENGINE_VERSION} (part of every cache key; `hasa_core.ENGINE_VERSION`)."
 
 
+def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
+    """One generated sentence per protocol: is claim 1's verdict robust to the setup?"""
+    out = []
+    for j in joint.itertuples():
+        t = table[(table["protocol"] == j.protocol) & table["family"].str.startswith("Specification curve")]
+        positive = int((t["diff pp"] > 0).sum())
+        holm_sig = int((t["p_holm"] < 0.05).sum())
+        if j.p_median < 0.05 and positive in (0, len(t)):
+            verdict = (f"robust to the setup: the effect is {'positive' if positive else 'negative'} in every "
+                       "specification")
+        elif j.p_median < 0.05:
+            verdict = (f"the median effect is {'positive' if j.median > 0 else 'negative'}, but its sign depends "
+                       f"on the setup ({positive} of {len(t)} specifications positive)")
+        else:
+            verdict = (f"not robust: across setups there is no joint effect, and the sign depends on the setup "
+                       f"({positive} of {len(t)} specifications positive)")
+        out.append(
+            f"**{j.comparison} (`{j.protocol}`), {j.specifications} specifications x {j.seeds} paired seeds:** "
+            f"median effect {j.median:+.2f} pp (sign-flip joint p = {j.p_median:.3g}); "
+            f"{j.significant_negative} specifications significantly below zero and {j.significant_positive} above "
+            f"at p < 0.05 (chance alone gives {j.chance_negative:.2f} and {j.chance_positive:.2f} on average; "
+            f"joint p = {j.p_negative:.3g} and {j.p_positive:.3g}); {holm_sig} of {len(t)} remain significant "
+            f"after Holm within the family \"Specification curve ({j.protocol})\". At the calibrated stopping "
+            f"round (uniform nearest the paper's {PAPER_ACCURACY['uniform']:.2f} %) the median effect is "
+            f"{j.calibrated_median:+.2f} pp. The paper's +{PAPER_GAIN:.2f} pp lies inside the 95 % CI of: "
+            f"{j.paper_gain_inside_ci_of}. "
+            f"Claim 1's verdict under `{j.protocol}` is {verdict}.")
+    return out
+
+
+def spec_curve_text(results_dir: Path) -> str:
+    path = results_dir / "spec_curve_joint.csv"
+    if not path.is_file():
+        return ("The specification curve (notebook 09) has not been computed into `results/` yet: "
+                "`make reproduce` computes it.")
+    return "\n\n".join(spec_curve_sentences(pd.read_csv(results_dir / "spec_curve.csv"), pd.read_csv(path)))
+
+
 TEXTS: dict[str, Callable[[Path], str]] = {
     "verdicts": verdicts_text, "paper": paper_text, "setup": setup_text, "engine": engine_text,
-    "many-clients": many_clients_text,
+    "many-clients": many_clients_text, "spec-curve": spec_curve_text,
     **{f"verdict-{k}": functools.partial(verdict_text, claim=k) for k in "1234"},
 }
 """The README's generated sentences: ``<!-- text: NAME -->`` blocks, filled by ``TEXTS[NAME]``."""
