@@ -10,17 +10,42 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data check-data precompute reproduce test unit nbval bench clean-runs
+.PHONY: all venv lock data check-data precompute reproduce test unit nbval bench clean-runs
 
 all: test
 
+# The environment: every package from requirements.lock, each pinned and checked against its
+# sha256 (pip --require-hashes), then this project itself without dependencies. torch is the CPU
+# build (no CUDA packages), found in $(TORCH_CPU_WHEELS).
+TORCH_CPU_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
 venv: .venv/.installed
-.venv/.installed: pyproject.toml
+.venv/.installed: pyproject.toml requirements.lock
 	python3 -m venv .venv
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[flower]"
+	$(PY) -m pip install --quiet pip==26.3
+	$(PY) -m pip install --quiet --require-hashes --find-links $(TORCH_CPU_WHEELS) -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
+
+# Regenerate requirements.lock after changing a dependency in pyproject.toml (a test fails while
+# they disagree): the closure of the dependencies with the flower extra, for CPython 3.11 on x86-64
+# Linux, with the sha256 of every file PyPI has for each pinned version; torch pinned to the CPU
+# build of pyproject's version, hashed from its wheel in $(TORCH_CPU_WHEELS). Needs uv (pip install
+# uv; made with uv 0.13.9).
+UV ?= uv
+DEPS_DIGEST = python3 -c 'import hashlib, json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(hashlib.sha256(json.dumps([p["dependencies"], p["optional-dependencies"]["flower"]]).encode()).hexdigest())'
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	python3 -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	  print(next(r for r in d if r.startswith("torch==")) + "+cpu")' > "$$tmp/torch-cpu.txt" && \
+	$(UV) pip compile --quiet pyproject.toml --extra flower --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_CPU_WHEELS) \
+	  --override "$$tmp/torch-cpu.txt" --custom-compile-command "make lock" -o "$$tmp/lock" && \
+	{ echo "# pyproject-dependencies-sha256: $$($(DEPS_DIGEST))"; \
+	  echo "# ^ sha256 of pyproject.toml's dependencies and flower extra when this lock was made (make lock)."; \
+	  echo "# torch: the CPU build (no nvidia-* packages), from /opt/wheels or https://download.pytorch.org/whl/cpu/torch/"; \
+	  sed "s|$$tmp/||" "$$tmp/lock"; } > requirements.lock
 
 # Put the data into the folder the loaders read: $$HASA_DATA_DIR if set (it must exist), else
 # data/. With HASA_DATA=/folder: every file there that is missing or has a wrong sha256 is replaced

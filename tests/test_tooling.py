@@ -292,3 +292,90 @@ def test_ci_run_ends_what_its_tests_started_and_nothing_else(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+# --------------------------------------------------------------------------- requirements.lock
+
+
+def dependencies_digest(pyproject_text):
+    """What `make lock` writes as `# pyproject-dependencies-sha256:` (see DEPS_DIGEST there)."""
+    import hashlib
+    import json
+    import tomllib
+
+    p = tomllib.loads(pyproject_text)["project"]
+    return hashlib.sha256(json.dumps([p["dependencies"], p["optional-dependencies"]["flower"]]).encode()).hexdigest()
+
+
+def lock_disagreements(pyproject_text, lock_text):
+    """Why the lock does not fit pyproject.toml (empty: it does): its recorded digest of the
+    dependency lists differs; a direct dependency (the flower extra's included) is missing or pinned
+    to another version; a package is unhashed, pinned twice or a CUDA one."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    problems = []
+    recorded = re.search(r"^# pyproject-dependencies-sha256: ([0-9a-f]{64})$", lock_text, re.M)
+    if not recorded or recorded.group(1) != dependencies_digest(pyproject_text):
+        problems.append("pyproject.toml's dependencies changed since the lock was made: run `make lock`")
+    pins, hashed = {}, set()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock_text):
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", block)
+        if m:
+            name = canonicalize_name(m.group(1))
+            if name in pins:
+                problems.append(f"{name} pinned twice")
+            pins[name] = Version(m.group(2))
+            if "--hash=sha256:" in block:
+                hashed.add(name)
+    project = tomllib.loads(pyproject_text)["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["flower"]:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        if name not in pins:
+            problems.append(f"{req.name} is not in the lock")
+        elif not req.specifier.contains(pins[name], prereleases=True):
+            problems.append(f"{line} but the lock has {name}=={pins[name]}")
+    problems += [f"{n} has no hash" for n in sorted(set(pins) - hashed)]
+    problems += [f"{n} is a CUDA package" for n in sorted(pins) if re.match(r"nvidia-|triton|cuda", n)]
+    return problems
+
+
+def test_the_lock_matches_pyproject():
+    """requirements.lock (what `make venv` installs) was made from pyproject.toml as it is now:
+    regenerate it with `make lock` after changing a dependency."""
+    problems = lock_disagreements((REPO / "pyproject.toml").read_text(), (REPO / "requirements.lock").read_text())
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("change", [
+    ('"numpy==2.4.6"', '"numpy==2.4.5"'),                                  # a pin moved
+    ('"pytest==9.2.0",', '"pytest==9.2.0",\n    "rich==14.0.0",'),           # a dependency added
+    ('"flwr[simulation]==1.42.0"', '"flwr[simulation,rest]==1.42.0"'),     # an extra's extras changed
+])
+def test_the_lock_check_sees_a_changed_pyproject(change):
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert change[0] in pyproject
+    assert lock_disagreements(pyproject.replace(*change), (REPO / "requirements.lock").read_text())
+
+
+def test_the_lock_pins_the_cpu_torch_of_pyproject_with_its_wheel_hash():
+    """torch is the CPU build (`+cpu`: no nvidia-* packages) of pyproject's version; where that
+    wheel lies on this machine, the lock has its sha256."""
+    import hashlib
+    import re
+
+    import tomllib
+
+    pin = next(r for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+               if r.startswith("torch=="))
+    lock = (REPO / "requirements.lock").read_text()
+    m = re.search(r"^torch==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", lock, re.M)
+    assert m and m.group(1) == pin.removeprefix("torch==") + "+cpu", "torch is not pinned to the CPU build"
+    for wheel in Path("/opt/wheels").glob(f"torch-{m.group(1)}-cp311-*.whl"):
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        assert digest in m.group(2), f"the lock lacks the sha256 of {wheel}"
