@@ -16,7 +16,7 @@ all: test
 
 # The environment: every package from requirements.lock, each pinned and checked against its
 # sha256 (pip --require-hashes), then this project itself without dependencies. torch is the CPU
-# build (no CUDA packages), found in $(TORCH_CPU_WHEELS).
+# build (no CUDA packages), found in TORCH_CPU_WHEELS.
 TORCH_CPU_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
 venv: .venv/.installed
 .venv/.installed: pyproject.toml requirements.lock
@@ -30,7 +30,7 @@ venv: .venv/.installed
 # Regenerate requirements.lock after changing a dependency in pyproject.toml (a test fails while
 # they disagree): the closure of the dependencies with the flower extra, for CPython 3.11 on x86-64
 # Linux, with the sha256 of every file PyPI has for each pinned version; torch pinned to the CPU
-# build of pyproject's version, hashed from its wheel in $(TORCH_CPU_WHEELS). Needs uv (pip install
+# build of pyproject's version, hashed from its wheel in TORCH_CPU_WHEELS. Needs uv (pip install
 # uv; made with uv 0.13.9).
 UV ?= uv
 DEPS_DIGEST = python3 -c 'import hashlib, json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
@@ -47,10 +47,10 @@ lock:
 	  echo "# torch: the CPU build (no nvidia-* packages), from /opt/wheels or https://download.pytorch.org/whl/cpu/torch/"; \
 	  sed "s|$$tmp/||" "$$tmp/lock"; } > requirements.lock
 
-# Put the data into the folder the loaders read: $$HASA_DATA_DIR if set (it must exist), else
+# Put the data into the folder the loaders read: $HASA_DATA_DIR if set (it must exist), else
 # data/. With HASA_DATA=/folder: every file there that is missing or has a wrong sha256 is replaced
 # by the copy in /folder (or /folder/digits) when that copy's sha256 is right; good files are left
-# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with $(MEDIUM_DOWNLOAD)
+# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with MEDIUM_DOWNLOAD
 # (the Kaggle CLI, needs ~/.kaggle/kaggle.json) unless the file there is right already; the download
 # replaces it only once its sha256 is verified. `python data/build_digits.py` rebuilds what it can
 # of data/digits/. Checksums are verified afterwards.
