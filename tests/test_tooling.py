@@ -289,6 +289,9 @@ def test_ci_run_ends_what_its_tests_started_and_nothing_else(tmp_path):
             assert not alive(pid), f"the process in {name} outlived .ci/run"
         ray_tmp = (repo / "raytmp.txt").read_text().strip()
         assert ray_tmp and ray_tmp != "/tmp" and not Path(ray_tmp).exists()
+        (repo / "Makefile").write_text("test:\n\texit 3\n")  # and a failing `make test` fails CI
+        r = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and alive(other.pid)
     finally:
         other.kill()
         other.wait()
