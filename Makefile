@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv lock data check-data precompute reproduce test unit nbval bench clean-runs
+.PHONY: all venv lock data check-data precompute reproduce report test lint unit report-check nbval bench clean-runs
 
 all: test
 
@@ -72,7 +72,7 @@ check-data: venv
 # Every run that any notebook of the profile needs, in one pool of $(JOBS) processes (cached in
 # results/runs/, so an interrupted run resumes where it stopped).
 precompute: venv
-	$(PY) -m hasa_core precompute --profile $(PROFILE) --jobs $(JOBS)
+	$(PY) -m hasa_results precompute --profile $(PROFILE) --jobs $(JOBS)
 
 # Every notebook, in order, through papermill with the chosen profile. Each executes into a
 # temporary file that replaces the executed notebook only when the whole notebook succeeded.
@@ -85,19 +85,30 @@ reproduce: precompute
 	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || { echo "$$nb failed: its executed copy is $$out.partial.ipynb; $$out is unchanged"; exit 1; }; \
 	  mv $$out.partial.ipynb $$out; \
 	done
-	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core readme; fi
+	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_results report; fi
 
-test: unit nbval
+# Write results/REPORT.md and refill the README's generated blocks from results/ (reproduce does it).
+report: venv
+	$(PY) -m hasa_results report
+
+test: lint unit report-check nbval
+
+lint: venv
+	$(PY) -m ruff check .
 
 unit: venv
 	$(PY) -m pytest -q tests
+
+# Fails when README.md or results/REPORT.md differ from what results/ produce, or a number is typed by hand.
+report-check: venv
+	$(PY) -m hasa_results report --check
 
 # Re-execute the committed notebooks (smoke profile) and compare their outputs.
 nbval: venv
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 bench: venv
-	$(PY) -m hasa_core bench
+	$(PY) -m hasa_results bench
 
 # Forget the cached runs that are not committed: the untracked and git-ignored files under
 # results/runs/ and results/*/runs/ (records of other profiles, stale .tmp-*). Committed records,

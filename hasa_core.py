@@ -1,19 +1,32 @@
 """HASA: heterogeneity-aware subnet allocation for model-heterogeneous federated learning.
 
-The one core module of the reproducible artifact of arXiv 2606.07621. Sections, in order:
+The engine of the reproducible artifact of arXiv 2606.07621: everything that makes a run's
+numbers, and nothing else (experiments, statistics, tables, figures and the README live in
+``hasa_results``; the Flower app in ``hasa_flower``; both only call this module). Sections:
 
-    1. data        Medium titles (text) and five digit domains (images): checksums, clients, splits
-    2. model       width-sliceable supernets (word LSTM, small CNN) as pure functions of a
-                   parameter dict, the width -> index "extraction" rules, and the cost model c(w)
-    3. score       per-client heterogeneity scores (the published Eq. 11 and controls), by name
-    4. allocate    the published rule (Eqs. 13-17, linear budget sum_k (n_k/N) w_k = B) and our
-                   earlier level rule (FLOP budget sum_k n_k c(w_k) <= B), kept as a variant
-    5. train       local SGD on a subnet (fused output layer + cross-entropy), per-client
-                   randomness, FedAvg aggregation (``full`` or ``selective``), the federated loop
-    6. evaluate    per-client top-1 accuracy and the mean / worst / tail summaries
-    7. results     cached runs (one checked JSON per (config, seed), with provenance), the
-                   artifact's experiments, tables, paired statistics with named Holm families, plots
-    8. bench / CLI ``python -m hasa_core bench | precompute | check-data | install-data | readme | golden``
+    1. data          Medium titles (text) and five digit domains (images): checksums, clients,
+                     splits, the shareable per-client statistics
+    2. model         width-sliceable supernets (word LSTM, small CNN) as pure functions of a
+                     parameter dict, the width -> index "extraction" rules, the cost model c(w)
+    3. scores        per-client heterogeneity scores (the published Eq. 11 and controls), by name
+    4. allocation    the published rule (Eqs. 13-17, linear budget sum_k (n_k/N) w_k = B) and the
+                     level rule (FLOP budget sum_k n_k c(w_k) <= B), a labelled variant
+    5. configuration :class:`RunConfig` (every setting of a run, validated), the profiles, and
+                     :data:`ENGINE_VERSION`, which is part of every cache key
+    6. training      local SGD on a subnet (fused output layer + cross-entropy) and FedAvg
+                     aggregation under the ``full`` or ``selective`` protocol
+    7. evaluation    per-client top-1 accuracy and the mean / worst / tail summaries
+    8. the run       plan (scores -> widths), per-client randomness, the federated loop, a record
+    9. records       the cache (one checked JSON per (config, seed), written atomically), its
+                     provenance, parallel runs, and the golden record
+   10. bench / CLI   ``python -m hasa_core bench | check-data | install-data | golden``
+
+Which function runs what, for whom:
+    :func:`run`         one federated run in this process, returns its record (no cache);
+    :func:`cached_run`  the record of (config, seed) from the cache, running it only if missing;
+    :func:`run_many`    many (config, seed) pairs through the cache, in worker processes;
+    ``hasa_results.run_experiment``  a named experiment of the artifact (for the notebooks);
+    ``hasa_flower.run`` the same federation on Flower (bit-identical records).
 
 Everything random is drawn from generators derived from the run's seed (a client's randomness in
 a round from (seed, round, client) alone); nothing here keeps global mutable state (the memo of
@@ -29,11 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import dataclasses
+import functools
 import hashlib
-import itertools
 import html
+import itertools
 import json
 import math
 import multiprocessing as mp
@@ -44,7 +57,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +73,7 @@ DEFAULT_DATA_DIR = REPO / "data"
 DEFAULT_RESULTS_DIR = REPO / "results"
 
 
-def _lookup(registry: dict, name: str, kind: str):
+def lookup(registry: dict, name: str, kind: str):
     if name not in registry:
         raise ValueError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(registry))}")
     return registry[name]
@@ -78,7 +91,8 @@ def tune_allocator(mmap_threshold: int = 256 << 20, trim_threshold: int = 512 <<
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError on musl, macOS, Windows
         m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, mmap_threshold)) and bool(libc.mallopt(m_trim_threshold, trim_threshold))
+        return (bool(libc.mallopt(m_mmap_threshold, mmap_threshold))
+                and bool(libc.mallopt(m_trim_threshold, trim_threshold)))
     except (OSError, AttributeError, TypeError):
         return False
 
@@ -116,7 +130,7 @@ DIGIT_FILES = {  # domain name -> (file, sha256)
     "chars74k_fnt": ("chars74k_fnt_digits.npz",
                      "badfa666edd15ea681a02a8fa57b228acc73607edba95b8f1bd9e198f86f0fd4"),
 }
-DIGITS_SOURCE = ("the five digit-domain .npz files described in the README section 'Data' "
+DIGITS_SOURCE = ("the five digit-domain .npz files described in data/README.md "
                  "(MNIST, USPS, MNIST-M, Chars74K), or `make data HASA_DATA=/folder/holding/them`")
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -400,7 +414,8 @@ def to_grey28(x: np.ndarray) -> np.ndarray:
     return t.contiguous().numpy()
 
 
-def digit_arrays(domain: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+def digit_arrays(domain: str, root: Path | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(x_train, y_train, x_test, y_test) of a domain; test is None where there is no official
     split (Chars74K: photos 'good' + 'bad' crops pooled; fonts)."""
     z = load_digit_domain(domain, root)
@@ -728,7 +743,7 @@ def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
     ``static``/``ordered``: units 0..k-1. ``rolling``: units (r, r+1, ..., r+k-1) mod D.
     ``random``: k units drawn without replacement from ``rng``. For ``ordered`` these are the
     client's maximum-width units; :func:`local_train` draws a nested sub-width per batch."""
-    return _lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
+    return lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
 
 
 def effective_cost(arch: Architecture, width: float, extraction: str, levels: Sequence[float]) -> float:
@@ -804,7 +819,7 @@ def score_js(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarr
 
 
 def score_js_targets(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
-    """Our earlier score (before the published equations were known): unsmoothed JS divergence
+    """The level rule's score (a labelled variant, not Eq. 11): unsmoothed JS divergence
     between client k's next-target histogram (words and <eos>), normalised, and the pooled one."""
     return _js_to_pooled(_counts(task, "label_counts"))
 
@@ -884,7 +899,7 @@ NEEDS_DATA = ("loss",)  # scores that need the clients' data on the server, not 
 def compute_scores(name: str, task: "Task | Statistics", cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """Scores of every client under the registered score ``name``, from a :class:`Task` or from
     the clients' uploaded :class:`Statistics` (every score but ``loss``)."""
-    fn = _lookup(SCORES, name, "score")
+    fn = lookup(SCORES, name, "score")
     if isinstance(task, Statistics) and name in NEEDS_DATA:
         raise ValueError(f"score {name!r} needs the clients' training data on the server (a warm-up "
                          f"federation); from uploaded statistics only these work: "
@@ -968,7 +983,7 @@ def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Calla
     return widths_for(lo)
 
 
-# --- our earlier rule (before the published equations were known): discrete levels, FLOP cost --
+# --- the level rule (a labelled variant, ``*_levels``): discrete levels, FLOP cost ----------------
 
 
 def check_levels(levels: Sequence[float]) -> tuple[float, ...]:
@@ -1040,7 +1055,7 @@ def allocate(scores: Sequence[float], sizes: Sequence[int], *, levels: Sequence[
                          f"smallest level {lv[0]}: raise w_ref or add a smaller width level.")
     if policy == "uniform":
         per = budget / sizes.sum()
-        return [max(l for l in lv if cost(l) <= per * (1 + 1e-12))] * len(sizes)
+        return [max(v for v in lv if cost(v) <= per * (1 + 1e-12))] * len(sizes)
     if policy == "smallest":
         return [lv[0]] * len(sizes)
     if policy in ("hasa_levels", "reverse_levels"):
@@ -1054,8 +1069,9 @@ LEVEL_RULES = ("uniform", "hasa_levels", "reverse_levels", "smallest", "full")  
 POLICIES = ("uniform", "hasa", "reverse", "smallest", "full", "uniform_levels", "hasa_levels", "reverse_levels")
 
 
+
 # =============================================================================================
-# 5. Federated training
+# 5. Configuration: RunConfig, profiles, the engine version
 # =============================================================================================
 
 ENGINE_VERSION = 2
@@ -1068,10 +1084,10 @@ and stored in every record, so no record made by other code is ever reused.
 
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
-                      "dirichlet_alpha": 0.5}
-"""Fields added after engine 2 whose default reproduces engine 2 bit for bit (tested by the golden
-record): at that default they are left out of a config's identity and cache key, so the engine-2
-records stay valid without recomputing every table. A non-default value enters the key."""
+                      "dirichlet_alpha": 0.5, "momentum": 0.0}
+"""Fields whose default value leaves the computation unchanged (tested by the golden record): at
+that default they are left out of a config's identity and cache key, so records made before the
+field existed stay valid. A non-default value enters the key."""
 
 PARTITIONS = {"medium": ("natural", "publication_day"), "digits": ("natural", "dirichlet")}
 """Who the clients are. medium: ``natural`` = the 7 publications, ``publication_day`` = one client
@@ -1082,6 +1098,34 @@ per (publication, day) with at least 2 titles; digits: ``natural`` = one client 
 def _check(ok: bool, message: str) -> None:
     if not ok:
         raise ValueError(message)
+
+
+LR_MAX = 100.0
+"""The largest local learning rate a config accepts."""
+
+_TYPE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+              "a finite number"),
+    "int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer (not a bool or a float)"),
+    "int | None": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)), "None or an integer"),
+    "bool": (lambda v: isinstance(v, bool), "True or False"),
+    "str": (lambda v: isinstance(v, str), "a string"),
+}
+
+
+def _check_types(cfg: "RunConfig") -> None:
+    """Every field of a config has its declared type: floats finite numbers, integers true
+    integers (a bool or a float is refused), booleans booleans, strings strings, and tuples of
+    finite numbers."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.type in _TYPE_CHECKS:
+            ok, what = _TYPE_CHECKS[f.type]
+            _check(ok(value), f"{f.name} must be {what}; got {value!r}")
+        else:  # tuple[...]
+            number = _TYPE_CHECKS["float"][0]
+            _check(isinstance(value, tuple) and all(number(v) for v in value),
+                   f"{f.name} must be a tuple of finite numbers; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -1114,6 +1158,7 @@ class RunConfig:
     batch_size: int = 32
     lr: float = 1.0
     clip: float = 1.0
+    momentum: float = 0.0              # local heavy-ball momentum; 0 = plain SGD
     eval_every: int = 5
     test_frac: float = 0.2
     max_examples_per_client: int | None = None
@@ -1127,22 +1172,25 @@ class RunConfig:
     cnn_widths: tuple[int, int, int] = (16, 32, 64)
     max_test_per_domain: int = 1000    # digits: test images per domain (seeded sample)
     device: str = "cpu"                # "cpu" | "cuda" | "cuda:N"; committed tables are CPU
-    # Many-client federations (added after engine 2; at their defaults they change nothing and are
-    # left out of the cache key, see KEY_OMITS_DEFAULTS):
+    # Many-client federations (at their defaults they change nothing and are left out of the cache
+    # key, see KEY_OMITS_DEFAULTS):
     participation: float = 1.0         # share of clients drawn (seeded) to train in each round
     partition: str = "natural"         # see PARTITIONS: who the clients are
     num_clients: int = 1000            # digits "dirichlet" partition: number of clients
     dirichlet_alpha: float = 0.5       # digits "dirichlet" partition: concentration over labels
 
     def __post_init__(self):
+        _check_types(self)
         check_levels(self.levels)
-        _lookup(SCORES, self.score, "score")
-        _lookup(EXTRACTIONS, self.extraction, "extraction")
+        lookup(SCORES, self.score, "score")
+        lookup(EXTRACTIONS, self.extraction, "extraction")
         _check(self.policy in POLICIES, f"unknown policy {self.policy!r}; valid names: {', '.join(POLICIES)}")
-        _check(self.benchmark in TASKS, f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
+        _check(self.benchmark in TASKS,
+               f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
         _check(self.aggregation in AGGREGATIONS,
                f"unknown aggregation {self.aggregation!r}; valid names: {', '.join(AGGREGATIONS)}")
-        _check(0 < self.w_min <= self.w_max <= 1, f"need 0 < w_min <= w_max <= 1; got w_min={self.w_min}, w_max={self.w_max}")
+        _check(0 < self.w_min <= self.w_max <= 1,
+               f"need 0 < w_min <= w_max <= 1; got w_min={self.w_min}, w_max={self.w_max}")
         _check(self.w_min <= self.cap <= 1, f"cap must be in [w_min, 1] = [{self.w_min}, 1]; got {self.cap}")
         _check(self.w_min <= self.budget <= self.cap,
                f"budget B must be in [w_min, cap] = [{self.w_min}, {self.cap}] (Eq. 16 is infeasible "
@@ -1154,12 +1202,15 @@ class RunConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1; got {value!r}")
         _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
-        _check(self.lr > 0, f"lr must be > 0 (lr = 0 never trains: 0% accuracy); got {self.lr}")
+        _check(0 < self.lr <= LR_MAX, f"lr must be in (0, {LR_MAX:g}] (lr = 0 never trains; larger diverges); "
+               f"got {self.lr}")
+        _check(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
         _check(self.clip > 0, f"clip (gradient-norm bound) must be > 0 (clip = 0 never trains); got {self.clip}")
         _check(0 < self.test_frac < 1,
                f"test_frac must be in (0, 1): the share of each client's examples held out; got {self.test_frac}")
         _check(self.max_examples_per_client is None or self.max_examples_per_client >= 2,
-               f"max_examples_per_client must be None (all) or >= 2 (one train, one test); got {self.max_examples_per_client}")
+               "max_examples_per_client must be None (all) or >= 2 (one train, one test); "
+               f"got {self.max_examples_per_client}")
         _check(len(self.cnn_widths) == 3 and all(isinstance(c, int) and c >= 1 for c in self.cnn_widths),
                f"cnn_widths must be three integers >= 1; got {self.cnn_widths}")
         _check(re.fullmatch(r"cpu|cuda(:\d+)?", self.device) is not None,
@@ -1228,7 +1279,7 @@ MANY_CLIENTS: dict[str, dict[str, dict[str, Any]]] = {
 
 def many_clients_config(profile: str = "paper", benchmark: str = "medium", **overrides) -> RunConfig:
     """The profile's many-client federation (:data:`MANY_CLIENTS`) for a benchmark, plus overrides."""
-    return config(profile, benchmark, **{**_lookup(_lookup(MANY_CLIENTS, profile, "profile"), benchmark,
+    return config(profile, benchmark, **{**lookup(lookup(MANY_CLIENTS, profile, "profile"), benchmark,
                                                    "benchmark"), **overrides})
 
 
@@ -1237,10 +1288,14 @@ def config(profile: str = "paper", benchmark: str = "medium", **overrides) -> Ru
 
     Digits (CNN) defaults differ from the text ones: SGD learning rate 0.05, 20 rounds, at most
     2,000 training images per domain."""
-    per_benchmark = _lookup(PROFILES, profile, "profile")
-    base = _lookup(per_benchmark, benchmark, "benchmark")
+    per_benchmark = lookup(PROFILES, profile, "profile")
+    base = lookup(per_benchmark, benchmark, "benchmark")
     return RunConfig(**{**base, "benchmark": benchmark, **overrides})
 
+
+# =============================================================================================
+# 6. Local training and aggregation
+# =============================================================================================
 
 def batches(groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int,
             gen: torch.Generator) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -1284,7 +1339,8 @@ def linear_cross_entropy(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, y: t
 def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Client,
                 cfg: RunConfig, gen: torch.Generator, ordered_levels: Sequence[float] = ()
                 ) -> dict[str, torch.Tensor]:
-    """``cfg.local_epochs`` of SGD (lr, gradient-norm clip) on a subnet's parameters.
+    """``cfg.local_epochs`` of SGD (lr, gradient-norm clip, heavy-ball ``cfg.momentum`` when it is
+    not 0) on a subnet's parameters.
 
     With ``ordered_levels`` (FjORD), each batch trains the nested sub-slice of a width drawn
     uniformly from those levels (relative to the full supernet), the rest of the subnet idle.
@@ -1294,6 +1350,8 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
     dense = [n for n in local if n != arch.rows]
     leaves = [local[n].requires_grad_(True) for n in dense]
     sizes = _local_sizes(local, arch)
+    velocity = [torch.zeros_like(t) for t in leaves] if cfg.momentum else []
+    row_velocity = torch.zeros_like(local[arch.rows]) if cfg.momentum and arch.rows is not None else None
     for _ in range(cfg.local_epochs):
         for x, y in batches(client.train, cfg.batch_size, gen):
             p = dict(zip(dense, leaves))
@@ -1308,10 +1366,25 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
             grads = list(torch.autograd.grad(loss, leaves + ([rows] if arch.rows else [])))
             with torch.no_grad():
                 clip_grad_norm_(grads, cfg.clip)
-                torch._foreach_add_(leaves, grads[:len(leaves)], alpha=-cfg.lr)
-                if arch.rows is not None:
-                    local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
+                if cfg.momentum:
+                    _momentum_step(leaves, velocity, grads[:len(leaves)], cfg)
+                    if arch.rows is not None:
+                        row_velocity.mul_(cfg.momentum).index_add_(0, used, grads[-1])
+                        local[arch.rows].add_(row_velocity, alpha=-cfg.lr)
+                else:
+                    torch._foreach_add_(leaves, grads[:len(leaves)], alpha=-cfg.lr)
+                    if arch.rows is not None:
+                        local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
     return {n: p.detach() for n, p in local.items()}
+
+
+def _momentum_step(leaves: list[torch.Tensor], velocity: list[torch.Tensor], grads: list[torch.Tensor],
+                   cfg: RunConfig) -> None:
+    """Heavy-ball SGD (``torch.optim.SGD``'s rule, dampening 0): v <- m v + g, theta <- theta - lr v.
+    The velocity starts at zero in every round (a client keeps no optimiser state)."""
+    torch._foreach_mul_(velocity, cfg.momentum)
+    torch._foreach_add_(velocity, grads)
+    torch._foreach_add_(leaves, velocity, alpha=-cfg.lr)
 
 
 def clip_grad_norm_(grads: list[torch.Tensor], clip: float) -> None:
@@ -1371,7 +1444,7 @@ def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
 
 
 # =============================================================================================
-# 6. Evaluate
+# 7. Evaluation
 # =============================================================================================
 
 def _eval_logits(params: dict[str, torch.Tensor], arch: Architecture,
@@ -1418,6 +1491,43 @@ def summarize_accuracies(acc: Sequence[float]) -> dict[str, float]:
     return {"mean": float(a.mean()), "worst": float(a[0]), "tail": float(a[:tail_count(len(a))].mean())}
 
 
+def unit_movement(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
+                  arch: Architecture) -> list[dict[str, Any]]:
+    """How far each unit moved in training: for every parameter axis that follows a width
+    dimension d, and every unit j of d, ||theta_final - theta_init|| (L2) over the entries of
+    unit j on that axis (all gate blocks, every other axis). An LSTM hidden unit's input weights
+    are ``w_ih`` axis 0 (its rows in the four gate blocks); an embedding column is ``embed``
+    axis 1. A unit no client trained has moved 0. Returns one entry per (parameter, axis), with
+    the norms rounded to 4 significant digits."""
+    out = []
+    for name, axes in arch.axes.items():
+        delta = (final[name].detach().cpu() - init[name].detach().cpu()).double()
+        for k, ax in enumerate(axes):
+            if ax is None:
+                continue
+            d = delta.shape[k] // (ax.outer * ax.inner)
+            t = delta.reshape(*delta.shape[:k], ax.outer, d, ax.inner, *delta.shape[k + 1:])
+            norms = torch.linalg.vector_norm(t.movedim(k + 1, 0).reshape(d, -1), dim=1)
+            out.append({"param": name, "axis": k, "dim": ax.dim,
+                        "norm": [float(f"{v:.4g}") for v in norms.tolist()]})
+    return out
+
+
+def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
+               widths: Sequence[float], budget: float) -> dict[str, Any]:
+    """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
+    and each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``):
+    the allocated model cut back to the budget's width."""
+    capped = [min(w, budget) for w in widths]
+    return {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
+            "accuracy_capped": evaluate(final, task, capped)}
+
+
+EXTRAS = ("movement", "capped_widths", "accuracy_capped")
+"""Record fields of :func:`run_extras`: not part of a record's identity; a record made before
+they existed gets them from :func:`fill_extras`, which re-runs it and checks the parameters."""
+
+
 def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
     """Each client's test accuracy with the static (nested) slice of its allocated width: the
     deployable width-w_k model, the same for every extraction rule. (Records also hold each
@@ -1433,7 +1543,7 @@ def client_accuracy(params: dict[str, torch.Tensor], arch: Architecture, client:
 
 
 # =============================================================================================
-# The federated run
+# 8. The federated run
 # =============================================================================================
 
 TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task, "digits": digits_task}
@@ -1554,7 +1664,22 @@ def participants(cfg: RunConfig, seed: int, rnd: int, num_clients: int) -> np.nd
     return np.sort(np.random.default_rng([seed, 6, rnd]).choice(num_clients, m, replace=False))
 
 
-def _pool_worker_init() -> None:
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """In a worker process: a daemon thread that ends the process (``os._exit``) as soon as its
+    parent ``parent`` is gone (re-parented), whatever signal ended the parent, so that no worker
+    outlives the run that started it."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _pool_worker_init(parent: int | None = None) -> None:
+    if parent is not None:
+        _exit_with_parent(parent)
     tune_allocator()
     torch.set_num_threads(1)
 
@@ -1570,7 +1695,7 @@ def client_pool(n_jobs: int) -> Iterator[ProcessPoolExecutor | None]:
         yield None
         return
     with ProcessPoolExecutor(n_jobs, mp_context=mp.get_context("spawn"),
-                             initializer=_pool_worker_init) as pool:
+                             initializer=_pool_worker_init, initargs=(os.getpid(),)) as pool:
         yield pool
 
 
@@ -1610,7 +1735,8 @@ def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = Fa
     """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
 
     In each round the :func:`participants` train (every client by default); every client's
-    accuracy is measured every ``cfg.eval_every`` rounds and after the last. ``client_jobs > 1`` trains the clients of a round in that many
+    accuracy is measured every ``cfg.eval_every`` rounds and after the last. ``client_jobs > 1``
+    trains the clients of a round in that many
     processes (same record). Returns a JSON-able record."""
     tune_allocator()
     with single_thread(), client_pool(client_jobs) as pool:
@@ -1622,13 +1748,14 @@ def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
     t0 = time.perf_counter()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
-    params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
-    params = {n: v.to(cfg.device) for n, v in params.items()}
+    init = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
+    params = {n: v.to(cfg.device) for n, v in init.items()}
     at, timings = evaluation_rounds(cfg), []
     params, curve = train_rounds(params, task, cfg, p["widths"], range(cfg.rounds), seed, at, progress, pool,
                                  timings)
     return make_record(cfg, seed, [c.name for c in task.clients], task.sizes, p, params, curve,
-                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings)
+                       evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings,
+                       extras=run_extras(init, params, task, p["widths"], cfg.budget))
 
 
 def evaluation_rounds(cfg: RunConfig) -> set[int]:
@@ -1671,9 +1798,11 @@ def round_traffic(cfg: RunConfig, seed: int, arch: Architecture, widths: Sequenc
 
 def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequence[int], plan_: dict[str, Any],
                 params: dict[str, torch.Tensor], curve: list[dict[str, Any]], accuracy_full_model: list[float],
-                seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process") -> dict[str, Any]:
+                seconds: float, round_seconds: Sequence[float] = (), engine: str = "in-process",
+                extras: dict[str, Any] | None = None) -> dict[str, Any]:
     """A run's JSON-able record, whichever engine trained it (``engine`` goes to the provenance;
-    ``round_seconds``: each round's wall seconds of training and aggregation)."""
+    ``round_seconds``: each round's wall seconds of training and aggregation; ``extras``: the
+    :func:`run_extras` of the run, where the engine measured them)."""
     acc = curve[-1]["accuracy"]
     rec = {"config": cfg.as_dict(), "seed": seed, "clients": list(clients), "sizes": [int(n) for n in sizes],
            **plan_, "accuracy": acc, **summarize_accuracies(acc), "accuracy_full_model": accuracy_full_model,
@@ -1683,6 +1812,7 @@ def make_record(cfg: RunConfig, seed: int, clients: Sequence[str], sizes: Sequen
         rec["round_budget_used"] = round_spend(cfg, seed, sizes, plan_["widths"])
     if engine != "in-process":
         rec["provenance"]["runtime"] = engine
+    rec.update(extras or {})
     return rec
 
 
@@ -1718,7 +1848,7 @@ def provenance(device: str = "cpu") -> dict[str, Any]:
 
 
 # =============================================================================================
-# 7. Results: cache, tables, statistics
+# 9. Records: cache, provenance, golden record
 # =============================================================================================
 
 def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> Path:
@@ -1741,6 +1871,20 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 RECORD_FIELDS = ("config", "seed", "clients", "sizes", "scores", "widths", "budget", "budget_used",
                  "budget_frac", "accuracy", "mean", "worst", "tail", "accuracy_full_model", "curve",
                  "params_sha256", "provenance")
+
+
+def content_digest(rec: dict[str, Any]) -> str:
+    """sha256 of a record's content without its ``digest`` field: canonical JSON (sorted keys,
+    no whitespace), so the digest does not depend on how the file is indented."""
+    body = {k: v for k, v in rec.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(rec: dict[str, Any]) -> dict[str, Any]:
+    """The record as it is stored: JSON-normalised (tuples become lists) with its
+    :func:`content_digest` under ``digest``, which :func:`read_record` checks."""
+    rec = json.loads(json.dumps({k: v for k, v in rec.items() if k != "digest"}))
+    return {**rec, "digest": content_digest(rec)}
 
 
 class BadRecord(ValueError):
@@ -1772,20 +1916,48 @@ def read_record(path: Path, cfg: RunConfig, seed: int) -> dict[str, Any]:
 
 
 def _set_aside(path: Path, reason: BadRecord) -> None:
-    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
-    os.replace(path, aside)
+    """Move a bad record to a new, unique ``<name>.bad-<time>-<n>`` beside it (never over an
+    earlier one), with a warning that names both. A record that vanished meanwhile is no error."""
     import warnings
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in itertools.count():
+        aside = path.with_name(f"{path.name}.bad-{stamp}-{n}")
+        try:
+            os.link(path, aside)  # fails if ``aside`` exists: no earlier set-aside is overwritten
+        except FileExistsError:
+            continue
+        except FileNotFoundError:
+            return
+        path.unlink(missing_ok=True)
+        break
     warnings.warn(f"{reason}; moved it to {aside.name} and recomputing.", stacklevel=3)
+
+
+STALE_TMP_SECONDS = 3600
+"""A ``.tmp-*`` file in a record folder older than this is left over from a killed writer."""
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    now = time.time()
+    for tmp in folder.glob(".tmp-*"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                tmp.unlink()
 
 
 def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any] | None:
     """The checked cached record of (cfg, seed), or None. A bad record is moved aside with a warning
     that names it (never used, never fatal), so the run is recomputed."""
     path = record_path(cfg, seed, results_dir)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, where the record of {cfg.key()} seed {seed} belongs; "
+                                "remove or rename it, then run again")
     if not path.is_file():
         return None
     try:
         return read_record(path, cfg, seed)
+    except FileNotFoundError:  # removed between the check and the read
+        return None
     except BadRecord as e:
         _set_aside(path, e)
         return None
@@ -1795,8 +1967,36 @@ def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> di
     """The record of (cfg, seed): read from the cache (checked), or run and then cache it."""
     rec = cached_record(cfg, seed, results_dir)
     if rec is None:
-        rec = json.loads(json.dumps(run(cfg, seed)))  # as read back: tuples become lists
+        path = record_path(cfg, seed, results_dir)
+        if path.parent.is_dir():
+            _remove_stale_tmp(path.parent)
+        rec = sealed(run(cfg, seed))
         write_json_atomic(record_path(cfg, seed, results_dir), rec)
+    return rec
+
+
+class NotReproduced(RuntimeError):
+    """A re-run of a cached record did not reproduce its parameters bit for bit."""
+
+
+def has_extras(rec: dict[str, Any]) -> bool:
+    return all(f in rec for f in EXTRAS)
+
+
+def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
+    """The record of (cfg, seed) with its :data:`EXTRAS`. A record made before them is re-run; the
+    re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
+    only then are the extras added and the record rewritten (atomically). Its numbers, and so every
+    table made from it, are unchanged."""
+    rec = cached_run(cfg, seed, results_dir)
+    if has_extras(rec):
+        return rec
+    new = json.loads(json.dumps(run(cfg, seed)))
+    if new["params_sha256"] != rec["params_sha256"]:
+        raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
+                            f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
+    rec = sealed({**rec, **{f: new[f] for f in EXTRAS}})
+    write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
 
 
@@ -1816,22 +2016,24 @@ def write_golden(path: Path = GOLDEN) -> Path:
     return path
 
 
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None) -> None:
-    cached_run(cfg, seed, results_dir)  # returns nothing: the parent reads the record back
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: bool = False) -> None:
+    (fill_extras if extras else cached_run)(cfg, seed, results_dir)  # the parent reads the record back
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
-             results_dir: Path | None = None, desc: str = "runs", progress: bool = True
-             ) -> list[dict[str, Any]]:
+             results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
+             extras: bool = False) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
+    With ``extras``, records without :data:`EXTRAS` are re-run to fill them (:func:`fill_extras`).
 
     Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
-    jobs = [(c, s, results_dir) for c in cfgs for s in seeds]
-    found = [cached_record(*j) for j in jobs]
+    jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
+    found = [cached_record(*j[:3]) for j in jobs]
+    found = [None if rec is not None and extras and not has_extras(rec) else rec for rec in found]
     todo = [j for j, rec in zip(jobs, found) if rec is None]
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
@@ -1839,7 +2041,8 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     done = 0
     try:
         if todo and n_jobs > 1:
-            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"))
+            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"),
+                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
             try:
                 futures = {pool.submit(_cached_run_in_worker, *j): j for j in todo}
                 for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
@@ -1849,7 +2052,7 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
                 pool.shutdown(wait=False, cancel_futures=True)
         else:
             for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
-                cached_run(*j)
+                _cached_run_in_worker(*j)
                 done += 1
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: {done} of {len(todo)} new records finished and cached, "
@@ -1862,749 +2065,11 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
         raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
                            "are cached and the queued runs were cancelled; fix the cause and run again "
                            "to resume from the cache.") from e
-    return [rec if rec is not None else cached_run(*j) for j, rec in zip(jobs, found)]
-
-
-# --- the artifact's experiments: one definition, used by the notebooks and by `precompute` ---
-
-EXTRACTION_NAMES = {"static": "HeteroFL", "rolling": "FedRolex", "random": "FedDropout", "ordered": "FjORD"}
-
-
-def canonical(cfg: RunConfig) -> RunConfig:
-    """The one config that stands for ``cfg``'s computation. When every client trains the same
-    units (one common width under static, rolling or FjORD extraction: ``uniform``, ``smallest``,
-    ``full``), the ``full`` and ``selective`` aggregation protocols are the same arithmetic, so
-    both protocols' rows are served by one run (aggregation ``full``)."""
-    if cfg.policy in ("uniform", "smallest", "full") and cfg.extraction != "random":
-        return cfg.replace(aggregation="full")
-    return cfg
-
-
-def method_label(cfg: RunConfig) -> str:
-    """The one name of a run's method everywhere (tables, figures, prose): the policy, then the
-    extraction (·FedRolex, ·FedDropout, ·FjORD; HeteroFL's static slices are the default), ·sel for
-    the selective protocol, [score] when not the published ``js``, and any budget setting that
-    differs from the profile's."""
-    base = config(_profile_of(cfg), benchmark=cfg.benchmark)
-    label = cfg.policy
-    if cfg.extraction != "static":
-        label += "·" + EXTRACTION_NAMES[cfg.extraction]
-    if canonical(cfg).aggregation == "selective":
-        label += "·sel"
-    score = f"shuffled {cfg.score}" if cfg.shuffle_scores else cfg.score
-    if cfg.score == "random":
-        score += f" #{cfg.score_draw}"
-    if (cfg.score != "js" or cfg.shuffle_scores) and cfg.policy not in ("uniform", "uniform_levels", "smallest", "full"):
-        label += f"[{score}]"
-    extras = [f"{name}={getattr(cfg, name):g}" for name in ("budget", "w_min", "w_max", "cap", "alpha")
-              if getattr(cfg, name) != getattr(base, name) and (name == "budget" or cfg.policy in ("hasa", "reverse"))]
-    if cfg.digits_clients_per_domain != base.digits_clients_per_domain:
-        extras.append(f"{cfg.digits_clients_per_domain}/domain")
-    if cfg.partition != "natural":
-        extras.append({"publication_day": "by day", "dirichlet": f"{cfg.num_clients} Dir({cfg.dirichlet_alpha:g})"}[cfg.partition])
-    if cfg.participation < 1:
-        extras.append(f"{cfg.participation:.0%}/round")
-    return label + (f" ({', '.join(extras)})" if extras else "")
-
-
-def _profile_of(cfg: RunConfig) -> str:
-    smoke = PROFILES["smoke"][cfg.benchmark]
-    return "smoke" if all(getattr(cfg, k) == v for k, v in smoke.items()) else "paper"
-
-
-SEEDS = {"paper": 10, "smoke": 3}         # the paper-matched view: 10 seeds
-POWER_SEEDS = {"paper": 30, "smoke": 3}   # the core comparisons: for 80% power at +0.50 pp
-
-
-def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
-    """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
-
-    ``table1`` HASA vs uniform (both protocols, our level rule as a variant); ``core`` uniform, HASA
-    and reverse over the powered seed set; ``table2`` matched-budget partial-training baselines
-    (selective protocol); ``table3`` directionality and score controls; ``sensitivity`` the
-    re-implementation's defaults varied; ``budget`` other budgets; ``need`` every client at w_min
-    and at full width; ``digits`` and ``digits3`` the cross-domain image study (1 and 3 clients
-    per domain); ``many`` HASA vs uniform on the 282-client (publication, day) federation with 10 %
-    participation. Labels come from :func:`method_label`, so one run has one name everywhere."""
-    def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
-        cfgs = [canonical(c) for c in cfgs]
-        return {method_label(c): c for c in cfgs}
-
-    m = functools.partial(config, profile, "medium")
-    d = functools.partial(config, profile, "digits")
-    d3 = functools.partial(config, profile, "digits", digits_clients_per_domain=3)
-    n = list(range(SEEDS[profile]))
-    levels = m(policy="hasa_levels", score="js_targets", aggregation="selective")
-    table2 = [m(policy=p, extraction=e, aggregation="selective")
-              for e in ("static", "rolling", "random", "ordered") for p in ("uniform", "hasa")]
-    return {
-        "table1": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), levels), n),
-        "core": (group(m(), m(policy="hasa"), m(policy="reverse")), list(range(POWER_SEEDS[profile]))),
-        "table2": (group(*table2, levels, m(policy="smallest"), m(policy="full")), n),
-        "table3": (group(m(), m(policy="hasa"), m(policy="reverse"),
-                         *(m(policy="hasa", score="random", score_draw=i) for i in (0, 1)),
-                         m(policy="hasa", shuffle_scores=True), m(policy="hasa", score="size")), n),
-        "sensitivity": (group(m(), m(policy="hasa"), m(policy="hasa", alpha=0.01),
-                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0),
-                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0, alpha=0.01)), n),
-        "budget": (group(*(m(policy=p, budget=b) for b in (0.3, 0.7) for p in ("uniform", "hasa"))), n),
-        "need": (group(m(policy="smallest"), m(policy="full")), n),
-        "digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),
-                         d(policy="reverse", score="feature_js"), d(policy="smallest"), d(policy="full")), n),
-        "digits3": (group(d3(), d3(policy="hasa"), d3(policy="hasa", score="feature_js")), n),
-        "many": (group(many_clients_config(profile), many_clients_config(profile, policy="hasa")), n),
-    }
-
-
-def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
-               only: Sequence[str] | None = None) -> int:
-    """Every (config, seed) that the profile's experiments need, in one pool of ``n_jobs``
-    processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
-    the powered comparisons); the notebooks then only read the cache. Returns the number of
-    distinct runs."""
-    jobs: dict[tuple[str, int], tuple[RunConfig, int]] = {}
-    for name, (methods, seeds) in experiments(profile).items():
-        if not only or name in only:
-            jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
-    results_dir = results_dir or output_dirs(profile)[0]
-    pending = [(c, s) for c, s in jobs.values() if cached_record(c, s, results_dir) is None]
-    missing = len(pending)
-    print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
-          f"{missing} to compute")
-    for seed in sorted({s for _, s in pending}):
-        cfgs = [c for c, s in pending if s == seed]
-        if cfgs:
-            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
-    print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
-    return len(jobs)
-
-
-def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
-                results_dir: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """:func:`run_many` over named configs; each record gets its name under ``"method"``."""
-    names, cfgs = list(methods), list(methods.values())
-    recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress)
-    return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
-
-
-def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None
-                   ) -> tuple[list[dict[str, Any]], list[int]]:
-    """The records of one of :func:`experiments` (cached; computed where missing), each labelled
-    with its method name, and the experiment's seeds."""
-    methods, seeds = _lookup(experiments(profile), name, "experiment")
-    results_dir = results_dir or output_dirs(profile)[0]
-    return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke"), seeds
-
-
-def seeds_note(profile: str, seeds: Sequence[int]) -> str:
-    """A figure/table label naming the profile and the seed set."""
-    return f"{profile} profile, seeds {min(seeds)}–{max(seeds)} (n = {len(seeds)})"
-
-
-PAPER_GAIN = 14.32 - 13.82  # the paper's HASA - uniform mean client accuracy, pp
-
-
-def conclusion(profile: str, text: str) -> str:
-    """A notebook's conclusion: ``text`` for the paper profile; for any other profile a notice
-    that no verdict is drawn from its sample-sized numbers."""
-    if profile == "paper":
-        return text
-    return (f"**{profile} run on samples: no verdict is drawn from these numbers.** The paper-profile "
-            "results and their conclusions are in `results/notebooks/` and the README.")
-
-
-def _method(rec: dict[str, Any]) -> str:
-    return rec.get("method", rec["config"]["policy"])
-
-
-def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
-                  last: int = 1) -> pd.DataFrame:
-    """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use.
-
-    ``last = 1``: after the final round (the reported metric); ``last = k``: each client's
-    accuracy averaged over the last k evaluations first (a check that the verdict does not hinge
-    on where training stops)."""
-    label = label or _method
-    rows = []
-    for r in records:
-        acc = np.mean([c["accuracy"] for c in r["curve"][-last:]], axis=0)
-        rows.append({"method": label(r), "seed": r["seed"],
-                     **{k: 100 * v for k, v in summarize_accuracies(acc).items()},
-                     "budget_frac": r["budget_frac"], "seconds": r["seconds"]})
-    return pd.DataFrame(rows)
-
-
-def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per (run, evaluation round): method, seed, round, mean / worst / tail (%)."""
-    label = label or _method
-    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"],
-                          **{m: 100 * c[m] for m in ("mean", "worst", "tail")}}
-                         for r in records for c in r["curve"]])
-
-
-def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """One row per (run, client): accuracy (%) with its width-w slice and with the full global
-    model, width, score, training size."""
-    label = label or _method
-    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "accuracy": 100 * a,
-                          "accuracy_full_model": 100 * af, "width": w, "score": s, "n_train": n}
-                         for r in records for c, a, af, w, s, n in
-                         zip(r["clients"], r["accuracy"], r["accuracy_full_model"], r["widths"],
-                             r["scores"], r["sizes"])])
-
-
-def test_targets(cfg: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
-    """Each client's number of test targets (n_test) per seed's split: the weights of a
-    test-token-weighted mean."""
-    return pd.DataFrame([{"seed": s, "client": c.name, "n_test": c.n_test}
-                         for s in seeds for c in TASKS[cfg.benchmark](cfg, s).clients])
-
-
-def per_client_differences(cdf: pd.DataFrame, treatment: str, control: str, family: str,
-                           value: str = "accuracy") -> pd.DataFrame:
-    """Per client, the paired (seed-matched) difference of ``value`` between two methods, with
-    :func:`paired_stats` and a Holm adjustment over the clients (one named family); also the
-    clients' mean training size and both methods' mean widths. Rows ordered by client size."""
-    wide = cdf.pivot_table(index=["client", "seed"], columns="method", values=[value, "width", "n_train"])
-    rows = []
-    for client, g in wide.groupby(level="client"):
-        rows.append({"family": family, "client": client, "n_train": g["n_train"][control].mean(),
-                     f"width {control}": g["width"][control].mean(), f"width {treatment}": g["width"][treatment].mean(),
-                     **paired_stats(g[value][treatment], g[value][control])})
-    out = pd.DataFrame(rows).sort_values("n_train", ascending=False)
-    out["p_holm"] = holm(out["p_t"])
-    return out.set_index("client")
-
-
-def mean_variants(cdf: pd.DataFrame, n_test: pd.DataFrame, treatment: str, control: str) -> pd.DataFrame:
-    """The paired difference of the client-mean accuracy computed three ways: unweighted (the
-    paper's metric), weighted by each client's test targets, and leaving out one client at a time
-    (one row per client left out): is the verdict carried by one client?"""
-    df = cdf.merge(n_test, on=["seed", "client"])
-    rows = []
-
-    def diff(frame, weights=None):
-        per = frame.groupby(["method", "seed"]).apply(
-            lambda g: np.average(g["accuracy"], weights=None if weights is None else g[weights]),
-            include_groups=False).unstack("method")
-        return paired_stats(per[treatment], per[control])
-    rows.append({"mean over": "all clients, unweighted", **diff(df)})
-    rows.append({"mean over": "all clients, weighted by test targets", **diff(df, "n_test")})
-    for client in df["client"].unique():
-        rows.append({"mean over": f"without {client}", **diff(df[df["client"] != client])})
-    return pd.DataFrame(rows).set_index("mean over")
-
-
-def gap_by_round(curves: pd.DataFrame, treatment: str, control: str, metric: str = "mean") -> pd.DataFrame:
-    """The paired gap ``treatment - control`` of ``metric`` at every evaluation round."""
-    rows = []
-    for rnd, g in curves.groupby("round"):
-        w = g.pivot(index="seed", columns="method", values=metric)[[treatment, control]].dropna()
-        rows.append({"round": rnd, **paired_stats(w[treatment], w[control])})
-    return pd.DataFrame(rows).set_index("round")
-
-
-def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
-    """mean +- std over seeds of each metric, per method (methods in order of appearance)."""
-    g = df.groupby("method", sort=False)
-    out = pd.DataFrame({f"{m}": g[m].mean().map("{:.2f}".format) + " ± " + g[m].std().map("{:.2f}".format)
-                        for m in metrics})
-    out["seeds"] = g.size()
-    if "budget_frac" in df:
-        out["budget used"] = g["budget_frac"].mean().map("{:.3f}".format)
-    return out
-
-
-def power_paired_t(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
-    """Power of the two-sided paired t-test (n pairs, level alpha) to detect a true mean difference
-    ``effect`` when the differences have standard deviation ``sd`` (noncentral t)."""
-    if n < 2 or not sd > 0:
-        return float("nan")
-    df = n - 1
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(effect) / (sd / math.sqrt(n))
-    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
-    return power if math.isfinite(power) else float(nc > crit)  # scipy's nct fails far in the tail
-
-
-def min_detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
-    """Smallest true mean difference the paired t-test detects with ``power`` (n pairs, sd of the
-    differences), by root-finding on :func:`power_paired_t`."""
-    if n < 2 or not sd > 0:
-        return float("nan")
-    from scipy.optimize import brentq
-    return float(brentq(lambda e: power_paired_t(e, sd, n, alpha) - power, 1e-9 * sd, 50 * sd))
-
-
-def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float = 0.05, n_max: int = 10_000) -> int:
-    """Fewest seeds (pairs) for which the paired t-test reaches ``power`` at ``effect``."""
-    n = 2
-    while n < n_max and power_paired_t(effect, sd, n, alpha) < power:
-        n += 1
-    return n
-
-
-def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = None) -> dict[str, float]:
-    """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
-
-    Returns the mean difference with its t-based 95% CI (mean +- t_{n-1, .975} sd / sqrt(n): right
-    for small n, unlike a percentile bootstrap), the paired t-test p-value, the Wilcoxon
-    signed-rank p-value (zero differences dropped), Cohen's d_z = mean(d) / sd(d), wins = #(d > 0),
-    the minimum detectable effect at 80% power (``mde80``) and, if ``effect`` is given, the power
-    to detect that true difference. p-values are per comparison: adjust within a named family
-    (:func:`compare_family`) before calling any one significant."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    d = a - b
-    n = len(d)
-    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-    if np.allclose(d, 0):
-        p_t = p_w = 1.0
-        ci = (0.0, 0.0)
-    else:
-        p_t = float(stats.ttest_rel(a, b).pvalue)
-        p_w = float(stats.wilcoxon(a, b).pvalue)
-        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
-        ci = (float(d.mean() - half), float(d.mean() + half))
-    out = {"diff": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1], "p_t": p_t,
-           "p_wilcoxon": p_w, "d_z": float(d.mean() / sd) if sd and sd > 0 else float("nan"),
-           "wins": int(np.sum(d > 0)), "n": n, "sd_diff": sd, "mde80": min_detectable_effect(sd, n)}
-    if effect is not None:
-        out["power_at_effect"] = power_paired_t(effect, sd, n)
-    return out
-
-
-def holm(pvalues: Sequence[float]) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error control over m comparisons)."""
-    p = np.asarray(pvalues, float)
-    order = np.argsort(p)
-    adj = np.empty_like(p)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, (len(p) - rank) * p[i])
-        adj[i] = min(1.0, running)
-    return adj
-
-
-def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
-                   metrics: Sequence[str] = ("mean", "worst", "tail"),
-                   effect: float | None = None) -> pd.DataFrame:
-    """The paired statistics (:func:`paired_stats`) of every (treatment, control) pair on every
-    metric, seeds matched, as ONE named Holm family: ``p_holm`` adjusts the t-test p-values over
-    all rows of this table and nowhere else, and ``family`` names it, so an adjusted p quoted in
-    prose can be traced to its family. ``verdict`` reads the adjusted p together with the power:
-    'supported' (p_holm < 0.05, HASA-side positive), 'contradicted' (p_holm < 0.05, negative), or
-    'neither confirmed nor refuted' (with the minimum detectable effect)."""
-    wide = {m: df.pivot(index="seed", columns="method", values=m) for m in metrics}
-    rows = []
-    for treatment, control in pairs:
-        for m in metrics:
-            w = wide[m][[treatment, control]].dropna()
-            rows.append({"family": family, "comparison": f"{treatment} − {control}", "metric": m,
-                         **paired_stats(w[treatment], w[control], effect)})
-    out = pd.DataFrame(rows)
-    out["p_holm"] = holm(out["p_t"])
-    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" (Holm p = {r.p_holm:.3g})" if r.p_holm < 0.05
-                      else f"neither confirmed nor refuted (Holm p = {r.p_holm:.2g}; MDE80 = {r.mde80:.2f})"
-                      for r in out.itertuples()]
-    return out
-
-
-def describe_clients(task: Task) -> pd.DataFrame:
-    """Per client: training examples and targets, test targets, distinct training targets, the
-    Jaccard overlap of its target set with the union of the other clients' sets, and (text) the
-    share of its test targets that are ``<unk>``."""
-    sets = [set(np.flatnonzero(c.label_counts)) for c in task.clients]
-    rows = []
-    for k, c in enumerate(task.clients):
-        others = set().union(*(s for j, s in enumerate(sets) if j != k))
-        row = {"client": c.name, "train examples": sum(len(x) for x, _ in c.train),
-               "train targets": c.n_train, "test targets": c.n_test, "distinct targets": len(sets[k]),
-               "overlap with others": len(sets[k] & others) / len(sets[k] | others)}
-        if task.ignore_class is not None:
-            row["test <unk> rate"] = sum(int((y == task.ignore_class).sum()) for _, y in c.test) / c.n_test
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("client")
-
-
-def allocation_table(task: Task, cfgs: dict[str, RunConfig], seed: int) -> pd.DataFrame:
-    """Widths each labelled config's plan gives each client, plus each plan's budget use (spend / B
-    under that config's own budget: linear for the published rule, FLOPs for ``*_levels``)."""
-    plans = {label: plan(cfg, task, seed) for label, cfg in cfgs.items()}
-    df = pd.DataFrame({label: p["widths"] for label, p in plans.items()},
-                      index=pd.Index([c.name for c in task.clients], name="client"))
-    df.insert(0, "n_train", task.sizes)
-    df.loc["budget used / B"] = [np.nan, *(p["budget_frac"] for p in plans.values())]
-    return df
-
-
-def summaries_from_clients(cdf: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
-    """Per run (method, seed): mean / worst / tail of the per-client column ``value`` (%), e.g.
-    ``accuracy_full_model`` to summarise the global model's accuracy instead of the slices'."""
-    rows = [{"method": m, "seed": s, **{k: 100 * v for k, v in summarize_accuracies(g[value] / 100).items()}}
-            for (m, s), g in cdf.groupby(["method", "seed"], sort=False)]
-    return pd.DataFrame(rows)
-
-
-def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Measured need for width of each client and seed, in accuracy points:
-
-        need_k = acc_k(every client at the largest width) - acc_k(every client at the smallest),
-
-    from paired runs (same seed) of the two uniform allocations."""
-    a = clients_frame(low).set_index(["seed", "client"])["accuracy"]
-    b = clients_frame(high).set_index(["seed", "client"])["accuracy"]
-    return (b - a).rename("need").reset_index()
-
-
-def scores_frame(cfg: RunConfig, seeds: Sequence[int], names: Sequence[str]) -> pd.DataFrame:
-    """Every client's score under each named score, per seed (the seed's split), plus n_train.
-    Uses the same score generator as :func:`plan` (draw 0)."""
-    rows = []
-    for seed in seeds:
-        task = load_task(cfg, seed)
-        vals = {n: compute_scores(n, task, cfg, np.random.default_rng([seed, 2, 0])) for n in names}
-        rows += [{"seed": seed, "client": c.name, "n_train": c.n_train, **{n: float(v[k]) for n, v in vals.items()}}
-                 for k, c in enumerate(task.clients)]
-    return pd.DataFrame(rows)
-
-
-def _row_ranks_z(x: np.ndarray) -> np.ndarray:
-    """Row-wise average ranks, standardised (mean 0, population sd 1); constant rows become NaN."""
-    r = stats.rankdata(x, axis=1)
-    sd = r.std(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(sd > 0, (r - r.mean(axis=1, keepdims=True)) / sd, np.nan)
-
-
-def _mean_finite(values: Sequence[float]) -> float:
-    """Mean of the finite values; NaN (without a warning) when there are none (e.g. equal sizes)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    return float(v.mean()) if len(v) else float("nan")
-
-
-def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str],
-                   n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
-    """Per score: does it rank clients by their measured need for width?
-
-    ``rho_need``: Spearman rho between score and need across clients, within each seed, averaged
-    over seeds. ``p_perm``: its two-sided permutation p-value with the CLIENTS as the random unit
-    (the need values are permuted across clients, the same permutation in every seed; exact over
-    all K! permutations when K! <= n_perm), so the p-value does not treat the K clients as fixed.
-    Also how much of the score client size explains: mean within-seed Spearman rho with n_train,
-    and R^2 of a linear fit of the score on log n_train."""
-    df = scores.merge(need, on=["seed", "client"])
-    clients = list(dict.fromkeys(df["client"]))
-    k = len(clients)
-    if math.factorial(k) <= n_perm:
-        perms = np.array(list(itertools.permutations(range(k))))
-    else:
-        rng = np.random.default_rng(seed)
-        perms = np.vstack([np.arange(k), *(rng.permutation(k) for _ in range(n_perm - 1))])
-    z_need = _row_ranks_z(df.pivot(index="seed", columns="client", values="need")[clients].to_numpy())
-    size = df.pivot(index="seed", columns="client", values="n_train")[clients].to_numpy()
-    rows = []
-    for name in names:
-        sc = df.pivot(index="seed", columns="client", values=name)[clients].to_numpy()
-        z = _row_ranks_z(sc)
-        ok = ~np.isnan(z).any(1) & ~np.isnan(z_need).any(1)
-        if not ok.any():
-            rows.append({"score": name, "rho_need": np.nan, "p_perm": np.nan, "seeds": 0})
-            continue
-        rho = np.einsum("sk,spk->sp", z[ok], z_need[ok][:, perms]) / k  # seeds x permutations
-        stat = rho.mean(0)
-        z_size = _row_ranks_z(size[ok])
-        r2 = [stats.linregress(np.log(s), v).rvalue ** 2 if np.ptp(s) > 0 and np.ptp(v) > 0 else np.nan
-              for s, v in zip(size[ok], sc[ok])]
-        rho_size = (z[ok] * z_size).mean(1)
-        rows.append({"score": name, "rho_need": float(stat[0]),
-                     "p_perm": float(np.mean(np.abs(stat) >= abs(stat[0]) - 1e-12)),
-                     "rho_size": _mean_finite(rho_size), "r2_logsize": _mean_finite(r2),
-                     "seeds": int(ok.sum()), "clients": k, "permutations": len(perms)})
-    return pd.DataFrame(rows).set_index("score")
-
-
-def output_dirs(profile: str) -> tuple[Path, Path]:
-    """(results_dir, figures_dir) for a profile.
-
-    ``paper`` writes into the repository's committed ``results/`` and ``figures/``. Any other
-    profile (the fast ``smoke`` one that nbval re-executes) writes into the git-ignored
-    ``results/<profile>/`` and ``results/<profile>/figures/``, so it never overwrites the
-    committed paper-profile outputs and leaves no temporary folders behind."""
-    _lookup(PROFILES, profile, "profile")
-    if profile == "paper":
-        return DEFAULT_RESULTS_DIR, REPO / "figures"
-    root = DEFAULT_RESULTS_DIR / profile
-    return root, root / "figures"
-
-
-def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
-    """Write a table as CSV (and Markdown beside it) into ``results/``."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / f"{name}.csv"
-    df.to_csv(path)
-    keep_index = not isinstance(df.index, pd.MultiIndex)
-    flat = df if keep_index else df.reset_index()
-    if isinstance(flat.columns, pd.MultiIndex):
-        flat = flat.set_axis([" · ".join(map(str, c)) for c in flat.columns], axis=1)
-    (root / f"{name}.md").write_text(flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n")
-    return path
-
-
-_README_TABLE = re.compile(r"(<!-- table: (?P<name>[\w./-]+) -->\n).*?(<!-- end table -->)", re.S)
-
-
-def update_readme(readme: Path = REPO / "README.md", results_dir: Path = DEFAULT_RESULTS_DIR) -> list[str]:
-    """Replace every ``<!-- table: NAME -->...<!-- end table -->`` block of the README with the
-    committed ``results/NAME.md``, so that no table in the README is typed in by hand."""
-    text, filled = readme.read_text(), []
-
-    def fill(m):
-        path = results_dir / f"{m['name']}.md"
-        if not path.is_file():
-            return m[0]
-        filled.append(m["name"])
-        return m[1] + path.read_text() + m[3]
-    readme.write_text(_README_TABLE.sub(fill, text))
-    return filled
-
-
-def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
-    """Save a matplotlib figure as PNG and PDF into ``figures/``."""
-    root = figures_dir or REPO / "figures"
-    root.mkdir(parents=True, exist_ok=True)
-    for ext in ("png", "pdf"):
-        fig.savefig(root / f"{name}.{ext}", dpi=150, bbox_inches="tight",
-                    metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
-
-
-def plot_paired(df: pd.DataFrame, pairs: Sequence[tuple[str, str]],
-                metrics: Sequence[str] = ("mean", "worst", "tail"), seeds_note: str = ""):
-    """Paired view, one panel per metric and one row per (treatment, control) pair: each seed's
-    difference (dots) with the mean and its t-based 95% CI (black), in accuracy points."""
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 1.3 + 0.5 * len(pairs)),
-                             sharey=True, squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        wide = df.pivot(index="seed", columns="method", values=m)
-        for y, (t, c) in enumerate(pairs):
-            d = (wide[t] - wide[c]).dropna()
-            st = paired_stats(d, np.zeros(len(d)))
-            ax.scatter(d, y + np.linspace(-0.2, 0.2, len(d)), s=9, alpha=0.5)
-            ax.errorbar(st["diff"], y, xerr=[[st["diff"] - st["ci_low"]], [st["ci_high"] - st["diff"]]],
-                        fmt="D", color="black", capsize=4, ms=5)
-        ax.axvline(0, color="grey", lw=1, ls="--")
-        ax.set_yticks(range(len(pairs)), [f"{t} − {c}" for t, c in pairs], fontsize=8)
-        ax.set_ylim(len(pairs) - 0.4, -0.6)
-        ax.set_title(f"{m} accuracy (pp)", fontsize=9)
-    if seeds_note:
-        fig.suptitle(seeds_note, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
-    """One row per claim of the paper, from the paired-test tables the notebooks wrote: the paired
-    difference with its CI, the paper's value where it gives a number, the named Holm family and
-    its adjusted p, n seeds, power / MDE, and a verdict relative to the direction the paper claims
-    ('supported', 'contradicted', or 'neither confirmed nor refuted')."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-
-    def row(table: str, comparison: str, metric: str, claim: str, sign: int, paper: float = float("nan")):
-        t = pd.read_csv(root / f"{table}.csv").set_index(["comparison", "metric"])
-        r = t.loc[(comparison, metric)]
-        if r["p_holm"] < 0.05:
-            verdict = "supported" if np.sign(r["diff"]) == sign else "contradicted"
-        else:
-            verdict = f"neither confirmed nor refuted (MDE80 {r['mde80']:.2f} pp)"
-        return {"claim": claim, "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "paper": paper,
-                "family": r["family"], "p_holm": r["p_holm"], "n": int(r["n"]),
-                "power_at_effect": r.get("power_at_effect", float("nan")), "mde80": r["mde80"], "verdict": verdict,
-                "note": f"Holm p {r['p_holm']:.2g} ({r['family']}), n={int(r['n'])}: {verdict.split(' (')[0]}"}
-
-    t2 = pd.read_csv(root / "table2_paired_tests.csv")
-    strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
-    rows = [
-        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (paper-matched seeds)", +1, PAPER_GAIN),
-        row("table1_core_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (powered)", +1, PAPER_GAIN),
-        row("table1_core_tests", "hasa − uniform", "worst", "1. worst client: hasa − uniform (powered)", +1),
-        row("table2_paired_tests", strongest["worst"], "worst", f"2. worst: {strongest['worst']}", +1),
-        row("table2_paired_tests", strongest["tail"], "tail", f"2. tail: {strongest['tail']}", +1),
-        row("table1_core_tests", "reverse − uniform", "mean", "3. mean: reverse − uniform (powered)", -1),
-        row("table3_paired_tests", "reverse − uniform", "tail", "3. tail: reverse − uniform", -1),
-        row("table4_paired_tests", "hasa − uniform", "worst", "4. digits worst: hasa(labels) − uniform", +1),
-        row("table4_paired_tests", "hasa[feature_js] − uniform", "worst", "4. digits worst: hasa[feature_js] − uniform", +1),
-    ]
-    return pd.DataFrame(rows)
-
-
-def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
-    """Per experiment: distinct runs, mean and total single-thread seconds of the runs (from the
-    cached records, so it describes the machine that made them), and the processor."""
-    rows, seen = [], set()
-    for name, (methods, seeds) in experiments(profile).items():
-        recs = [cached_record(c, s, results_dir or output_dirs(profile)[0]) for c in methods.values() for s in seeds]
-        recs = [r for r in recs if r is not None]
-        new = [r for r in recs if (json.dumps(r["config"], sort_keys=True), r["seed"]) not in seen]
-        seen |= {(json.dumps(r["config"], sort_keys=True), r["seed"]) for r in recs}
-        secs = [r["seconds"] for r in recs]
-        rows.append({"experiment": name, "runs": len(recs), "runs not shared with an earlier experiment": len(new),
-                     "mean s per run": float(np.mean(secs)) if secs else np.nan,
-                     "CPU minutes (new runs)": sum(r["seconds"] for r in new) / 60,
-                     "processor": ", ".join(sorted({r["provenance"]["cpu"] for r in recs}))})
-    out = pd.DataFrame(rows).set_index("experiment")
-    out.loc["total"] = [out["runs"].sum(), out["runs not shared with an earlier experiment"].sum(), np.nan,
-                        out["CPU minutes (new runs)"].sum(), ""]
-    return out
-
-
-def plot_headline(rows: pd.DataFrame):
-    """The README's headline: one row per claim, the paired difference (pp) with its 95% CI,
-    the paper's value (red x) where the paper gives one, and the adjusted p and power as text.
-    ``rows`` has columns claim, diff, ci_low, ci_high, paper, note."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.2))
-    fig.subplots_adjust(left=0.3, right=0.68)
-    for y, r in enumerate(rows.itertuples()):
-        ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="D", color="black", capsize=4)
-        if pd.notna(r.paper):
-            ax.plot(r.paper, y, "x", color="tab:red", ms=9, mew=2, label="paper" if y == 0 else None)
-        ax.annotate(r.note, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=7)
-    ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(range(len(rows)), rows["claim"], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xscale("symlog", linthresh=1.0)  # text (< 1 pp) and digits (~10 pp) rows both readable
-    ax.set_xlabel("paired difference, accuracy points (mean and 95% t-CI over seeds; linear within ±1, log beyond)")
-    if rows["paper"].notna().any():
-        ax.legend(loc="lower right", fontsize=7)
-    return fig
-
-
-def plot_per_client_differences(table: pd.DataFrame, treatment: str, control: str, seeds_note: str = ""):
-    """Per-client paired difference (mean, 95% t-CI) ordered by client size, each client labelled
-    with its width under both methods (control -> treatment): where does the gain come from?"""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(table) + 1.2))
-    for y, (client, r) in enumerate(table.iterrows()):
-        color = "tab:green" if r["diff"] > 0 else "tab:red"
-        ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
-                    color=color, capsize=3)
-        ax.annotate(f"w {r[f'width {control}']:.2f} → {r[f'width {treatment}']:.2f}", (1.01, y),
-                    xycoords=("axes fraction", "data"), va="center", fontsize=7)
-    ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(range(len(table)), [f"{c} (n={r['n_train']:,.0f})" for c, r in table.iterrows()], fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"{treatment} − {control}, client test accuracy (pp)")
-    ax.set_title(f"per client, largest first{'; ' + seeds_note if seeds_note else ''}", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_gap_by_round(gaps: dict[str, pd.DataFrame], seeds_note: str = ""):
-    """The paired gap (mean, 95% t-CI) against round, one line per comparison."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for name, g in gaps.items():
-        ax.errorbar(g.index, g["diff"], yerr=[g["diff"] - g["ci_low"], g["ci_high"] - g["diff"]],
-                    marker="o", capsize=3, label=name)
-    ax.axhline(0, color="grey", lw=1, ls="--")
-    ax.set_xlabel("round")
-    ax.set_ylabel("paired gap, mean accuracy (pp)")
-    ax.legend(fontsize=7)
-    if seeds_note:
-        ax.set_title(seeds_note, fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def plot_allocations(widths: pd.DataFrame, title: str = ""):
-    """Each client's width (rows: clients, largest first; columns: policies) as grouped bars."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(1.2 * len(widths) + 2.5, 3.4))
-    widths.plot.bar(ax=ax, width=0.8)
-    ax.set_ylabel("width w_k")
-    ax.set_xlabel("")
-    ax.set_ylim(0, 1.05)
-    ax.tick_params(axis="x", rotation=20)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_many_clients(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None):
-    """A many-client federation, one record per method of one seed. Left: each client's width
-    against its n_k (log scale). Right: the budget each round's participants spend
-    (``round_budget_used``), as a histogram per method, with B dashed."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    label = label or _method
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for rec in records:
-        a.scatter(rec["sizes"], rec["widths"], s=10, alpha=0.6, label=label(rec))
-    a.set_xscale("log")
-    a.set_xlabel("n_k (training targets of the client)")
-    a.set_ylabel("width w_k")
-    a.legend(fontsize=7)
-    spend = pd.DataFrame({"method": [label(r) for r in records for _ in r["round_budget_used"]],
-                          "spend": [v for r in records for v in r["round_budget_used"]]})
-    sns.histplot(spend, x="spend", hue="method", bins=40, element="step", ax=b)
-    b.axvline(records[0]["budget"], color="k", ls="--", lw=1)
-    b.set_xlabel("budget spent by a round's participants (B dashed)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float]], title: str = ""):
-    """The two engines side by side. Left: wall seconds of each training round. Right: wall
-    seconds of the run split into training rounds and everything else (start-up, statistics,
-    evaluation), with the peak resident memory of all processes written on each bar."""
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for engine, rs in round_seconds.items():
-        a.plot(np.arange(1, len(rs) + 1), rs, marker=".", label=engine)
-    a.set_xlabel("round")
-    a.set_ylabel("seconds (training + aggregation)")
-    a.set_ylim(bottom=0)
-    a.legend(fontsize=8)
-    rounds = [float(np.sum(round_seconds[e])) for e in measures.index]
-    other = [measures.loc[e, "wall seconds"] - r for e, r in zip(measures.index, rounds)]
-    b.bar(measures.index, rounds, label="training rounds")
-    b.bar(measures.index, other, bottom=rounds, label="start-up, statistics, evaluation")
-    for i, e in enumerate(measures.index):
-        b.text(i, measures.loc[e, "wall seconds"], f"{measures.loc[e, 'peak RSS MiB (all processes)']:.0f} MiB",
-               ha="center", va="bottom", fontsize=8)
-    b.set_ylabel("wall seconds")
-    b.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
-                        names: Sequence[str], seeds_note: str = ""):
-    """One scatter per score: each (client, seed)'s score against its measured need for width,
-    titled with the mean within-seed Spearman rho from :func:`score_validity`."""
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-    merged = scores.merge(need, on=["seed", "client"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
-    for ax, name in zip(axes, names):
-        sns.scatterplot(data=merged, x=name, y="need", hue="client", ax=ax, legend=ax is axes[-1], s=25)
-        ax.set_title(f"{name}: ρ = {validity.loc[name, 'rho_need']:.2f}, p = {validity.loc[name, 'p_perm']:.2g}", fontsize=9)
-    axes[0].set_ylabel("need for width (pp)")
-    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
-    if seeds_note:
-        fig.suptitle(seeds_note, fontsize=8)
-    fig.tight_layout()
-    return fig
+    return [rec if rec is not None else cached_run(*j[:3]) for j, rec in zip(jobs, found)]
 
 
 # =============================================================================================
-# 8. Benchmark and command line
+# 10. Benchmark and command line
 # =============================================================================================
 
 def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20, device: str = "cpu") -> float:
@@ -2689,59 +2154,53 @@ def _cpu_model() -> str:
     return "unknown"
 
 
+def bench_summary(res: dict[str, Any]) -> str:
+    """Two lines that say what :func:`bench` measured."""
+    return (f"{res['benchmark']}/{res['policy']} on {res['device']}, {res['rounds timed']} steady rounds, 1 thread: "
+            f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
+            f"eval {res['eval s']:.3f} s, ~{res['s per run']:.1f} s per {res['rounds per run']}-round run\n"
+            f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
+            f"of this process's matmul ({res['matmul GFLOP/s (1 thread, or the GPU)']:.1f} GFLOP/s); "
+            f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
+
+
+def check_data() -> Path:
+    """Verify every data file's sha256; raises :class:`DataError` naming the first bad file."""
+    verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)
+    for d in DIGIT_FILES:
+        load_digit_domain(d)
+    return data_dir()
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m hasa_core", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="steady-state training throughput vs matmul throughput")
+    b = sub.add_parser("bench", help="steady-state training throughput vs matmul throughput "
+                                     "(`python -m hasa_results bench` also writes results/bench.md)")
     b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
     b.add_argument("--policy", default="hasa", choices=POLICIES)
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--out", default=str(DEFAULT_RESULTS_DIR / "bench.md"), help="Markdown table ('' = none)")
     sub.add_parser("check-data", help="verify every data file's checksum")
     d = sub.add_parser("install-data", help="copy missing or corrupt data files from a folder")
     d.add_argument("source", help="a folder holding medium_data.csv and the digit .npz files")
     sub.add_parser("golden", help="rewrite the golden record that `make test` compares against")
-    pc = sub.add_parser("precompute", help="every run the notebooks of a profile need, cached")
-    pc.add_argument("--profile", default="paper", choices=sorted(PROFILES))
-    pc.add_argument("--jobs", type=int, default=2)
-    pc.add_argument("--only", nargs="*", help="experiment names (default: all)")
-    sub.add_parser("readme", help="refresh the README's result tables from results/*.md")
     args = ap.parse_args(argv)
     if args.cmd == "bench":
-        rows = []
         for name in args.benchmark:
-            res = bench(config("paper", benchmark=name, policy=args.policy, device=args.device), rounds=args.rounds)
-            rows.append(res)
-            print(f"{name}/{args.policy} on {args.device}, {res['rounds timed']} steady rounds, 1 thread: "
-                  f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
-                  f"eval {res['eval s']:.3f} s, ~{res['s per run']:.1f} s per {res['rounds per run']}-round run")
-            print(f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
-                  f"of this process's matmul ({res['matmul GFLOP/s (1 thread, or the GPU)']:.1f} GFLOP/s); "
-                  f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
-        if args.out:
-            table = pd.DataFrame(rows).set_index("benchmark").map(lambda v: f"{v:.3g}" if isinstance(v, float) else v).T
-            Path(args.out).write_text(table.to_markdown(floatfmt=".3g") + "\n")
-            print(f"wrote {args.out}")
+            cfg = config("paper", benchmark=name, policy=args.policy, device=args.device)
+            print(bench_summary(bench(cfg, rounds=args.rounds)))
     elif args.cmd == "install-data":
         for rel, st in install_data(Path(args.source)).items():
             print(f"{st:24s} {rel}")
-    elif args.cmd == "precompute":
-        print(f"{precompute(args.profile, args.jobs, only=args.only)} distinct runs cached for profile {args.profile}")
     elif args.cmd == "golden":
-        path = write_golden()
-        print(f"wrote {path}")
-    elif args.cmd == "readme":
-        print("README tables refreshed:", ", ".join(update_readme()) or "none")
+        print(f"wrote {write_golden()}")
     else:
         try:
-            verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)
-            for d in DIGIT_FILES:
-                load_digit_domain(d)
+            print(f"all data files in {check_data()} verified")
         except DataError as e:
             raise SystemExit(f"data check failed: {e}")
-        print(f"all data files in {data_dir()} verified")
 
 
 if __name__ == "__main__":

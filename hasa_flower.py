@@ -215,8 +215,9 @@ class HasaStrategy(Strategy):
         if server_round not in self.at:
             return []
         if server_round == self.cfg.rounds:  # the whole model: accuracy at w_k and at full width
-            return [Message(content=RecordDict({"model": arrays, "config": config_record(self.cfg, self.seed, widths=[w, 1.0])}),
-                            message_type=MessageType.EVALUATE, dst_node_id=node)
+            def whole(w: float) -> RecordDict:
+                return RecordDict({"model": arrays, "config": config_record(self.cfg, self.seed, widths=[w, 1.0])})
+            return [Message(content=whole(w), message_type=MessageType.EVALUATE, dst_node_id=node)
                     for node, w in zip(self.nodes, self.widths)]
         params, messages = from_record(arrays), []
         for node, w in zip(self.nodes, self.widths):  # only the static width-w_k slice the client is scored with
@@ -333,7 +334,8 @@ class LocalGrid(Grid):
 
     def __init__(self, app: ClientApp, num_nodes: int, shuffle: int | None = None):
         self.app = app
-        self.contexts = {k + 1: Context(run_id=0, node_id=k + 1, node_config={"partition-id": k, "num-partitions": num_nodes},
+        self.contexts = {k + 1: Context(run_id=0, node_id=k + 1,
+                                        node_config={"partition-id": k, "num-partitions": num_nodes},
                                         state=RecordDict(), run_config={}) for k in range(num_nodes)}
         self.rng = None if shuffle is None else np.random.default_rng(shuffle)
         self._replies: dict[str, Message] = {}
@@ -540,7 +542,8 @@ def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | N
     overhead = {
         "clients": k, "participants per round": float(np.mean(per_round)), "messages": messages,
         "ms per participant per round": 1000 * (df.loc["flower", "seconds per round (median)"]
-                                                 - df.loc["in-process", "seconds per round (median)"]) / np.mean(per_round),
+                                                 - df.loc["in-process", "seconds per round (median)"])
+        / np.mean(per_round),
         "extra CPU ms per message (start-up included)": 1000 * (df.loc["flower", "CPU seconds (all processes)"]
                                       - df.loc["in-process", "CPU seconds (all processes)"]) / messages,
         "identical parameters": recs["flower"]["params_sha256"] == recs["in-process"]["params_sha256"],

@@ -2,7 +2,8 @@
 """Fetch the Medium CSV into the folder the loaders read (hasa_core.data_dir(): $HASA_DATA_DIR if
 set, else data/), unless it already has the right sha256. `make data` runs it.
 
-    .venv/bin/python data/fetch_medium.py --download 'kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p {dir}'
+    .venv/bin/python data/fetch_medium.py --download \
+        'kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p {dir}'
 
 The download command (run by the shell, {dir} replaced by a fresh temporary folder inside the data
 folder) must leave medium_data.csv in {dir}. Only when that file's sha256 is

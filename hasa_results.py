@@ -1,0 +1,1164 @@
+"""The HASA artifact's study: experiments, frames, statistics, tables, figures, report and README.
+
+This module only calls the engine (:mod:`hasa_core`); it trains nothing and holds no model
+numerics. The notebooks in ``notebooks/`` import both modules. Sections:
+
+    1. experiments  every experiment of the artifact by name (``experiments``), ``precompute``,
+                    ``run_experiment`` (the notebooks' entry point), method labels
+    2. frames       records -> pandas frames (one row per run, per evaluation, per client)
+    3. statistics   paired tests over seeds (t-based CIs, Wilcoxon), Holm within a named family,
+                    power and minimum detectable effect, score validity
+    4. tables and figures   ``save_table`` / ``save_figure`` (written atomically), the plots
+    5. report       generated sentences, ``results/REPORT.md`` and the README's generated blocks,
+                    ``report --check``
+    6. bench and command line  ``python -m hasa_results precompute | report [--check] | bench``
+
+The map: how one number travels from the data to the README (the Table 1 HASA - uniform mean).
+
+    data      hasa_core.load_medium -> medium_task(cfg, seed): the 7 clients' splits and vocabulary
+    task      hasa_core.load_task(cfg, seed)
+    plan      hasa_core.plan(cfg, task, seed): scores (Eq. 11) -> widths (Eqs. 13-17)
+    run       hasa_core.run(cfg, seed): 30 rounds of local SGD + aggregation -> per-client accuracy
+    record    hasa_core.cached_run / run_many: results/runs/<cfg.key()>/seed<N>.json (checked)
+    frame     hasa_results.run_experiment("table1", "paper") -> records_frame: one row per run
+    test      compare_family(df, [("hasa", "uniform"), ...], "Table 1") -> paired_stats + holm
+    table     save_table(tests, "table1_paired_tests") -> results/table1_paired_tests.{csv,md}
+    headline  headline_table() reads that CSV -> results/headline.{csv,md} (notebook 06)
+    README    write_readme() fills <!-- table: headline --> and the generated verdict sentences;
+              ``python -m hasa_results report --check`` (run by ``make test``) fails when README.md
+              or results/REPORT.md differ from what results/ produces.
+
+Every step calls the next module down (notebook -> hasa_results -> hasa_core), never back.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import os
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from hasa_core import (
+    DEFAULT_RESULTS_DIR,
+    ENGINE_VERSION,
+    PROFILES,
+    REPO,
+    TASKS,
+    RunConfig,
+    Task,
+    bench,
+    bench_summary,
+    cached_record,
+    compute_scores,
+    config,
+    load_task,
+    lookup,
+    many_clients_config,
+    plan,
+    run_many,
+    summarize_accuracies,
+)
+
+# =============================================================================================
+# 1. Experiments: one definition, used by the notebooks and by `precompute`
+# =============================================================================================
+
+EXTRACTION_NAMES = {"static": "HeteroFL", "rolling": "FedRolex", "random": "FedDropout", "ordered": "FjORD"}
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """The one config that stands for ``cfg``'s computation. When every client trains the same
+    units (one common width under static, rolling or FjORD extraction: ``uniform``, ``smallest``,
+    ``full``), the ``full`` and ``selective`` aggregation protocols are the same arithmetic, so
+    both protocols' rows are served by one run (aggregation ``full``)."""
+    if cfg.policy in ("uniform", "smallest", "full") and cfg.extraction != "random":
+        return cfg.replace(aggregation="full")
+    return cfg
+
+
+def method_label(cfg: RunConfig) -> str:
+    """The one name of a run's method everywhere (tables, figures, prose): the policy, then the
+    extraction (·FedRolex, ·FedDropout, ·FjORD; HeteroFL's static slices are the default), ·sel for
+    the selective protocol, [score] when not the published ``js``, and any budget setting that
+    differs from the profile's."""
+    base = config(_profile_of(cfg), benchmark=cfg.benchmark)
+    label = cfg.policy
+    if cfg.extraction != "static":
+        label += "·" + EXTRACTION_NAMES[cfg.extraction]
+    if canonical(cfg).aggregation == "selective":
+        label += "·sel"
+    score = f"shuffled {cfg.score}" if cfg.shuffle_scores else cfg.score
+    if cfg.score == "random":
+        score += f" #{cfg.score_draw}"
+    scored = cfg.policy not in ("uniform", "uniform_levels", "smallest", "full")
+    if (cfg.score != "js" or cfg.shuffle_scores) and scored:
+        label += f"[{score}]"
+    extras = [f"{name}={getattr(cfg, name):g}" for name in ("budget", "w_min", "w_max", "cap", "alpha")
+              if getattr(cfg, name) != getattr(base, name) and (name == "budget" or cfg.policy in ("hasa", "reverse"))]
+    if cfg.digits_clients_per_domain != base.digits_clients_per_domain:
+        extras.append(f"{cfg.digits_clients_per_domain}/domain")
+    if cfg.partition != "natural":
+        extras.append({"publication_day": "by day",
+                       "dirichlet": f"{cfg.num_clients} Dir({cfg.dirichlet_alpha:g})"}[cfg.partition])
+    if cfg.participation < 1:
+        extras.append(f"{cfg.participation:.0%}/round")
+    return label + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _profile_of(cfg: RunConfig) -> str:
+    smoke = PROFILES["smoke"][cfg.benchmark]
+    return "smoke" if all(getattr(cfg, k) == v for k, v in smoke.items()) else "paper"
+
+
+SEEDS = {"paper": 10, "smoke": 3}         # the paper-matched view: 10 seeds
+
+
+POWER_SEEDS = {"paper": 30, "smoke": 3}   # the core comparisons: for 80% power at +0.50 pp
+
+
+SPECIFICATIONS: dict[str, dict[str, Any]] = {
+    # name -> RunConfig overrides of the paper profile's Medium setup: each varies one choice the
+    # paper leaves open (ours, see RunConfig); "default" is the setup of every other table.
+    "default": {},
+    "E = H = 64": {"emb_dim": 64, "hidden_dim": 64},
+    "E = H = 256": {"emb_dim": 256, "hidden_dim": 256},
+    "2 local epochs": {"local_epochs": 2},
+    "5 local epochs": {"local_epochs": 5},
+    "lr 0.3": {"lr": 0.3},
+    "lr 2.0": {"lr": 2.0},
+    "batch 16": {"batch_size": 16},
+    "batch 64": {"batch_size": 64},
+    "min-count 5": {"min_count": 5},
+    "100 rounds": {"rounds": 100},
+    "momentum 0.9, lr 0.1": {"momentum": 0.9, "lr": 0.1},
+}
+SMOKE_SPECIFICATIONS = ("default", "E = H = 64", "lr 0.3", "2 local epochs")  # the smoke profile's subset
+SPEC_METHODS = ("uniform", "hasa", "hasa·sel")  # per specification, paired by seed
+
+
+def specifications(profile: str) -> dict[str, dict[str, Any]]:
+    """The specification curve's setups for a profile (the smoke profile runs a subset)."""
+    names = SPECIFICATIONS if profile == "paper" else SMOKE_SPECIFICATIONS
+    return {name: SPECIFICATIONS[name] for name in names}
+
+
+def spec_methods(profile: str, spec: str) -> dict[str, RunConfig]:
+    """uniform, hasa (``full``) and hasa·sel of one specification, by :data:`SPEC_METHODS` name."""
+    m = functools.partial(config, profile, "medium", **lookup(specifications(profile), spec, "specification"))
+    return dict(zip(SPEC_METHODS, (canonical(m()), m(policy="hasa"), m(policy="hasa", aggregation="selective"))))
+
+
+def spec_label(spec: str, cfg: RunConfig) -> str:
+    """A specification run's method name: :func:`method_label`, then ``[<setup>]`` outside the default."""
+    return method_label(cfg) if spec == "default" else f"{method_label(cfg)} [{spec}]"
+
+
+def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
+    """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
+
+    ``table1`` HASA vs uniform (both protocols, our level rule as a variant); ``core`` uniform, HASA
+    and reverse over the powered seed set; ``table2`` matched-budget partial-training baselines
+    (selective protocol); ``table3`` directionality and score controls; ``sensitivity`` the
+    re-implementation's defaults varied; ``budget`` other budgets; ``need`` every client at w_min
+    and at full width; ``digits`` and ``digits3`` the cross-domain image study (1 and 3 clients
+    per domain); ``many`` HASA vs uniform on the 282-client (publication, day) federation with 10 %
+    participation; ``spec`` the specification curve (every :func:`specifications` setup x
+    :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
+    the powered seeds. Labels come from :func:`method_label`, so one run has one name everywhere."""
+    def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
+        cfgs = [canonical(c) for c in cfgs]
+        return {method_label(c): c for c in cfgs}
+
+    m = functools.partial(config, profile, "medium")
+    d = functools.partial(config, profile, "digits")
+    d3 = functools.partial(config, profile, "digits", digits_clients_per_domain=3)
+    n = list(range(SEEDS[profile]))
+    levels = m(policy="hasa_levels", score="js_targets", aggregation="selective")
+    table2 = [m(policy=p, extraction=e, aggregation="selective")
+              for e in ("static", "rolling", "random", "ordered") for p in ("uniform", "hasa")]
+    return {
+        "table1": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), levels), n),
+        "core": (group(m(), m(policy="hasa"), m(policy="reverse")), list(range(POWER_SEEDS[profile]))),
+        "table2": (group(*table2, levels, m(policy="smallest"), m(policy="full")), n),
+        "table3": (group(m(), m(policy="hasa"), m(policy="reverse"),
+                         *(m(policy="hasa", score="random", score_draw=i) for i in (0, 1)),
+                         m(policy="hasa", shuffle_scores=True), m(policy="hasa", score="size")), n),
+        "sensitivity": (group(m(), m(policy="hasa"), m(policy="hasa", alpha=0.01),
+                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0),
+                              m(policy="hasa", w_min=0.25, w_max=1.0, cap=1.0, alpha=0.01)), n),
+        "budget": (group(*(m(policy=p, budget=b) for b in (0.3, 0.7) for p in ("uniform", "hasa"))), n),
+        "need": (group(m(policy="smallest"), m(policy="full")), n),
+        "digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),
+                         d(policy="reverse", score="feature_js"), d(policy="smallest"), d(policy="full")), n),
+        "digits3": (group(d3(), d3(policy="hasa"), d3(policy="hasa", score="feature_js")), n),
+        "many": (group(many_clients_config(profile), many_clients_config(profile, policy="hasa")), n),
+        "spec": ({spec_label(spec, c): c for spec in specifications(profile)
+                  for c in spec_methods(profile, spec).values()}, n),
+        "spec_power": (group(*spec_methods(profile, "default").values()), list(range(POWER_SEEDS[profile]))),
+    }
+
+
+def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+               only: Sequence[str] | None = None) -> int:
+    """Every (config, seed) that the profile's experiments need, in one pool of ``n_jobs``
+    processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
+    the powered comparisons); the notebooks then only read the cache. Returns the number of
+    distinct runs."""
+    jobs: dict[tuple[str, int], tuple[RunConfig, int]] = {}
+    unknown = sorted(set(only or ()) - set(experiments(profile)))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
+    for name, (methods, seeds) in experiments(profile).items():
+        if not only or name in only:
+            jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
+    results_dir = results_dir or output_dirs(profile)[0]
+    pending = [(c, s) for c, s in jobs.values() if cached_record(c, s, results_dir) is None]
+    missing = len(pending)
+    print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
+          f"{missing} to compute")
+    for seed in sorted({s for _, s in pending}):
+        cfgs = sorted((c for c, s in pending if s == seed), key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
+        if cfgs:  # the longest first, so that the pool's last minutes are not one long run
+            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
+    print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
+    return len(jobs)
+
+
+def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
+                results_dir: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """:func:`run_many` over named configs; each record gets its name under ``"method"``."""
+    names, cfgs = list(methods), list(methods.values())
+    recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress)
+    return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
+
+
+def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None
+                   ) -> tuple[list[dict[str, Any]], list[int]]:
+    """The records of one of :func:`experiments` (cached; computed where missing), each labelled
+    with its method name, and the experiment's seeds."""
+    methods, seeds = lookup(experiments(profile), name, "experiment")
+    results_dir = results_dir or output_dirs(profile)[0]
+    return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke"), seeds
+
+
+def seeds_note(profile: str, seeds: Sequence[int]) -> str:
+    """A figure/table label naming the profile and the seed set."""
+    return f"{profile} profile, seeds {min(seeds)}–{max(seeds)} (n = {len(seeds)})"
+
+
+PAPER_ACCURACY = {"uniform": 13.82, "hasa": 14.32}
+"""The paper's mean client accuracy (%) on Medium, 10 seeds (abstract of arXiv 2606.07621)."""
+PAPER_GAIN = PAPER_ACCURACY["hasa"] - PAPER_ACCURACY["uniform"]  # the paper's HASA - uniform, pp
+
+
+def conclusion(profile: str, text: str) -> str:
+    """A notebook's conclusion: ``text`` for the paper profile; for any other profile a notice
+    that no verdict is drawn from its sample-sized numbers."""
+    if profile == "paper":
+        return text
+    return (f"**{profile} run on samples: no verdict is drawn from these numbers.** The paper-profile "
+            "results and their conclusions are in `results/notebooks/` and the README.")
+
+
+# =============================================================================================
+# 2. Frames: records as tables
+# =============================================================================================
+
+def _method(rec: dict[str, Any]) -> str:
+    return rec.get("method", rec["config"]["policy"])
+
+
+def records_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
+                  last: int = 1) -> pd.DataFrame:
+    """One row per run: method label, seed, mean / worst / tail accuracy (%), budget use.
+
+    ``last = 1``: after the final round (the reported metric); ``last = k``: each client's
+    accuracy averaged over the last k evaluations first (a check that the verdict does not hinge
+    on where training stops)."""
+    label = label or _method
+    rows = []
+    for r in records:
+        acc = np.mean([c["accuracy"] for c in r["curve"][-last:]], axis=0)
+        rows.append({"method": label(r), "seed": r["seed"],
+                     **{k: 100 * v for k, v in summarize_accuracies(acc).items()},
+                     "budget_frac": r["budget_frac"], "seconds": r["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per (run, evaluation round): method, seed, round, mean / worst / tail (%)."""
+    label = label or _method
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "round": c["round"],
+                          **{m: 100 * c[m] for m in ("mean", "worst", "tail")}}
+                         for r in records for c in r["curve"]])
+
+
+def clients_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> pd.DataFrame:
+    """One row per (run, client): accuracy (%) with its width-w slice and with the full global
+    model, width, score, training size."""
+    label = label or _method
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "accuracy": 100 * a,
+                          "accuracy_full_model": 100 * af, "width": w, "score": s, "n_train": n}
+                         for r in records for c, a, af, w, s, n in
+                         zip(r["clients"], r["accuracy"], r["accuracy_full_model"], r["widths"],
+                             r["scores"], r["sizes"])])
+
+
+def test_targets(cfg: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
+    """Each client's number of test targets (n_test) per seed's split: the weights of a
+    test-token-weighted mean."""
+    return pd.DataFrame([{"seed": s, "client": c.name, "n_test": c.n_test}
+                         for s in seeds for c in TASKS[cfg.benchmark](cfg, s).clients])
+
+
+def summaries_from_clients(cdf: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
+    """Per run (method, seed): mean / worst / tail of the per-client column ``value`` (%), e.g.
+    ``accuracy_full_model`` to summarise the global model's accuracy instead of the slices'."""
+    rows = [{"method": m, "seed": s, **{k: 100 * v for k, v in summarize_accuracies(g[value] / 100).items()}}
+            for (m, s), g in cdf.groupby(["method", "seed"], sort=False)]
+    return pd.DataFrame(rows)
+
+
+def describe_clients(task: Task) -> pd.DataFrame:
+    """Per client: training examples and targets, test targets, distinct training targets, the
+    Jaccard overlap of its target set with the union of the other clients' sets, and (text) the
+    share of its test targets that are ``<unk>``."""
+    sets = [set(np.flatnonzero(c.label_counts)) for c in task.clients]
+    rows = []
+    for k, c in enumerate(task.clients):
+        others = set().union(*(s for j, s in enumerate(sets) if j != k))
+        row = {"client": c.name, "train examples": sum(len(x) for x, _ in c.train),
+               "train targets": c.n_train, "test targets": c.n_test, "distinct targets": len(sets[k]),
+               "overlap with others": len(sets[k] & others) / len(sets[k] | others)}
+        if task.ignore_class is not None:
+            row["test <unk> rate"] = sum(int((y == task.ignore_class).sum()) for _, y in c.test) / c.n_test
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("client")
+
+
+def allocation_table(task: Task, cfgs: dict[str, RunConfig], seed: int) -> pd.DataFrame:
+    """Widths each labelled config's plan gives each client, plus each plan's budget use (spend / B
+    under that config's own budget: linear for the published rule, FLOPs for ``*_levels``)."""
+    plans = {label: plan(cfg, task, seed) for label, cfg in cfgs.items()}
+    df = pd.DataFrame({label: p["widths"] for label, p in plans.items()},
+                      index=pd.Index([c.name for c in task.clients], name="client"))
+    df.insert(0, "n_train", task.sizes)
+    df.loc["budget used / B"] = [np.nan, *(p["budget_frac"] for p in plans.values())]
+    return df
+
+
+def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Measured need for width of each client and seed, in accuracy points:
+
+        need_k = acc_k(every client at the largest width) - acc_k(every client at the smallest),
+
+    from paired runs (same seed) of the two uniform allocations."""
+    a = clients_frame(low).set_index(["seed", "client"])["accuracy"]
+    b = clients_frame(high).set_index(["seed", "client"])["accuracy"]
+    return (b - a).rename("need").reset_index()
+
+
+def scores_frame(cfg: RunConfig, seeds: Sequence[int], names: Sequence[str]) -> pd.DataFrame:
+    """Every client's score under each named score, per seed (the seed's split), plus n_train.
+    Uses the same score generator as :func:`plan` (draw 0)."""
+    rows = []
+    for seed in seeds:
+        task = load_task(cfg, seed)
+        vals = {n: compute_scores(n, task, cfg, np.random.default_rng([seed, 2, 0])) for n in names}
+        rows += [{"seed": seed, "client": c.name, "n_train": c.n_train, **{n: float(v[k]) for n, v in vals.items()}}
+                 for k, c in enumerate(task.clients)]
+    return pd.DataFrame(rows)
+
+
+# =============================================================================================
+# 3. Statistics: paired tests over seeds, Holm families, power
+# =============================================================================================
+
+def power_paired_t(effect: float, sd: float, n: int, alpha: float = 0.05) -> float:
+    """Power of the two-sided paired t-test (n pairs, level alpha) to detect a true mean difference
+    ``effect`` when the differences have standard deviation ``sd`` (noncentral t)."""
+    if n < 2 or not sd > 0:
+        return float("nan")
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(effect) / (sd / math.sqrt(n))
+    power = float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return power if math.isfinite(power) else float(nc > crit)  # scipy's nct fails far in the tail
+
+
+def min_detectable_effect(sd: float, n: int, power: float = 0.8, alpha: float = 0.05) -> float:
+    """Smallest true mean difference the paired t-test detects with ``power`` (n pairs, sd of the
+    differences), by root-finding on :func:`power_paired_t`."""
+    if n < 2 or not sd > 0:
+        return float("nan")
+    from scipy.optimize import brentq
+    return float(brentq(lambda e: power_paired_t(e, sd, n, alpha) - power, 1e-9 * sd, 50 * sd))
+
+
+def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float = 0.05, n_max: int = 10_000) -> int:
+    """Fewest seeds (pairs) for which the paired t-test reaches ``power`` at ``effect``."""
+    n = 2
+    while n < n_max and power_paired_t(effect, sd, n, alpha) < power:
+        n += 1
+    return n
+
+
+def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = None) -> dict[str, float]:
+    """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
+
+    Returns the mean difference with its t-based 95% CI (mean +- t_{n-1, .975} sd / sqrt(n): right
+    for small n, unlike a percentile bootstrap), the paired t-test p-value, the Wilcoxon
+    signed-rank p-value (zero differences dropped), Cohen's d_z = mean(d) / sd(d), wins = #(d > 0),
+    the minimum detectable effect at 80% power (``mde80``) and, if ``effect`` is given, the power
+    to detect that true difference. p-values are per comparison: adjust within a named family
+    (:func:`compare_family`) before calling any one significant."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    d = a - b
+    n = len(d)
+    sd = float(d.std(ddof=1)) if n > 1 else float("nan")
+    if np.allclose(d, 0):
+        p_t = p_w = 1.0
+        ci = (0.0, 0.0)
+    else:
+        p_t = float(stats.ttest_rel(a, b).pvalue)
+        p_w = float(stats.wilcoxon(a, b).pvalue)
+        half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+        ci = (float(d.mean() - half), float(d.mean() + half))
+    out = {"diff": float(d.mean()), "ci_low": ci[0], "ci_high": ci[1], "p_t": p_t,
+           "p_wilcoxon": p_w, "d_z": float(d.mean() / sd) if sd and sd > 0 else float("nan"),
+           "wins": int(np.sum(d > 0)), "n": n, "sd_diff": sd, "mde80": min_detectable_effect(sd, n)}
+    if effect is not None:
+        out["power_at_effect"] = power_paired_t(effect, sd, n)
+    return out
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values (family-wise error control over m comparisons)."""
+    p = np.asarray(pvalues, float)
+    order = np.argsort(p)
+    adj = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, (len(p) - rank) * p[i])
+        adj[i] = min(1.0, running)
+    return adj
+
+
+def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
+                   metrics: Sequence[str] = ("mean", "worst", "tail"),
+                   effect: float | None = None) -> pd.DataFrame:
+    """The paired statistics (:func:`paired_stats`) of every (treatment, control) pair on every
+    metric, seeds matched, as ONE named Holm family: ``p_holm`` adjusts the t-test p-values over
+    all rows of this table and nowhere else, and ``family`` names it, so an adjusted p quoted in
+    prose can be traced to its family. ``verdict`` reads the adjusted p together with the power:
+    'supported' (p_holm < 0.05, HASA-side positive), 'contradicted' (p_holm < 0.05, negative), or
+    'neither confirmed nor refuted' (with the minimum detectable effect)."""
+    wide = {m: df.pivot(index="seed", columns="method", values=m) for m in metrics}
+    rows = []
+    for treatment, control in pairs:
+        for m in metrics:
+            w = wide[m][[treatment, control]].dropna()
+            rows.append({"family": family, "comparison": f"{treatment} − {control}", "metric": m,
+                         **paired_stats(w[treatment], w[control], effect)})
+    out = pd.DataFrame(rows)
+    out["p_holm"] = holm(out["p_t"])
+    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" (Holm p = {r.p_holm:.3g})" if r.p_holm < 0.05
+                      else f"neither confirmed nor refuted (Holm p = {r.p_holm:.2g}; MDE80 = {r.mde80:.2f})"
+                      for r in out.itertuples()]
+    return out
+
+
+def per_client_differences(cdf: pd.DataFrame, treatment: str, control: str, family: str,
+                           value: str = "accuracy") -> pd.DataFrame:
+    """Per client, the paired (seed-matched) difference of ``value`` between two methods, with
+    :func:`paired_stats` and a Holm adjustment over the clients (one named family); also the
+    clients' mean training size and both methods' mean widths. Rows ordered by client size."""
+    wide = cdf.pivot_table(index=["client", "seed"], columns="method", values=[value, "width", "n_train"])
+    rows = []
+    for client, g in wide.groupby(level="client"):
+        rows.append({"family": family, "client": client, "n_train": g["n_train"][control].mean(),
+                     f"width {control}": g["width"][control].mean(), f"width {treatment}": g["width"][treatment].mean(),
+                     **paired_stats(g[value][treatment], g[value][control])})
+    out = pd.DataFrame(rows).sort_values("n_train", ascending=False)
+    out["p_holm"] = holm(out["p_t"])
+    return out.set_index("client")
+
+
+def mean_variants(cdf: pd.DataFrame, n_test: pd.DataFrame, treatment: str, control: str) -> pd.DataFrame:
+    """The paired difference of the client-mean accuracy computed three ways: unweighted (the
+    paper's metric), weighted by each client's test targets, and leaving out one client at a time
+    (one row per client left out): is the verdict carried by one client?"""
+    df = cdf.merge(n_test, on=["seed", "client"])
+    rows = []
+
+    def diff(frame, weights=None):
+        per = frame.groupby(["method", "seed"]).apply(
+            lambda g: np.average(g["accuracy"], weights=None if weights is None else g[weights]),
+            include_groups=False).unstack("method")
+        return paired_stats(per[treatment], per[control])
+    rows.append({"mean over": "all clients, unweighted", **diff(df)})
+    rows.append({"mean over": "all clients, weighted by test targets", **diff(df, "n_test")})
+    for client in df["client"].unique():
+        rows.append({"mean over": f"without {client}", **diff(df[df["client"] != client])})
+    return pd.DataFrame(rows).set_index("mean over")
+
+
+def gap_by_round(curves: pd.DataFrame, treatment: str, control: str, metric: str = "mean") -> pd.DataFrame:
+    """The paired gap ``treatment - control`` of ``metric`` at every evaluation round."""
+    rows = []
+    for rnd, g in curves.groupby("round"):
+        w = g.pivot(index="seed", columns="method", values=metric)[[treatment, control]].dropna()
+        rows.append({"round": rnd, **paired_stats(w[treatment], w[control])})
+    return pd.DataFrame(rows).set_index("round")
+
+
+def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
+    """mean +- std over seeds of each metric, per method (methods in order of appearance)."""
+    g = df.groupby("method", sort=False)
+    out = pd.DataFrame({f"{m}": g[m].mean().map("{:.2f}".format) + " ± " + g[m].std().map("{:.2f}".format)
+                        for m in metrics})
+    out["seeds"] = g.size()
+    if "budget_frac" in df:
+        out["budget used"] = g["budget_frac"].mean().map("{:.3f}".format)
+    return out
+
+
+def _row_ranks_z(x: np.ndarray) -> np.ndarray:
+    """Row-wise average ranks, standardised (mean 0, population sd 1); constant rows become NaN."""
+    r = stats.rankdata(x, axis=1)
+    sd = r.std(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sd > 0, (r - r.mean(axis=1, keepdims=True)) / sd, np.nan)
+
+
+def _mean_finite(values: Sequence[float]) -> float:
+    """Mean of the finite values; NaN (without a warning) when there are none (e.g. equal sizes)."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str],
+                   n_perm: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """Per score: does it rank clients by their measured need for width?
+
+    ``rho_need``: Spearman rho between score and need across clients, within each seed, averaged
+    over seeds. ``p_perm``: its two-sided permutation p-value with the CLIENTS as the random unit
+    (the need values are permuted across clients, the same permutation in every seed; exact over
+    all K! permutations when K! <= n_perm), so the p-value does not treat the K clients as fixed.
+    Also how much of the score client size explains: mean within-seed Spearman rho with n_train,
+    and R^2 of a linear fit of the score on log n_train."""
+    df = scores.merge(need, on=["seed", "client"])
+    clients = list(dict.fromkeys(df["client"]))
+    k = len(clients)
+    if math.factorial(k) <= n_perm:
+        perms = np.array(list(itertools.permutations(range(k))))
+    else:
+        rng = np.random.default_rng(seed)
+        perms = np.vstack([np.arange(k), *(rng.permutation(k) for _ in range(n_perm - 1))])
+    z_need = _row_ranks_z(df.pivot(index="seed", columns="client", values="need")[clients].to_numpy())
+    size = df.pivot(index="seed", columns="client", values="n_train")[clients].to_numpy()
+    rows = []
+    for name in names:
+        sc = df.pivot(index="seed", columns="client", values=name)[clients].to_numpy()
+        z = _row_ranks_z(sc)
+        ok = ~np.isnan(z).any(1) & ~np.isnan(z_need).any(1)
+        if not ok.any():
+            rows.append({"score": name, "rho_need": np.nan, "p_perm": np.nan, "seeds": 0})
+            continue
+        rho = np.einsum("sk,spk->sp", z[ok], z_need[ok][:, perms]) / k  # seeds x permutations
+        stat = rho.mean(0)
+        z_size = _row_ranks_z(size[ok])
+        r2 = [stats.linregress(np.log(s), v).rvalue ** 2 if np.ptp(s) > 0 and np.ptp(v) > 0 else np.nan
+              for s, v in zip(size[ok], sc[ok])]
+        rho_size = (z[ok] * z_size).mean(1)
+        rows.append({"score": name, "rho_need": float(stat[0]),
+                     "p_perm": float(np.mean(np.abs(stat) >= abs(stat[0]) - 1e-12)),
+                     "rho_size": _mean_finite(rho_size), "r2_logsize": _mean_finite(r2),
+                     "seeds": int(ok.sum()), "clients": k, "permutations": len(perms)})
+    return pd.DataFrame(rows).set_index("score")
+
+
+# =============================================================================================
+# 4. Tables and figures
+# =============================================================================================
+
+def output_dirs(profile: str) -> tuple[Path, Path]:
+    """(results_dir, figures_dir) for a profile.
+
+    ``paper`` writes into the repository's committed ``results/`` and ``figures/``. Any other
+    profile (the fast ``smoke`` one that nbval re-executes) writes into the git-ignored
+    ``results/<profile>/`` and ``results/<profile>/figures/``, so it never overwrites the
+    committed paper-profile outputs and leaves no temporary folders behind."""
+    lookup(PROFILES, profile, "profile")
+    if profile == "paper":
+        return DEFAULT_RESULTS_DIR, REPO / "figures"
+    root = DEFAULT_RESULTS_DIR / profile
+    return root, root / "figures"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
+    (or a full disk) never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def table_markdown(df: pd.DataFrame) -> str:
+    """A table as flat Markdown (a multi-index becomes columns, multi-level columns are joined)."""
+    keep_index = not isinstance(df.index, pd.MultiIndex)
+    flat = df if keep_index else df.reset_index()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat = flat.set_axis([" · ".join(map(str, c)) for c in flat.columns], axis=1)
+    return flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n"
+
+
+def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
+    """Write a table as CSV (and Markdown beside it) into ``results/``, each file atomically."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+    path = write_text_atomic(root / f"{name}.csv", df.to_csv())
+    write_text_atomic(root / f"{name}.md", table_markdown(df))
+    return path
+
+
+def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
+    """Save a matplotlib figure as PNG and PDF into ``figures/`` (no timestamps, so the same
+    figure gives the same bytes), each through a temporary file and a rename."""
+    root = figures_dir or REPO / "figures"
+    root.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".tmp-{name}-", suffix=f".{ext}")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+            os.replace(tmp, root / f"{name}.{ext}")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
+    """One row per claim of the paper, from the paired-test tables the notebooks wrote: the paired
+    difference with its CI, the paper's value where it gives a number, the named Holm family and
+    its adjusted p, n seeds, power / MDE, and a verdict relative to the direction the paper claims
+    ('supported', 'contradicted', or 'neither confirmed nor refuted')."""
+    root = results_dir or DEFAULT_RESULTS_DIR
+
+    def row(table: str, comparison: str, metric: str, claim: str, sign: int, paper: float = float("nan")):
+        t = pd.read_csv(root / f"{table}.csv").set_index(["comparison", "metric"])
+        r = t.loc[(comparison, metric)]
+        if r["p_holm"] < 0.05:
+            verdict = "supported" if np.sign(r["diff"]) == sign else "contradicted"
+        else:
+            verdict = f"neither confirmed nor refuted (MDE80 {r['mde80']:.2f} pp)"
+        return {"claim": claim, "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "paper": paper,
+                "family": r["family"], "p_holm": r["p_holm"], "n": int(r["n"]),
+                "power_at_effect": r.get("power_at_effect", float("nan")), "mde80": r["mde80"], "verdict": verdict,
+                "note": f"Holm p {r['p_holm']:.2g} ({r['family']}), n={int(r['n'])}: {verdict.split(' (')[0]}"}
+
+    t2 = pd.read_csv(root / "table2_paired_tests.csv")
+    strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
+    rows = [
+        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (paper-matched seeds)", +1,
+            PAPER_GAIN),
+        row("table1_core_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (powered)", +1, PAPER_GAIN),
+        row("table1_core_tests", "hasa − uniform", "worst", "1. worst client: hasa − uniform (powered)", +1),
+        row("table2_paired_tests", strongest["worst"], "worst", f"2. worst: {strongest['worst']}", +1),
+        row("table2_paired_tests", strongest["tail"], "tail", f"2. tail: {strongest['tail']}", +1),
+        row("table1_core_tests", "reverse − uniform", "mean", "3. mean: reverse − uniform (powered)", -1),
+        row("table3_paired_tests", "reverse − uniform", "tail", "3. tail: reverse − uniform", -1),
+        row("table4_paired_tests", "hasa − uniform", "worst", "4. digits worst: hasa(labels) − uniform", +1),
+        row("table4_paired_tests", "hasa[feature_js] − uniform", "worst",
+            "4. digits worst: hasa[feature_js] − uniform", +1),
+    ]
+    return pd.DataFrame(rows)
+
+
+def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
+    """Per experiment: distinct runs, mean and total single-thread seconds of the runs (from the
+    cached records, so it describes the machine that made them), and the processor."""
+    rows, seen = [], set()
+    for name, (methods, seeds) in experiments(profile).items():
+        recs = [cached_record(c, s, results_dir or output_dirs(profile)[0]) for c in methods.values() for s in seeds]
+        recs = [r for r in recs if r is not None]
+        new = [r for r in recs if (json.dumps(r["config"], sort_keys=True), r["seed"]) not in seen]
+        seen |= {(json.dumps(r["config"], sort_keys=True), r["seed"]) for r in recs}
+        secs = [r["seconds"] for r in recs]
+        rows.append({"experiment": name, "runs": len(recs), "runs not shared with an earlier experiment": len(new),
+                     "mean s per run": float(np.mean(secs)) if secs else np.nan,
+                     "CPU minutes (new runs)": sum(r["seconds"] for r in new) / 60,
+                     "processor": ", ".join(sorted({r["provenance"]["cpu"] for r in recs}))})
+    out = pd.DataFrame(rows).set_index("experiment")
+    out.loc["total"] = [out["runs"].sum(), out["runs not shared with an earlier experiment"].sum(), np.nan,
+                        out["CPU minutes (new runs)"].sum(), ""]
+    return out
+
+
+def plot_paired(df: pd.DataFrame, pairs: Sequence[tuple[str, str]],
+                metrics: Sequence[str] = ("mean", "worst", "tail"), seeds_note: str = ""):
+    """Paired view, one panel per metric and one row per (treatment, control) pair: each seed's
+    difference (dots) with the mean and its t-based 95% CI (black), in accuracy points."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(metrics), figsize=(3.8 * len(metrics), 1.3 + 0.5 * len(pairs)),
+                             sharey=True, squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        wide = df.pivot(index="seed", columns="method", values=m)
+        for y, (t, c) in enumerate(pairs):
+            d = (wide[t] - wide[c]).dropna()
+            st = paired_stats(d, np.zeros(len(d)))
+            ax.scatter(d, y + np.linspace(-0.2, 0.2, len(d)), s=9, alpha=0.5)
+            ax.errorbar(st["diff"], y, xerr=[[st["diff"] - st["ci_low"]], [st["ci_high"] - st["diff"]]],
+                        fmt="D", color="black", capsize=4, ms=5)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(range(len(pairs)), [f"{t} − {c}" for t, c in pairs], fontsize=8)
+        ax.set_ylim(len(pairs) - 0.4, -0.6)
+        ax.set_title(f"{m} accuracy (pp)", fontsize=9)
+    if seeds_note:
+        fig.suptitle(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_headline(rows: pd.DataFrame):
+    """The README's headline: one row per claim, the paired difference (pp) with its 95% CI,
+    the paper's value (red x) where the paper gives one, and the adjusted p and power as text.
+    ``rows`` has columns claim, diff, ci_low, ci_high, paper, note."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.2))
+    fig.subplots_adjust(left=0.3, right=0.68)
+    for y, r in enumerate(rows.itertuples()):
+        ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="D", color="black", capsize=4)
+        if pd.notna(r.paper):
+            ax.plot(r.paper, y, "x", color="tab:red", ms=9, mew=2, label="paper" if y == 0 else None)
+        ax.annotate(r.note, (1.01, y), xycoords=("axes fraction", "data"), va="center", fontsize=7)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(rows)), rows["claim"], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("symlog", linthresh=1.0)  # text (< 1 pp) and digits (~10 pp) rows both readable
+    ax.set_xlabel("paired difference, accuracy points (mean and 95% t-CI over seeds; linear within ±1, log beyond)")
+    if rows["paper"].notna().any():
+        ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def plot_per_client_differences(table: pd.DataFrame, treatment: str, control: str, seeds_note: str = ""):
+    """Per-client paired difference (mean, 95% t-CI) ordered by client size, each client labelled
+    with its width under both methods (control -> treatment): where does the gain come from?"""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7.5, 0.5 * len(table) + 1.2))
+    for y, (client, r) in enumerate(table.iterrows()):
+        color = "tab:green" if r["diff"] > 0 else "tab:red"
+        ax.errorbar(r["diff"], y, xerr=[[r["diff"] - r["ci_low"]], [r["ci_high"] - r["diff"]]], fmt="o",
+                    color=color, capsize=3)
+        ax.annotate(f"w {r[f'width {control}']:.2f} → {r[f'width {treatment}']:.2f}", (1.01, y),
+                    xycoords=("axes fraction", "data"), va="center", fontsize=7)
+    ax.axvline(0, color="grey", lw=1, ls="--")
+    ax.set_yticks(range(len(table)), [f"{c} (n={r['n_train']:,.0f})" for c, r in table.iterrows()], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"{treatment} − {control}, client test accuracy (pp)")
+    ax.set_title(f"per client, largest first{'; ' + seeds_note if seeds_note else ''}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gap_by_round(gaps: dict[str, pd.DataFrame], seeds_note: str = ""):
+    """The paired gap (mean, 95% t-CI) against round, one line per comparison."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    for name, g in gaps.items():
+        ax.errorbar(g.index, g["diff"], yerr=[g["diff"] - g["ci_low"], g["ci_high"] - g["diff"]],
+                    marker="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", lw=1, ls="--")
+    ax.set_xlabel("round")
+    ax.set_ylabel("paired gap, mean accuracy (pp)")
+    ax.legend(fontsize=7)
+    if seeds_note:
+        ax.set_title(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_allocations(widths: pd.DataFrame, title: str = ""):
+    """Each client's width (rows: clients, largest first; columns: policies) as grouped bars."""
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(1.2 * len(widths) + 2.5, 3.4))
+    widths.plot.bar(ax=ax, width=0.8)
+    ax.set_ylabel("width w_k")
+    ax.set_xlabel("")
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", rotation=20)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_many_clients(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None):
+    """A many-client federation, one record per method of one seed. Left: each client's width
+    against its n_k (log scale). Right: the budget each round's participants spend
+    (``round_budget_used``), as a histogram per method, with B dashed."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    label = label or _method
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for rec in records:
+        a.scatter(rec["sizes"], rec["widths"], s=10, alpha=0.6, label=label(rec))
+    a.set_xscale("log")
+    a.set_xlabel("n_k (training targets of the client)")
+    a.set_ylabel("width w_k")
+    a.legend(fontsize=7)
+    spend = pd.DataFrame({"method": [label(r) for r in records for _ in r["round_budget_used"]],
+                          "spend": [v for r in records for v in r["round_budget_used"]]})
+    sns.histplot(spend, x="spend", hue="method", bins=40, element="step", ax=b)
+    b.axvline(records[0]["budget"], color="k", ls="--", lw=1)
+    b.set_xlabel("budget spent by a round's participants (B dashed)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float]], title: str = ""):
+    """The two engines side by side. Left: wall seconds of each training round. Right: wall
+    seconds of the run split into training rounds and everything else (start-up, statistics,
+    evaluation), with the peak resident memory of all processes written on each bar."""
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for engine, rs in round_seconds.items():
+        a.plot(np.arange(1, len(rs) + 1), rs, marker=".", label=engine)
+    a.set_xlabel("round")
+    a.set_ylabel("seconds (training + aggregation)")
+    a.set_ylim(bottom=0)
+    a.legend(fontsize=8)
+    rounds = [float(np.sum(round_seconds[e])) for e in measures.index]
+    other = [measures.loc[e, "wall seconds"] - r for e, r in zip(measures.index, rounds)]
+    b.bar(measures.index, rounds, label="training rounds")
+    b.bar(measures.index, other, bottom=rounds, label="start-up, statistics, evaluation")
+    for i, e in enumerate(measures.index):
+        b.text(i, measures.loc[e, "wall seconds"], f"{measures.loc[e, 'peak RSS MiB (all processes)']:.0f} MiB",
+               ha="center", va="bottom", fontsize=8)
+    b.set_ylabel("wall seconds")
+    b.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
+                        names: Sequence[str], seeds_note: str = ""):
+    """One scatter per score: each (client, seed)'s score against its measured need for width,
+    titled with the mean within-seed Spearman rho from :func:`score_validity`."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+    merged = scores.merge(need, on=["seed", "client"])
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.2))
+    for ax, name in zip(axes, names):
+        sns.scatterplot(data=merged, x=name, y="need", hue="client", ax=ax, legend=ax is axes[-1], s=25)
+        v = validity.loc[name]
+        ax.set_title(f"{name}: ρ = {v['rho_need']:.2f}, p = {v['p_perm']:.2g}", fontsize=9)
+    axes[0].set_ylabel("need for width (pp)")
+    axes[-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1, 0.5))
+    if seeds_note:
+        fig.suptitle(seeds_note, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# =============================================================================================
+# 5. Report and README: every number filled from results/
+# =============================================================================================
+
+README = REPO / "README.md"
+REPORT = "REPORT.md"  # in the results folder
+
+
+def say(tests: pd.DataFrame, comparison: str, metric: str = "mean", *, ci: bool = True, family: bool = False,
+        power: bool = False, wins: bool = False, verdict: bool = False) -> str:
+    """One paired test in words, for a notebook's generated conclusion: the difference in pp, then
+    (as asked) its 95 % CI, the Holm p (with its family), n / power / MDE80, the wins, the verdict.
+    ``tests`` is a :func:`compare_family` table, indexed by (comparison, metric) or not."""
+    t = tests if isinstance(tests.index, pd.MultiIndex) else tests.set_index(["comparison", "metric"])
+    r = t.loc[(comparison, metric)]
+    parts = [f"95% CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"] if ci else []
+    parts.append(f"Holm p = {r['p_holm']:.3g}" + (f" in family '{r['family']}'" if family else ""))
+    if power:
+        parts.append(f"n = {r['n']}, power at {PAPER_GAIN:+.2f} pp = {r['power_at_effect']:.2f}, "
+                     f"MDE80 = {r['mde80']:.2f} pp")
+    if wins:
+        parts += [f"wins {r['wins']}", f"MDE80 = {r['mde80']:.2f} pp"]
+    return f"{r['diff']:+.2f} pp ({', '.join(parts)})" + (f": {r['verdict']}" if verdict else "")
+
+
+def _claims(results_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(results_dir / "headline.csv")
+
+
+def claim_sentences(results_dir: Path, claim: str) -> list[str]:
+    """One generated sentence per headline row of a claim (``"1"`` ... ``"4"``): the comparison, the
+    paired difference with its 95 % CI, the Holm p of its family, n and the verdict."""
+    rows = _claims(results_dir)
+    rows = rows[rows["claim"].str.startswith(f"{claim}. ")]
+    return [f"{r.claim.split('. ', 1)[1]}: {r.diff:+.2f} pp [{r.ci_low:+.2f}, {r.ci_high:+.2f}], Holm p = "
+            f"{r.p_holm:.2g} (family '{r.family}', n = {r.n}): **{r.verdict}**" for r in rows.itertuples()]
+
+
+def verdict_text(results_dir: Path, claim: str) -> str:
+    sentences = "; ".join(claim_sentences(results_dir, claim))
+    return f"**Verdict** (generated from `results/headline.csv`): {sentences}."
+
+
+def verdicts_text(results_dir: Path) -> str:
+    """The README's summary: one line per claim."""
+    names = {"1": "HASA beats uniform", "2": "best worst/tail among matched baselines", "3": "reversing hurts",
+             "4": "cross-domain gain depends on the score"}
+    return "\n".join(f"* **Claim {k}** ({v}): " + "; ".join(claim_sentences(results_dir, k)) + "."
+                     for k, v in names.items())
+
+
+def many_clients_text(results_dir: Path) -> str:
+    t = pd.read_csv(results_dir / "many_clients_paired_tests.csv").set_index(["comparison", "metric"])
+    cmp = t.index[0][0]
+    return (f"**Measured** (generated from `results/many_clients_paired_tests.csv`): {cmp}, mean "
+            f"{say(t, cmp, 'mean', family=True)}; tail {say(t, cmp, 'tail')}.")
+
+
+def paper_text(_: Path) -> str:
+    return (f"mean client test accuracy **{PAPER_ACCURACY['uniform']:.2f} % (uniform) → "
+            f"{PAPER_ACCURACY['hasa']:.2f} % (HASA)** ({PAPER_GAIN:+.2f} pp), and better worst-client accuracy;")
+
+
+def setup_text(_: Path) -> str:
+    """The choices where the paper is silent, read from the engine's defaults and profiles."""
+    m, d = config("paper", "medium"), config("paper", "digits")
+    rows = [
+        ("text model", f"1-layer word LSTM, embedding E = {m.emb_dim}, hidden H = {m.hidden_dim}, trained from "
+                       f"scratch; vocabulary = training-title tokens seen ≥ {m.min_count} times"),
+        ("image model", f"CNN with {m.cnn_widths[0]}/{m.cnn_widths[1]}/{m.cnn_widths[2]} channels/units "
+                        "(conv, conv, fc), 28×28 grey inputs"),
+        ("local optimiser", f"SGD, lr {m.lr:g} (text) / {d.lr:g} (images), batch {m.batch_size}, "
+                            f"gradient-norm clip {m.clip:g}, {m.local_epochs} local epoch per round"),
+        ("rounds", f"{m.rounds} (text) / {d.rounds} (images), evaluation every {m.eval_every}"),
+        ("data", f"{m.test_frac:.0%} of each client's examples held out for test (seeded); images: at most "
+                 f"{d.max_examples_per_client:,} training and {d.max_test_per_domain:,} test images per domain"),
+        ("published rule's defaults", f"B = {m.budget:g}, w_min = {m.w_min:g}, w_max = cap = {m.w_max:g}, "
+                                      f"α = {m.alpha:g}, participation {m.participation:g}, weights n_k "
+                                      "(FedProC's; whether they are the paper's is not known)"),
+        ("our level rule", f"levels {{{', '.join(f'{x:g}' for x in m.levels)}}}, FLOP budget at w_ref = {m.w_ref:g}"),
+        ("aggregation", f"`{m.aggregation}` (the paper's FedAvg) for claim 1; `selective` for the matched baselines"),
+        ("seeds", f"{SEEDS['paper']} per method (the paper's count); {POWER_SEEDS['paper']} for the core comparison"),
+    ]
+    return pd.DataFrame(rows, columns=["choice", "value (a `RunConfig` field each)"]).to_markdown(index=False) + "\n"
+
+
+def engine_text(_: Path) -> str:
+    return f"Engine version {ENGINE_VERSION} (part of every cache key; `hasa_core.ENGINE_VERSION`)."
+
+
+TEXTS: dict[str, Callable[[Path], str]] = {
+    "verdicts": verdicts_text, "paper": paper_text, "setup": setup_text, "engine": engine_text,
+    "many-clients": many_clients_text,
+    **{f"verdict-{k}": functools.partial(verdict_text, claim=k) for k in "1234"},
+}
+"""The README's generated sentences: ``<!-- text: NAME -->`` blocks, filled by ``TEXTS[NAME]``."""
+
+_BLOCK = re.compile(r"(<!-- (?P<kind>table|text): (?P<name>[\w./-]+) -->\n).*?(<!-- end (?P=kind) -->)", re.S)
+_NUMBER = re.compile(r"[-+−]?\d+(?:\.\d+)?\s?(?:%|pp\b)|(?<![\w.])[-+−]?\d+\.\d+(?![\w.])")
+
+
+def fill_blocks(text: str, results_dir: Path) -> tuple[str, list[str]]:
+    """Replace every ``<!-- table: NAME -->…<!-- end table -->`` block with ``results/NAME.md`` and
+    every ``<!-- text: NAME -->…<!-- end text -->`` block with ``TEXTS[NAME](results_dir)``."""
+    filled = []
+
+    def fill(m: re.Match) -> str:
+        if m["kind"] == "table":
+            body = (results_dir / f"{m['name']}.md").read_text(encoding="utf-8")
+        else:
+            body = lookup(TEXTS, m["name"], "generated text")(results_dir).rstrip("\n") + "\n"
+        filled.append(f"{m['kind']}:{m['name']}")
+        return m[1] + body + m[4]
+    return _BLOCK.sub(fill, text), filled
+
+
+_NOT_RESULTS = ("2606.07621", "95 % CI", "95% CI", "80 % power", "p < 0.05", "Python 3.11")
+"""Numbers in prose that are no results: the arXiv id, the test levels, the Python version."""
+
+
+def typed_numbers(text: str) -> list[str]:
+    """Result-like numbers (decimals, percentages, pp) outside the generated blocks of a document
+    and outside code spans: each is a number typed by hand (:data:`_NOT_RESULTS` excepted)."""
+    outside = _BLOCK.sub("", text)
+    for constant in _NOT_RESULTS:
+        outside = outside.replace(constant, "")
+    outside = re.sub(r"`[^`\n]*`", "", outside)  # code: commands, file names, settings
+    return _NUMBER.findall(outside)
+
+
+def _notebook_parts(nb_path: Path) -> dict[str, Any]:
+    """From an executed notebook: its title, each saved table with the markdown cell before it,
+    and its generated conclusion (the last Markdown output)."""
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    title, sections, conclusion, last_md = nb_path.stem, [], "", ""
+    for cell in nb["cells"]:
+        src = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            if src.startswith("# "):
+                title = src.splitlines()[0][2:].strip()
+                last_md = ""
+            elif not src.startswith(">"):
+                last_md = src
+            continue
+        tables = re.findall(r"save_table\([^\n]*?,\s*\"(\w+)\"", src)
+        if tables:
+            sections.append((last_md, tables))
+            last_md = ""
+        for out in cell.get("outputs", []):
+            md = out.get("data", {}).get("text/markdown")
+            if md:
+                conclusion = "".join(md)
+    return {"title": title, "sections": sections, "conclusion": conclusion}
+
+
+def report_text(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
+    """``results/REPORT.md``: per executed notebook, its generated conclusion, then every table it
+    wrote with the notebook's own explanation; then performance and the engine-1 archive."""
+    out = ["# HASA artifact — the full report", "",
+           "Generated by `python -m hasa_results report` from `results/` (the executed paper-profile "
+           "notebooks in `results/notebooks/` and the tables they wrote); never edited by hand. The "
+           "front page is the [README](../README.md).", "", engine_text(results_dir), ""]
+    nbs = sorted((results_dir / "notebooks").glob("[0-9]*.ipynb"))
+    out += ["## Contents", ""] + [f"* [{_notebook_parts(p)['title']}](#{_anchor(_notebook_parts(p)['title'])})"
+                                  for p in nbs] + ["* [Performance](#performance)", ""]
+    for p in nbs:
+        parts = _notebook_parts(p)
+        out += [f"## {parts['title']}", "", f"Executed notebook: [`notebooks/{p.name}`](notebooks/{p.name}).", ""]
+        if parts["conclusion"]:
+            out += [parts["conclusion"].strip(), ""]
+        for md, tables in parts["sections"]:
+            if md:
+                out += [re.sub(r"^(#+) ", r"#\1## ", md.strip(), flags=re.M), ""]
+            for name in tables:
+                path = results_dir / f"{name}.md"
+                if path.is_file():
+                    out += [f"`results/{name}.md`:", "", path.read_text(encoding="utf-8").rstrip("\n"), ""]
+    out += ["## Performance", ""]
+    for name, what in [("bench", "`make bench` (steady-state training throughput against this machine's matmul)"),
+                       ("bench_gpu", "the GPU check on a lent H200"), ("runtime", "run time per experiment")]:
+        path = results_dir / f"{name}.md"
+        if path.is_file():
+            out += [f"`results/{name}.md` — {what}:", "", path.read_text(encoding="utf-8").rstrip("\n"), ""]
+    archive = results_dir / "engine1" / "README.md"
+    if archive.is_file():
+        out += ["## Engine-1 archive", "", "The first tables (our level rule, engine version 1) are kept unchanged "
+                "in [`engine1/`](engine1/README.md).", ""]
+    return "\n".join(out)
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^\w\- ]", "", title.lower()).strip().replace(" ", "-")
+
+
+def write_report(results_dir: Path = DEFAULT_RESULTS_DIR, readme: Path = README) -> list[Path]:
+    """Write ``results/REPORT.md`` and refill the README's generated blocks (both atomically)."""
+    text, _ = fill_blocks(readme.read_text(encoding="utf-8"), results_dir)
+    return [write_text_atomic(results_dir / REPORT, report_text(results_dir)), write_text_atomic(readme, text)]
+
+
+def update_readme(readme: Path = README, results_dir: Path = DEFAULT_RESULTS_DIR) -> list[str]:
+    """Refill the README's generated blocks; returns what was filled."""
+    text, filled = fill_blocks(readme.read_text(encoding="utf-8"), results_dir)
+    write_text_atomic(readme, text)
+    return filled
+
+
+def check_report(results_dir: Path = DEFAULT_RESULTS_DIR, readme: Path = README) -> list[str]:
+    """Problems that make README or REPORT disagree with ``results/``: a stale generated block, a
+    stale REPORT, a number typed by hand outside the generated blocks. Empty when all is well."""
+    problems = []
+    text = readme.read_text(encoding="utf-8")
+    fresh, _ = fill_blocks(text, results_dir)
+    if fresh != text:
+        stale = [m["name"] for m, f in zip(_BLOCK.finditer(text), _BLOCK.finditer(fresh)) if m[0] != f[0]]
+        problems.append(f"{readme.name}: generated blocks differ from results/: {', '.join(stale) or 'layout'}")
+    report = results_dir / REPORT
+    if not report.is_file() or report.read_text(encoding="utf-8") != report_text(results_dir):
+        problems.append(f"{report} differs from what results/ produce")
+    typed = typed_numbers(text)
+    if typed:
+        problems.append(f"{readme.name}: numbers typed by hand outside generated blocks: {typed}")
+    return problems
+
+
+# =============================================================================================
+# 6. Bench and command line
+# =============================================================================================
+
+def bench_table(benchmarks: Sequence[str] = ("medium", "digits"), policy: str = "hasa", device: str = "cpu",
+                rounds: int = 11) -> pd.DataFrame:
+    """:func:`hasa_core.bench` for each benchmark, as one table (a column per benchmark)."""
+    rows = []
+    for name in benchmarks:
+        res = bench(config("paper", benchmark=name, policy=policy, device=device), rounds=rounds)
+        print(bench_summary(res))
+        rows.append(res)
+    return pd.DataFrame(rows).set_index("benchmark").map(lambda v: f"{v:.3g}" if isinstance(v, float) else v).T
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m hasa_results", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pc = sub.add_parser("precompute", help="every run the notebooks of a profile need, cached")
+    pc.add_argument("--profile", default="paper", choices=sorted(PROFILES))
+    pc.add_argument("--jobs", type=int, default=2)
+    pc.add_argument("--only", nargs="*", help="experiment names (default: all)")
+    rp = sub.add_parser("report", help="write results/REPORT.md and refill the README's generated blocks")
+    rp.add_argument("--check", action="store_true", help="write nothing; fail if README or REPORT are stale")
+    sub.add_parser("readme", help="refill the README's generated blocks only")
+    b = sub.add_parser("bench", help="hasa_core.bench for each benchmark, written to results/bench.md")
+    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
+    b.add_argument("--policy", default="hasa")
+    b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--out", default=str(DEFAULT_RESULTS_DIR / "bench.md"), help="Markdown table ('' = none)")
+    args = ap.parse_args(argv)
+    if args.cmd == "precompute":
+        print(f"{precompute(args.profile, args.jobs, only=args.only)} distinct runs cached for profile {args.profile}")
+    elif args.cmd == "report" and args.check:
+        problems = check_report()
+        for p in problems:
+            print(f"STALE: {p}")
+        if problems:
+            raise SystemExit("README/REPORT are stale: run `python -m hasa_results report` (after `make reproduce`)")
+        print("README.md and results/REPORT.md match results/; no number typed by hand")
+    elif args.cmd == "report":
+        print("wrote", ", ".join(str(p.relative_to(REPO)) for p in write_report()))
+    elif args.cmd == "readme":
+        print("README blocks refreshed:", ", ".join(update_readme()) or "none")
+    else:
+        table = bench_table(args.benchmark, args.policy, args.device, args.rounds)
+        if args.out:
+            write_text_atomic(Path(args.out), table.to_markdown(floatfmt=".3g") + "\n")
+            print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    _main()
