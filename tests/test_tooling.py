@@ -356,7 +356,6 @@ def test_the_lock_pins_the_cpu_torch_of_pyproject_with_its_wheel_hash():
     wheel lies on this machine, the lock has its sha256."""
     import hashlib
     import re
-
     import tomllib
 
     pin = next(r for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
