@@ -74,16 +74,28 @@ check-data: venv
 precompute: venv
 	$(PY) -m hasa_results precompute --profile $(PROFILE) --jobs $(JOBS)
 
-# Every notebook, in order, through papermill with the chosen profile. Each executes into a
-# temporary file that replaces the executed notebook only when the whole notebook succeeded.
+# Every notebook, in order, through papermill with the chosen profile. A notebook's outputs appear
+# only when the whole notebook succeeded: it executes into a temporary .partial.ipynb, and the tables
+# and figures it saves go to its staging folder results/.stage-PROFILE-NAME/ (HASA_STAGE, see
+# hasa_results.staged). On success `hasa_results publish` renames every staged file into place, then
+# the executed notebook replaces the previous one. On failure the staging folder is deleted, so that
+# notebook's tables, figures and executed notebook stay as its last complete run left them (the
+# notebooks before it in this run are published; the run records it computed stay cached), and
+# make stops.
 reproduce: precompute
 	@mkdir -p $(NB_OUT)
 	@for nb in $(NOTEBOOKS); do \
-	  out=$(NB_OUT)/$$(basename $$nb); \
+	  name=$$(basename $$nb .ipynb); out=$(NB_OUT)/$$name.ipynb; stage=results/.stage-$(PROFILE)-$$name; \
 	  echo "== $$nb ($(PROFILE)) -> $$out"; \
-	  $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
-	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || { echo "$$nb failed: its executed copy is $$out.partial.ipynb; $$out is unchanged"; exit 1; }; \
-	  mv $$out.partial.ipynb $$out; \
+	  rm -rf $$stage; \
+	  if HASA_STAGE=$$stage $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
+	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar; then \
+	    $(PY) -m hasa_results publish $$stage && mv $$out.partial.ipynb $$out || exit 1; \
+	  else \
+	    rm -rf $$stage; \
+	    echo "$$nb failed: none of its tables or figures was published, so they and $$out are kept as its last complete run left them (this run's executed copy: $$out.partial.ipynb)"; \
+	    exit 1; \
+	  fi; \
 	done
 	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_results report; fi
 

@@ -26,6 +26,8 @@ def git(*args, cwd=REPO, **kw):
     "results/flower/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json",
     "results/many/runs/digits-uniform-static-js-0123456789/.tmp-abc.json",
     "results/.tmp-table1_main.md",
+    "results/.stage-paper-01_main_table/results/table1_main.csv",  # make reproduce's staging folders
+    "results/.stage-smoke-06_summary/results/smoke/figures/headline.png",
 ])
 def test_gitignore_covers_every_tmp_file_under_results(path):
     """A write interrupted by SIGKILL leaves a .tmp-* beside the record; none may show up in
@@ -366,3 +368,70 @@ def test_the_lock_pins_the_cpu_torch_of_pyproject_with_its_wheel_hash():
     for wheel in Path("/opt/wheels").glob(f"torch-{m.group(1)}-cp311-*.whl"):
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
         assert digest in m.group(2), f"the lock lacks the sha256 of {wheel}"
+
+
+# --------------------------------------------------------------------------- make reproduce: staged outputs
+
+
+def notebook(*sources):
+    """A notebook whose first cell holds papermill's parameters, then one code cell per source."""
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell('profile = "smoke"\nn_jobs = 2', metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(src) for src in sources]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nbformat.writes(nb)
+
+
+SAVES_TWO_TABLES = ("import pandas as pd\nimport hasa_results as R\n"
+                    "results_dir, figures_dir = R.output_dirs(profile)\n"
+                    "R.save_table(pd.DataFrame({'run': ['new']}), 't1', results_dir)\n"
+                    "R.save_table(pd.DataFrame({'run': ['new']}), 't2', results_dir)")
+SAVES_A_FIGURE = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                  "fig, ax = plt.subplots()\nR.save_figure(fig, 'f1', figures_dir)")
+
+
+def run_reproduce(repo):
+    """`make reproduce PROFILE=smoke` of the scratch repository's one notebook, without precompute
+    (-o) and with this interpreter; the kernel imports the scratch copies of the modules."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("HASA_STAGE", None)
+    return subprocess.run(["make", "-o", "precompute", "reproduce", "PROFILE=smoke", f"PY={sys.executable}",
+                           "NOTEBOOKS=notebooks/01_x.ipynb"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_notebook_that_fails_half_way_publishes_nothing_and_one_that_succeeds_publishes_all(tmp_path):
+    """A scratch repository whose previous complete run left t1, t2 and the executed notebook. A
+    notebook that saves t1 and t2 and then fails: every old output stays, no staging folder is left,
+    and make says so. Fixed, it succeeds: t1, t2, the figure and the executed notebook all appear."""
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for rel in ("Makefile", "hasa_core.py", "hasa_results.py"):
+        shutil.copy(REPO / rel, repo / rel)
+    results = repo / "results" / "smoke"
+    (results / "notebooks").mkdir(parents=True)
+    old = {results / "t1.csv": "run\nold\n", results / "t2.csv": "run\nold\n",
+           results / "notebooks" / "01_x.ipynb": "the previous executed notebook\n"}
+    for path, text in old.items():
+        path.write_text(text)
+
+    (repo / "notebooks" / "01_x.ipynb").write_text(notebook(SAVES_TWO_TABLES, "raise RuntimeError('half-way')"))
+    r = run_reproduce(repo)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert {path: path.read_text() for path in old} == old, out
+    assert not list(repo.glob("results/.stage-*")) and not (results / "figures").exists()
+    assert "none of its tables or figures was published" in out and "kept" in out, out
+
+    (repo / "notebooks" / "01_x.ipynb").write_text(notebook(SAVES_TWO_TABLES, SAVES_A_FIGURE))
+    r = run_reproduce(repo)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    for name in ("t1.csv", "t2.csv"):
+        assert (results / name).read_text() == ",run\n0,new\n", out
+    assert (results / "figures" / "f1.png").is_file() and (results / "figures" / "f1.pdf").is_file()
+    assert "RuntimeError" not in (results / "notebooks" / "01_x.ipynb").read_text()
+    assert "save_figure" in (results / "notebooks" / "01_x.ipynb").read_text()
+    assert not list(repo.glob("results/.stage-*")) and not list(results.glob("notebooks/*.partial.ipynb"))
