@@ -10,22 +10,47 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs
+.PHONY: all venv lock data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs
 
 all: test
 
+# The environment: every package from requirements.lock, each pinned and checked against its
+# sha256 (pip --require-hashes), then this project itself without dependencies. torch is the CPU
+# build (no CUDA packages), found in TORCH_CPU_WHEELS.
+TORCH_CPU_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
 venv: .venv/.installed
-.venv/.installed: pyproject.toml
+.venv/.installed: pyproject.toml requirements.lock
 	python3 -m venv .venv
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[flower]"
+	$(PY) -m pip install --quiet pip==26.3
+	$(PY) -m pip install --quiet --require-hashes --find-links $(TORCH_CPU_WHEELS) -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-# Put the data into the folder the loaders read: $$HASA_DATA_DIR if set (it must exist), else
+# Regenerate requirements.lock after changing a dependency in pyproject.toml (a test fails while
+# they disagree): the closure of the dependencies with the flower extra, for CPython 3.11 on x86-64
+# Linux, with the sha256 of every file PyPI has for each pinned version; torch pinned to the CPU
+# build of pyproject's version, hashed from its wheel in TORCH_CPU_WHEELS. Needs uv (pip install
+# uv; made with uv 0.13.9).
+UV ?= uv
+DEPS_DIGEST = python3 -c 'import hashlib, json, tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	print(hashlib.sha256(json.dumps([p["dependencies"], p["optional-dependencies"]["flower"]]).encode()).hexdigest())'
+lock:
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	python3 -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]; \
+	  print(next(r for r in d if r.startswith("torch==")) + "+cpu")' > "$$tmp/torch-cpu.txt" && \
+	$(UV) pip compile --quiet pyproject.toml --extra flower --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --find-links $(TORCH_CPU_WHEELS) \
+	  --override "$$tmp/torch-cpu.txt" --custom-compile-command "make lock" -o "$$tmp/lock" && \
+	{ echo "# pyproject-dependencies-sha256: $$($(DEPS_DIGEST))"; \
+	  echo "# ^ sha256 of pyproject.toml's dependencies and flower extra when this lock was made (make lock)."; \
+	  echo "# torch: the CPU build (no nvidia-* packages), from /opt/wheels or https://download.pytorch.org/whl/cpu/torch/"; \
+	  sed "s|$$tmp/||" "$$tmp/lock"; } > requirements.lock
+
+# Put the data into the folder the loaders read: $HASA_DATA_DIR if set (it must exist), else
 # data/. With HASA_DATA=/folder: every file there that is missing or has a wrong sha256 is replaced
 # by the copy in /folder (or /folder/digits) when that copy's sha256 is right; good files are left
-# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with $(MEDIUM_DOWNLOAD)
+# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with MEDIUM_DOWNLOAD
 # (the Kaggle CLI, needs ~/.kaggle/kaggle.json) unless the file there is right already; the download
 # replaces it only once its sha256 is verified. `python data/build_digits.py` rebuilds what it can
 # of data/digits/. Checksums are verified afterwards.
@@ -50,16 +75,28 @@ precompute: venv
 	$(PY) -m hasa_results precompute --profile $(PROFILE) --jobs $(JOBS)
 	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core manifest; fi
 
-# Every notebook, in order, through papermill with the chosen profile. Each executes into a
-# temporary file that replaces the executed notebook only when the whole notebook succeeded.
+# Every notebook, in order, through papermill with the chosen profile. A notebook's outputs appear
+# only when the whole notebook succeeded: it executes into a temporary .partial.ipynb, and the tables
+# and figures it saves go to its staging folder results/.stage-PROFILE-NAME/ (HASA_STAGE, see
+# hasa_results.staged). On success `hasa_results publish` renames every staged file into place, then
+# the executed notebook replaces the previous one. On failure the staging folder is deleted, so that
+# notebook's tables, figures and executed notebook stay as its last complete run left them (the
+# notebooks before it in this run are published; the run records it computed stay cached), and
+# make stops.
 reproduce: precompute
 	@mkdir -p $(NB_OUT)
 	@for nb in $(NOTEBOOKS); do \
-	  out=$(NB_OUT)/$$(basename $$nb); \
+	  name=$$(basename $$nb .ipynb); out=$(NB_OUT)/$$name.ipynb; stage=results/.stage-$(PROFILE)-$$name; \
 	  echo "== $$nb ($(PROFILE)) -> $$out"; \
-	  $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
-	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar || { echo "$$nb failed: its executed copy is $$out.partial.ipynb; $$out is unchanged"; exit 1; }; \
-	  mv $$out.partial.ipynb $$out; \
+	  rm -rf $$stage; \
+	  if HASA_STAGE=$$stage $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
+	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar; then \
+	    $(PY) -m hasa_results publish $$stage && mv $$out.partial.ipynb $$out || exit 1; \
+	  else \
+	    rm -rf $$stage; \
+	    echo "$$nb failed: none of its tables or figures was published, so they and $$out are kept as its last complete run left them (this run's executed copy: $$out.partial.ipynb)"; \
+	    exit 1; \
+	  fi; \
 	done
 	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_results report; fi
 

@@ -8,10 +8,11 @@ numerics. The notebooks in ``notebooks/`` import both modules. Sections:
     2. frames       records -> pandas frames (one row per run, per evaluation, per client)
     3. statistics   paired tests over seeds (t-based CIs, Wilcoxon), Holm within a named family,
                     power and minimum detectable effect, score validity
-    4. tables and figures   ``save_table`` / ``save_figure`` (written atomically), the plots
+    4. tables and figures   ``save_table`` / ``save_figure`` (written atomically; under ``make
+                    reproduce`` staged, and published only when the whole notebook succeeded), the plots
     5. report       generated sentences, ``results/REPORT.md`` and the README's generated blocks,
                     ``report --check``
-    6. bench and command line  ``python -m hasa_results precompute | report [--check] | bench``
+    6. bench and command line  ``python -m hasa_results precompute | report [--check] | publish | bench``
 
 The map: how one number travels from the data to the README (the Table 1 HASA - uniform mean).
 
@@ -38,6 +39,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -697,18 +699,69 @@ def table_markdown(df: pd.DataFrame) -> str:
     return flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n"
 
 
+# A notebook's outputs appear together, and only when the whole notebook succeeded. `make reproduce`
+# runs each notebook with HASA_STAGE naming a fresh staging folder: save_table and save_figure then
+# write there (at the same path relative to the repository, see `staged`), readers of a table look
+# there first (`current`), and only after the notebook succeeded does `publish` move every staged
+# file into place. A notebook that fails half-way leaves results/ and figures/ as they were.
+# Without HASA_STAGE (nbval, a notebook opened in Jupyter) outputs are written in place.
+
+STAGE_ENV = "HASA_STAGE"
+
+
+def staged(path: Path) -> Path:
+    """Where an output meant for ``path`` is written: ``path`` itself, or, while ``$HASA_STAGE``
+    names a staging folder (relative: to the repository), the same place inside that folder."""
+    stage = os.environ.get(STAGE_ENV)
+    if not stage:
+        return Path(path)
+    absolute = Path(os.path.abspath(path))
+    if not absolute.is_relative_to(REPO):
+        raise ValueError(f"{STAGE_ENV} is set, but {path} is outside the repository {REPO}: it cannot be staged")
+    return REPO / stage / absolute.relative_to(REPO)
+
+
+def current(path: Path) -> Path:
+    """The copy of ``path`` a reader should see: the staged one if the running notebook wrote it,
+    else ``path`` itself."""
+    copy = staged(path)
+    return copy if copy.exists() else Path(path)
+
+
+def publish(stage: Path, root: Path | None = None) -> list[Path]:
+    """Move every file of a staging folder to the same place under the repository (``root``), each
+    by a rename (a reader sees the old file or the new one, never half of one), then remove the
+    folder. Returns the files published (none when the notebook saved nothing, so made no folder).
+    Refuses any folder not named ``.stage-*``: a mistyped argument cannot move or remove anything else."""
+    stage, root = Path(stage), root or REPO
+    if not stage.name.startswith(".stage-"):
+        raise ValueError(f"{stage} is not a staging folder (a folder named .stage-*)")
+    published = []
+    if not stage.exists():
+        return published
+    for f in sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")):
+        target = root / f.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, target)
+        published.append(target)
+    shutil.rmtree(stage)
+    return published
+
+
 def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
-    """Write a table as CSV (and Markdown beside it) into ``results/``, each file atomically."""
-    root = results_dir or DEFAULT_RESULTS_DIR
+    """Write a table as CSV (and Markdown beside it) into ``results/`` (or its staging folder,
+    see :func:`staged`), each file atomically. Returns the CSV's path."""
+    root = staged(results_dir or DEFAULT_RESULTS_DIR)
     path = write_text_atomic(root / f"{name}.csv", df.to_csv())
     write_text_atomic(root / f"{name}.md", table_markdown(df))
     return path
 
 
 def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
-    """Save a matplotlib figure as PNG and PDF into ``figures/`` (no timestamps, so the same
-    figure gives the same bytes), each through a temporary file and a rename."""
-    root = figures_dir or REPO / "figures"
+    """Save a matplotlib figure as PNG and PDF into ``figures/`` (or its staging folder, see
+    :func:`staged`; no timestamps, so the same figure gives the same bytes), each through a
+    temporary file and a rename."""
+    root = staged(figures_dir or REPO / "figures")
     root.mkdir(parents=True, exist_ok=True)
     for ext in ("png", "pdf"):
         fd, tmp = tempfile.mkstemp(dir=root, prefix=f".tmp-{name}-", suffix=f".{ext}")
@@ -726,11 +779,12 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
     """One row per claim of the paper, from the paired-test tables the notebooks wrote: the paired
     difference with its CI, the paper's value where it gives a number, the named Holm family and
     its adjusted p, n seeds, power / MDE, and a verdict relative to the direction the paper claims
-    ('supported', 'contradicted', or 'neither confirmed nor refuted')."""
+    ('supported', 'contradicted', or 'neither confirmed nor refuted'). Reads each table's staged
+    copy when the running notebook wrote one (:func:`current`)."""
     root = results_dir or DEFAULT_RESULTS_DIR
 
     def row(table: str, comparison: str, metric: str, claim: str, sign: int, paper: float = float("nan")):
-        t = pd.read_csv(root / f"{table}.csv").set_index(["comparison", "metric"])
+        t = pd.read_csv(current(root / f"{table}.csv")).set_index(["comparison", "metric"])
         r = t.loc[(comparison, metric)]
         if r["p_holm"] < 0.05:
             verdict = "supported" if np.sign(r["diff"]) == sign else "contradicted"
@@ -741,7 +795,7 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
                 "power_at_effect": r.get("power_at_effect", float("nan")), "mde80": r["mde80"], "verdict": verdict,
                 "note": f"Holm p {r['p_holm']:.2g} ({r['family']}), n={int(r['n'])}: {verdict.split(' (')[0]}"}
 
-    t2 = pd.read_csv(root / "table2_paired_tests.csv")
+    t2 = pd.read_csv(current(root / "table2_paired_tests.csv"))
     strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
     rows = [
         row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (paper-matched seeds)", +1,
@@ -1072,7 +1126,7 @@ def say(tests: pd.DataFrame, comparison: str, metric: str = "mean", *, ci: bool 
 
 
 def _claims(results_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(results_dir / "headline.csv")
+    return pd.read_csv(current(results_dir / "headline.csv"))
 
 
 def claim_sentences(results_dir: Path, claim: str) -> list[str]:
@@ -1098,7 +1152,7 @@ def verdicts_text(results_dir: Path) -> str:
 
 
 def many_clients_text(results_dir: Path) -> str:
-    t = pd.read_csv(results_dir / "many_clients_paired_tests.csv").set_index(["comparison", "metric"])
+    t = pd.read_csv(current(results_dir / "many_clients_paired_tests.csv")).set_index(["comparison", "metric"])
     cmp = t.index[0][0]
     return (f"**Measured** (generated from `results/many_clients_paired_tests.csv`): {cmp}, mean "
             f"{say(t, cmp, 'mean', family=True)}; tail {say(t, cmp, 'tail')}.")
@@ -1335,6 +1389,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
     rp = sub.add_parser("report", help="write results/REPORT.md and refill the README's generated blocks")
     rp.add_argument("--check", action="store_true", help="write nothing; fail if README or REPORT are stale")
     sub.add_parser("readme", help="refill the README's generated blocks only")
+    pb = sub.add_parser("publish", help="move a notebook's staged outputs into place (make reproduce does it)")
+    pb.add_argument("stage", help="the staging folder, results/.stage-* (relative: to the repository)")
     b = sub.add_parser("bench", help="hasa_core.bench for each benchmark, written to results/bench.md")
     b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
     b.add_argument("--policy", default="hasa")
@@ -1355,6 +1411,8 @@ def _main(argv: Sequence[str] | None = None) -> None:
         print("wrote", ", ".join(str(p.relative_to(REPO)) for p in write_report()))
     elif args.cmd == "readme":
         print("README blocks refreshed:", ", ".join(update_readme()) or "none")
+    elif args.cmd == "publish":
+        print(f"published {len(publish(REPO / args.stage))} files from {args.stage}")
     else:
         table = bench_table(args.benchmark, args.policy, args.device, args.rounds)
         if args.out:

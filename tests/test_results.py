@@ -108,6 +108,75 @@ def test_non_paper_profiles_never_write_committed_outputs():
     assert ".partial.ipynb" in dry  # executed into a temporary name, renamed only on success
 
 
+# --------------------------------------------------------------------------- staged outputs
+
+
+@pytest.fixture
+def scratch_repo(tmp_path, monkeypatch):
+    """A scratch repository root for hasa_results (its REPO), holding a copy of the committed
+    paired-test tables that the headline reads, as results/ of the previous complete run."""
+    monkeypatch.setattr(R, "REPO", tmp_path)
+    monkeypatch.delenv(R.STAGE_ENV, raising=False)
+    (tmp_path / "results").mkdir()
+    for name in ("table1_paired_tests", "table1_core_tests", "table2_paired_tests", "table3_paired_tests",
+                 "table4_paired_tests"):
+        for ext in ("csv", "md"):
+            (tmp_path / "results" / f"{name}.{ext}").write_bytes((H.DEFAULT_RESULTS_DIR / f"{name}.{ext}").read_bytes())
+    return tmp_path
+
+
+def test_a_staged_notebook_writes_into_its_stage_and_reads_its_own_table_first(scratch_repo, monkeypatch):
+    """With HASA_STAGE set, save_table and save_figure write into the staging folder (same relative
+    paths), results/ and figures/ stay as they were, and headline_table reads the staged table."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results, figures = scratch_repo / "results", scratch_repo / "figures"
+    before = {p.name: p.read_bytes() for p in results.iterdir()}
+    t1 = pd.read_csv(results / "table1_paired_tests.csv").set_index(["comparison", "metric"])
+    t1["diff"] += 9.0
+    monkeypatch.setenv(R.STAGE_ENV, "results/.stage-paper-01")
+    stage = scratch_repo / "results" / ".stage-paper-01"
+    assert R.save_table(t1, "table1_paired_tests", results) == stage / "results" / "table1_paired_tests.csv"
+    fig, ax = plt.subplots()
+    R.save_figure(fig, "01_paired", figures)
+    plt.close(fig)
+    assert sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file()) == [
+        "figures/01_paired.pdf", "figures/01_paired.png", "results/table1_paired_tests.csv",
+        "results/table1_paired_tests.md"]
+    assert {p.name: p.read_bytes() for p in results.iterdir() if p.is_file()} == before and not figures.exists()
+    staged_diff = R.headline_table(results).set_index("claim")["diff"]
+    monkeypatch.delenv(R.STAGE_ENV)
+    published_diff = R.headline_table(results).set_index("claim")["diff"]
+    claim = "1. mean: hasa − uniform (paper-matched seeds)"
+    assert staged_diff[claim] == pytest.approx(published_diff[claim] + 9.0)
+
+
+def test_publish_moves_every_staged_file_into_place_and_removes_the_stage(scratch_repo):
+    stage = scratch_repo / "results" / ".stage-paper-01"
+    for rel, text in [("results/table1_paired_tests.csv", "new\n"), ("results/smoke/t.md", "new smoke\n"),
+                      ("figures/01_paired.png", "png\n"), ("results/.tmp-t.csv-abc", "cut short")]:
+        (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+        (stage / rel).write_text(text)
+    published = R.publish(stage)
+    assert sorted(str(p.relative_to(scratch_repo)) for p in published) == [
+        "figures/01_paired.png", "results/smoke/t.md", "results/table1_paired_tests.csv"]
+    assert (scratch_repo / "results" / "table1_paired_tests.csv").read_text() == "new\n"
+    assert (scratch_repo / "figures" / "01_paired.png").read_text() == "png\n"
+    assert not stage.exists() and not (scratch_repo / "results" / ".tmp-t.csv-abc").exists()
+    assert R.publish(stage) == []  # a notebook that saved nothing has no stage: nothing to publish
+    with pytest.raises(ValueError, match="not a staging folder"):
+        R.publish(scratch_repo / "results")
+    assert (scratch_repo / "results" / "table1_paired_tests.csv").is_file()
+
+
+def test_an_output_outside_the_repository_cannot_be_staged(scratch_repo, monkeypatch, tmp_path_factory):
+    monkeypatch.setenv(R.STAGE_ENV, "results/.stage-paper-01")
+    with pytest.raises(ValueError, match="outside the repository"):
+        R.save_table(pd.DataFrame({"a": [1]}), "t", tmp_path_factory.mktemp("elsewhere"))
+
+
 def test_readme_blocks_are_filled_from_results_and_a_missing_table_is_named(tmp_path):
     (tmp_path / "t1.md").write_text("| a |\n|---|\n| 1 |\n")
     readme = tmp_path / "README.md"

@@ -26,6 +26,8 @@ def git(*args, cwd=REPO, **kw):
     "results/flower/runs/medium-hasa-static-js-0123456789/.tmp-seed0.json",
     "results/many/runs/digits-uniform-static-js-0123456789/.tmp-abc.json",
     "results/.tmp-table1_main.md",
+    "results/.stage-paper-01_main_table/results/table1_main.csv",  # make reproduce's staging folders
+    "results/.stage-smoke-06_summary/results/smoke/figures/headline.png",
 ])
 def test_gitignore_covers_every_tmp_file_under_results(path):
     """A write interrupted by SIGKILL leaves a .tmp-* beside the record; none may show up in
@@ -274,6 +276,162 @@ def test_ci_run_ends_what_its_tests_started_and_nothing_else(tmp_path):
             assert not alive(pid), f"the process in {name} outlived .ci/run"
         ray_tmp = (repo / "raytmp.txt").read_text().strip()
         assert ray_tmp and ray_tmp != "/tmp" and not Path(ray_tmp).exists()
+        (repo / "Makefile").write_text("test:\n\texit 3\n")  # and a failing `make test` fails CI
+        r = subprocess.run(["bash", str(repo / ".ci" / "run")], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and alive(other.pid)
     finally:
         other.kill()
         other.wait()
+
+
+# --------------------------------------------------------------------------- requirements.lock
+
+
+def dependencies_digest(pyproject_text):
+    """What `make lock` writes as `# pyproject-dependencies-sha256:` (see DEPS_DIGEST there)."""
+    import hashlib
+    import json
+    import tomllib
+
+    p = tomllib.loads(pyproject_text)["project"]
+    return hashlib.sha256(json.dumps([p["dependencies"], p["optional-dependencies"]["flower"]]).encode()).hexdigest()
+
+
+def lock_disagreements(pyproject_text, lock_text):
+    """Why the lock does not fit pyproject.toml (empty: it does): its recorded digest of the
+    dependency lists differs; a direct dependency (the flower extra's included) is missing or pinned
+    to another version; a package is unhashed, pinned twice or a CUDA one."""
+    import re
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+    from packaging.version import Version
+
+    problems = []
+    recorded = re.search(r"^# pyproject-dependencies-sha256: ([0-9a-f]{64})$", lock_text, re.M)
+    if not recorded or recorded.group(1) != dependencies_digest(pyproject_text):
+        problems.append("pyproject.toml's dependencies changed since the lock was made: run `make lock`")
+    pins, hashed = {}, set()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", lock_text):
+        m = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)", block)
+        if m:
+            name = canonicalize_name(m.group(1))
+            if name in pins:
+                problems.append(f"{name} pinned twice")
+            pins[name] = Version(m.group(2))
+            if "--hash=sha256:" in block:
+                hashed.add(name)
+    project = tomllib.loads(pyproject_text)["project"]
+    for line in project["dependencies"] + project["optional-dependencies"]["flower"]:
+        req = Requirement(line)
+        name = canonicalize_name(req.name)
+        if name not in pins:
+            problems.append(f"{req.name} is not in the lock")
+        elif not req.specifier.contains(pins[name], prereleases=True):
+            problems.append(f"{line} but the lock has {name}=={pins[name]}")
+    problems += [f"{n} has no hash" for n in sorted(set(pins) - hashed)]
+    problems += [f"{n} is a CUDA package" for n in sorted(pins) if re.match(r"nvidia-|triton|cuda", n)]
+    return problems
+
+
+def test_the_lock_matches_pyproject():
+    """requirements.lock (what `make venv` installs) was made from pyproject.toml as it is now:
+    regenerate it with `make lock` after changing a dependency."""
+    problems = lock_disagreements((REPO / "pyproject.toml").read_text(), (REPO / "requirements.lock").read_text())
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("change", [
+    ('"numpy==2.4.6"', '"numpy==2.4.5"'),                                  # a pin moved
+    ('"pytest==9.2.0",', '"pytest==9.2.0",\n    "rich==14.0.0",'),           # a dependency added
+    ('"flwr[simulation]==1.42.0"', '"flwr[simulation,rest]==1.42.0"'),     # an extra's extras changed
+])
+def test_the_lock_check_sees_a_changed_pyproject(change):
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert change[0] in pyproject
+    assert lock_disagreements(pyproject.replace(*change), (REPO / "requirements.lock").read_text())
+
+
+def test_the_lock_pins_the_cpu_torch_of_pyproject_with_its_wheel_hash():
+    """torch is the CPU build (`+cpu`: no nvidia-* packages) of pyproject's version; where that
+    wheel lies on this machine, the lock has its sha256."""
+    import hashlib
+    import re
+    import tomllib
+
+    pin = next(r for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+               if r.startswith("torch=="))
+    lock = (REPO / "requirements.lock").read_text()
+    m = re.search(r"^torch==(\S+) \\\n((?:\s+--hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)", lock, re.M)
+    assert m and m.group(1) == pin.removeprefix("torch==") + "+cpu", "torch is not pinned to the CPU build"
+    for wheel in Path("/opt/wheels").glob(f"torch-{m.group(1)}-cp311-*.whl"):
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+        assert digest in m.group(2), f"the lock lacks the sha256 of {wheel}"
+
+
+# --------------------------------------------------------------------------- make reproduce: staged outputs
+
+
+def notebook(*sources):
+    """A notebook whose first cell holds papermill's parameters, then one code cell per source."""
+    import nbformat
+
+    cells = [nbformat.v4.new_code_cell('profile = "smoke"\nn_jobs = 2', metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(src) for src in sources]
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return nbformat.writes(nb)
+
+
+SAVES_TWO_TABLES = ("import pandas as pd\nimport hasa_results as R\n"
+                    "results_dir, figures_dir = R.output_dirs(profile)\n"
+                    "R.save_table(pd.DataFrame({'run': ['new']}), 't1', results_dir)\n"
+                    "R.save_table(pd.DataFrame({'run': ['new']}), 't2', results_dir)")
+SAVES_A_FIGURE = ("import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt\n"
+                  "fig, ax = plt.subplots()\nR.save_figure(fig, 'f1', figures_dir)")
+
+
+def run_reproduce(repo):
+    """`make reproduce PROFILE=smoke` of the scratch repository's one notebook, without precompute
+    (-o) and with this interpreter; the kernel imports the scratch copies of the modules."""
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    env.pop("HASA_STAGE", None)
+    return subprocess.run(["make", "-o", "precompute", "reproduce", "PROFILE=smoke", f"PY={sys.executable}",
+                           "NOTEBOOKS=notebooks/01_x.ipynb"], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_a_notebook_that_fails_half_way_publishes_nothing_and_one_that_succeeds_publishes_all(tmp_path):
+    """A scratch repository whose previous complete run left t1, t2 and the executed notebook. A
+    notebook that saves t1 and t2 and then fails: every old output stays, no staging folder is left,
+    and make says so. Fixed, it succeeds: t1, t2, the figure and the executed notebook all appear."""
+    repo = tmp_path / "repo"
+    (repo / "notebooks").mkdir(parents=True)
+    for rel in ("Makefile", "hasa_core.py", "hasa_results.py"):
+        shutil.copy(REPO / rel, repo / rel)
+    results = repo / "results" / "smoke"
+    (results / "notebooks").mkdir(parents=True)
+    old = {results / "t1.csv": "run\nold\n", results / "t2.csv": "run\nold\n",
+           results / "notebooks" / "01_x.ipynb": "the previous executed notebook\n"}
+    for path, text in old.items():
+        path.write_text(text)
+
+    (repo / "notebooks" / "01_x.ipynb").write_text(notebook(SAVES_TWO_TABLES, "raise RuntimeError('half-way')"))
+    r = run_reproduce(repo)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out
+    assert {path: path.read_text() for path in old} == old, out
+    assert not list(repo.glob("results/.stage-*")) and not (results / "figures").exists()
+    assert "none of its tables or figures was published" in out and "kept" in out, out
+
+    (repo / "notebooks" / "01_x.ipynb").write_text(notebook(SAVES_TWO_TABLES, SAVES_A_FIGURE))
+    r = run_reproduce(repo)
+    out = r.stdout + r.stderr
+    assert r.returncode == 0, out
+    for name in ("t1.csv", "t2.csv"):
+        assert (results / name).read_text() == ",run\n0,new\n", out
+    assert (results / "figures" / "f1.png").is_file() and (results / "figures" / "f1.pdf").is_file()
+    assert "RuntimeError" not in (results / "notebooks" / "01_x.ipynb").read_text()
+    assert "save_figure" in (results / "notebooks" / "01_x.ipynb").read_text()
+    assert not list(repo.glob("results/.stage-*")) and not list(results.glob("notebooks/*.partial.ipynb"))
