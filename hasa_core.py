@@ -1858,8 +1858,9 @@ def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> P
     return (results_dir or DEFAULT_RESULTS_DIR) / "runs" / cfg.key() / f"seed{seed}.json"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file in the same folder, then rename: a reader never sees half a file."""
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write to a temporary file in the same folder, then rename: a reader (or a full disk) never
+    leaves half a file. Returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
@@ -1869,6 +1870,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:

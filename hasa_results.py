@@ -68,6 +68,7 @@ from hasa_core import (
     plan,
     run_many,
     summarize_accuracies,
+    write_text_atomic,
 )
 
 # =============================================================================================
@@ -675,21 +676,6 @@ def output_dirs(profile: str) -> tuple[Path, Path]:
     return root, root / "figures"
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``: a reader
-    (or a full disk) never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name}-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def table_markdown(df: pd.DataFrame) -> str:
     """A table as flat Markdown (a multi-index becomes columns, multi-level columns are joined)."""
     keep_index = not isinstance(df.index, pd.MultiIndex)
@@ -1203,6 +1189,9 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
         elif j.p_median < 0.05:
             verdict = (f"the median effect is {'positive' if j.median > 0 else 'negative'}, but its sign depends "
                        f"on the setup ({positive} of {len(t)} specifications positive)")
+        elif positive in (0, len(t)):
+            verdict = (f"not established: every specification is {'positive' if positive else 'negative'}, but "
+                       f"the joint test cannot exclude chance with {j.seeds} seeds")
         else:
             verdict = (f"not robust: across setups there is no joint effect, and the sign depends on the setup "
                        f"({positive} of {len(t)} specifications positive)")

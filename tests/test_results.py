@@ -34,6 +34,64 @@ def test_holm_adjustment():
     assert R.holm([0.01, 0.04, 0.03]).tolist() == pytest.approx([0.03, 0.06, 0.06])
 
 
+@pytest.mark.parametrize("n", [5, 8, 10])
+def test_sign_flip_p_of_constant_positive_differences_is_one_over_two_to_the_n(n):
+    assert R.sign_flip_p(np.full(n, 0.3), "greater") == 1 / 2 ** n
+    assert R.sign_flip_p(np.full(n, 0.3)) == 2 / 2 ** n
+    assert R.sign_flip_p([1.0, -1.0, 2.0, -2.0]) == 1.0  # every sign vector is at least as extreme as 0
+
+
+def test_joint_sign_flip_on_known_cases():
+    rng = np.random.default_rng(0)
+    shifted = rng.normal(0, 0.1, (8, 5)) - 1.0  # every specification clearly negative
+    j = R.joint_sign_flip(shifted)
+    assert (j["specifications"], j["seeds"], j["sign_vectors"]) == (5, 8, 256)
+    assert j["significant_negative"] == 5 and j["significant_positive"] == 0
+    assert j["p_median"] == 2 / 2 ** 8  # only the identity and its mirror are as extreme
+    assert 1 / 2 ** 8 <= j["p_negative"] < 0.05  # flipping a seed or two keeps some specifications significant
+    assert j["median"] == pytest.approx(np.median(shifted.mean(axis=0)))
+    # under the null, chance gives about 2.5 % of specifications significant in each direction
+    noise = R.joint_sign_flip(rng.normal(0, 1, (10, 200)))
+    assert 2 < noise["chance_negative"] < 8 and noise["chance_negative"] == pytest.approx(noise["chance_positive"])
+
+
+def _spec_curve_frame():
+    """Two specifications x 3 methods x 8 seeds x rounds 5, 10: hasa is 1 pp below uniform
+    everywhere (plus seed noise), hasa·sel 0.5 pp above at round 10 only."""
+    rows = []
+    for spec, level in (("default", 14.0), ("lr 2.0", 12.0)):
+        for seed in range(8):
+            for rnd in (5, 10):
+                u = level - (10 - rnd) * 0.3 + 0.1 * seed
+                for method, value in (("uniform", u), ("hasa", u - 1 + 0.01 * seed),
+                                      ("hasa·sel", u + (0.5 + 0.02 * seed if rnd == 10 else 0))):
+                    rows.append({"spec": spec, "method": method, "seed": seed, "round": rnd, "mean": value,
+                                 "final": rnd == 10})
+    return pd.DataFrame(rows)
+
+
+def test_spec_curve_table_calibrates_on_uniform_and_adjusts_per_protocol():
+    f = _spec_curve_frame()
+    assert R.calibrated_round(f[f["spec"] == "default"], target=13.82) == 10   # uniform 14.35 vs 12.85
+    assert R.calibrated_round(f[f["spec"] == "lr 2.0"], target=13.82) == 10    # 12.35 vs 10.85
+    assert R.calibrated_round(f[f["spec"] == "lr 2.0"], target=10.5) == 5
+    t = R.spec_curve_table(f, power=f[f["spec"] == "default"]).set_index(["spec", "protocol"])
+    assert t.loc[("default", "full"), "diff pp"] == pytest.approx(-1 + 0.035)
+    assert t.loc[("lr 2.0", "selective"), "diff pp"] == pytest.approx(0.57)
+    assert set(t["family"]) == {"Specification curve (full)", "Specification curve (selective)", "Claim 1 at power"}
+    full = t[t["family"] == "Specification curve (full)"]
+    assert np.allclose(full["p_holm"], R.holm(full["p_t"]))
+    assert t.loc[("default, 8 seeds", "full"), "n"] == 8
+    j = R.spec_joint_table(f).set_index("protocol")
+    assert j.loc["full", "median"] == pytest.approx(-1 + 0.035) and j.loc["full", "significant_negative"] == 2
+    sentences = R.spec_curve_sentences(t.reset_index(), j.reset_index())
+    assert "robust to the setup: the effect is negative in every specification" in sentences[0]
+    assert "2 specifications significantly below zero" in sentences[0]
+    few = R.spec_joint_table(f[f["seed"] < 4]).set_index("protocol")  # 4 seeds: the smallest joint p is 2/16
+    few_t = R.spec_curve_table(f[f["seed"] < 4])
+    assert "cannot exclude chance" in R.spec_curve_sentences(few_t, few.reset_index())[0]
+
+
 def test_compare_family_adjusts_within_its_family_only():
     rng = np.random.default_rng(0)
     df = pd.DataFrame([{"method": m, "seed": s, "mean": rng.normal(10 + (m == "a"), 1), "worst": rng.normal(5, 1),
