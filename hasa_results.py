@@ -62,6 +62,7 @@ from hasa_core import (
     cached_record,
     compute_scores,
     config,
+    has_extras,
     load_task,
     lookup,
     many_clients_config,
@@ -174,7 +175,8 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     re-implementation's defaults varied; ``budget`` other budgets; ``need`` every client at w_min
     and at full width; ``digits`` and ``digits3`` the cross-domain image study (1 and 3 clients
     per domain); ``many`` HASA vs uniform on the 282-client (publication, day) federation with 10 %
-    participation; ``spec`` the specification curve (every :func:`specifications` setup x
+    participation; ``mechanism`` / ``mechanism_digits`` where the extra width goes (records
+    with the run extras); ``spec`` the specification curve (every :func:`specifications` setup x
     :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
     the powered seeds. Labels come from :func:`method_label`, so one run has one name everywhere."""
     def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
@@ -207,7 +209,16 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
         "spec": ({spec_label(spec, c): c for spec in specifications(profile)
                   for c in spec_methods(profile, spec).values()}, n),
         "spec_power": (group(*spec_methods(profile, "default").values()), list(range(POWER_SEEDS[profile]))),
+        "mechanism": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), m(policy="reverse")),
+                      n),
+        "mechanism_digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),
+                                   d(policy="reverse", score="feature_js")), n),
     }
+
+
+WITH_EXTRAS = ("spec", "mechanism", "mechanism_digits")
+"""Experiments whose records must hold the run extras (unit movement, accuracy at min(w_k, B)):
+older records of their configs are re-run once to fill them (``hasa_core.fill_extras``)."""
 
 
 def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
@@ -216,31 +227,41 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
     the powered comparisons); the notebooks then only read the cache. Returns the number of
     distinct runs."""
-    jobs: dict[tuple[str, int], tuple[RunConfig, int]] = {}
+    jobs: dict[tuple[str, int], tuple[RunConfig, int, bool]] = {}
     unknown = sorted(set(only or ()) - set(experiments(profile)))
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
     for name, (methods, seeds) in experiments(profile).items():
         if not only or name in only:
-            jobs.update({(c.key(), s): (c, s) for c in methods.values() for s in seeds})
+            for c in methods.values():
+                for s in seeds:
+                    extras = name in WITH_EXTRAS or jobs.get((c.key(), s), (c, s, False))[2]
+                    jobs[(c.key(), s)] = (c, s, extras)
     results_dir = results_dir or output_dirs(profile)[0]
-    pending = [(c, s) for c, s in jobs.values() if cached_record(c, s, results_dir) is None]
+
+    def done(c: RunConfig, s: int, extras: bool) -> bool:
+        rec = cached_record(c, s, results_dir)
+        return rec is not None and (not extras or has_extras(rec))
+    pending = [job for job in jobs.values() if not done(*job)]
     missing = len(pending)
     print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
-          f"{missing} to compute")
-    for seed in sorted({s for _, s in pending}):
-        cfgs = sorted((c for c, s in pending if s == seed), key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
-        if cfgs:  # the longest first, so that the pool's last minutes are not one long run
-            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}")
+          f"{missing} to compute (or to re-run for their extras)")
+    for seed in sorted({s for _, s, _ in pending}):
+        for extras in (True, False):
+            cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
+                          key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
+            if cfgs:  # the longest first, so that the pool's last minutes are not one long run
+                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
     print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
     return len(jobs)
 
 
 def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
-                results_dir: Path | None = None, progress: bool = True) -> list[dict[str, Any]]:
-    """:func:`run_many` over named configs; each record gets its name under ``"method"``."""
+                results_dir: Path | None = None, progress: bool = True, extras: bool = False) -> list[dict[str, Any]]:
+    """:func:`run_many` over named configs (with ``extras``: records holding the run extras); each
+    record gets its name under ``"method"``."""
     names, cfgs = list(methods), list(methods.values())
-    recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress)
+    recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress, extras=extras)
     return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
 
 
@@ -250,7 +271,8 @@ def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path |
     with its method name, and the experiment's seeds."""
     methods, seeds = lookup(experiments(profile), name, "experiment")
     results_dir = results_dir or output_dirs(profile)[0]
-    return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke"), seeds
+    return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke",
+                       extras=name in WITH_EXTRAS), seeds
 
 
 def seeds_note(profile: str, seeds: Sequence[int]) -> str:
