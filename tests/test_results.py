@@ -278,3 +278,38 @@ def test_say_puts_a_paired_test_into_words():
 def test_precompute_refuses_an_unknown_experiment_and_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment.*nonsense.*valid names: table1, core"):
         R.precompute("smoke", 1, tmp_path, only=["nonsense"])
+
+
+def _mechanism_records():
+    """Two clients, D = 4 hidden units, 3 seeds. uniform (B = 0.5) trains units 0-1 (movement 1);
+    hasa gives client a width 1/4 and client b width 1: units 0-1 move 1, units 2-3 only 0.1."""
+    recs = []
+    for seed in range(3):
+        for method, widths, norm, acc, capped in (
+                ("uniform", [0.5, 0.5], [1.0, 1.0, 0.0, 0.0], [0.20, 0.30], [0.20, 0.30]),
+                ("hasa", [0.25, 1.0], [1.0, 1.0, 0.1, 0.1], [0.19, 0.25 - 0.01 * seed], [0.19, 0.29])):
+            recs.append({"method": method, "seed": seed, "clients": ["a", "b"], "widths": widths, "budget": 0.5,
+                         "accuracy": acc, "accuracy_capped": capped,
+                         "movement": [{"param": "w_ih", "axis": 0, "dim": "hid", "norm": norm}]})
+    return recs
+
+
+def test_effective_width_counts_the_trained_share_of_each_evaluation_slice():
+    eff = R.effective_widths(_mechanism_records()).set_index(["method", "seed", "client"])
+    assert eff.loc[("hasa", 0, "b"), "trained_share"] == 0.5          # units 2-3 moved 0.1 < 0.5 x 1
+    assert eff.loc[("hasa", 0, "b"), "effective_width"] == 0.5
+    assert eff.loc[("hasa", 0, "a"), "effective_width"] == 0.25       # its one unit moved fully
+    assert eff.loc[("uniform", 1, "a"), "effective_width"] == 0.5
+    bands = R.band_movement(R.unit_movement_frame(_mechanism_records()), [0, 0.5, 1]).set_index(["method", "units"])
+    assert bands.loc[("hasa", "2–3"), "mean"] == pytest.approx(0.1) and bands.loc[("uniform", "2–3"), "mean"] == 0
+    assert R.band_edges(_mechanism_records()) == [0.0, 0.25, 0.5, 1.0]
+
+
+def test_narrower_evaluation_is_one_holm_family_of_recovery_and_comparison_to_uniform():
+    t = R.narrower_evaluation(_mechanism_records()).set_index("comparison")
+    assert list(t.index) == ["hasa: capped − allocated", "hasa capped − uniform"]
+    assert t.loc["hasa: capped − allocated", "diff"] == pytest.approx(100 * (0.29 - 0.24) / 2)  # mean over clients
+    assert t.loc["hasa capped − uniform", "diff"] == pytest.approx(100 * (0.48 - 0.50) / 2)
+    assert (t["family"] == "Narrower evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
+    a = R.dilution_association(R.effective_widths(_mechanism_records()), "hid", n_resamples=99)
+    assert a["pairs"] == 2 and a["spearman"] == pytest.approx(-1.0)  # b: effective 0.5, -6 pp; a: 0.25, -1 pp

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pytest
 import torch
 from helpers import counting_params, tiny_lstm
 
@@ -118,3 +119,16 @@ def test_subnet_params_and_round_traffic_hand_computed():
     for rnd, t in enumerate(traffic):
         s = H.participants(cfg, 0, rnd, 4)
         assert t == sum(H.subnet_params(arch, widths[k]) for k in s)
+
+
+def test_unit_movement_is_the_norm_of_each_units_change_over_its_gate_blocks():
+    arch = tiny_lstm(vocab=5, emb=4, hid=4)
+    init = arch.init(arch.dims, torch.Generator().manual_seed(0))
+    final = {n: p.clone() for n, p in init.items()}
+    final["w_ih"][[1, 5, 9, 13]] += 1.0      # hidden unit 1's row in each of the 4 gate blocks, 4 entries each
+    final["embed"][:, 2] += 0.5               # embedding column 2, 5 rows
+    moved = {(e["param"], e["axis"]): e["norm"] for e in H.unit_movement(init, final, arch)}
+    assert moved[("w_ih", 0)] == [0.0, 4.0, 0.0, 0.0]                 # sqrt(16 entries x 1^2)
+    assert moved[("w_ih", 1)] == pytest.approx([2.0] * 4)             # each emb column: 4 changed rows
+    assert moved[("embed", 1)] == pytest.approx([0.0, 0.0, 0.5 * 5 ** 0.5, 0.0], rel=1e-3)  # 4 digits kept
+    assert moved[("dec_w", 1)] == [0.0] * 4 and ("dec_b", 0) not in moved  # output classes never slice
