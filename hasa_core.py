@@ -708,6 +708,24 @@ def _flat_index_cached(shape: tuple[int, ...], axes: tuple[Axis | None, ...],
     return flat.to(device)
 
 
+def nested_prefix(params: dict[str, torch.Tensor], arch: Architecture, keep: dict[str, int],
+                  sizes: dict[str, int]) -> dict[str, torch.Tensor]:
+    """The first ``keep[d]`` units of every width dimension of a (sub)net whose dimensions have
+    ``sizes``: the same tensors as :func:`extract` with prefix indices, made by reshape and
+    ``narrow`` and one contiguous copy instead of an index gather (whose backward pass is an
+    accumulating scatter); differentiable, bit for bit the same values and gradients."""
+    out = {}
+    for name, t in params.items():
+        for k, ax in enumerate(arch.axes[name]):
+            if ax is None or keep[ax.dim] == sizes[ax.dim]:
+                continue
+            shape, d, n = t.shape, sizes[ax.dim], keep[ax.dim]
+            t = (t.reshape(*shape[:k], ax.outer, d, ax.inner, *shape[k + 1:]).narrow(k + 1, 0, n)
+                 .reshape(*shape[:k], ax.outer * n * ax.inner, *shape[k + 1:]))
+        out[name] = t.contiguous()  # the gathered slice's layout: the same kernels, the same rounding
+    return out
+
+
 def extract(params: dict[str, torch.Tensor], arch: Architecture, idx: Indices,
             sizes: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """The subnet ``idx`` of ``params`` (a copy; differentiable through ``params``)."""
@@ -749,14 +767,23 @@ def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
     return lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
 
 
-def effective_cost(arch: Architecture, width: float, extraction: str, levels: Sequence[float]) -> float:
-    """Expected relative cost of a client of width ``width``.
+def fjord_widths(width: float, levels: Sequence[float]) -> list[float]:
+    """The widths a FjORD client of maximum width ``width`` draws from, uniformly, per batch: the
+    levels below ``width``, and ``width`` itself (so every unit of the slice it is evaluated with
+    is trained, also when ``width`` is not a level)."""
+    return [lv for lv in levels if lv < width - 1e-12] + [width]
 
-    For ``ordered`` (FjORD) the width of each batch is uniform over the levels <= ``width``, so the
-    expected cost is the mean of c(l) over those levels; for every other rule it is c(width)."""
+
+def fjord_draw(widths: Sequence[float], gen: torch.Generator) -> float:
+    """One batch's FjORD width: uniform over ``widths`` (:func:`fjord_widths`), from the client's generator."""
+    return widths[int(torch.randint(len(widths), (1,), generator=gen))]
+
+
+def effective_cost(arch: Architecture, width: float, extraction: str, levels: Sequence[float]) -> float:
+    """Expected relative cost of a client of width ``width``: for ``ordered`` (FjORD) the mean of
+    c(l) over :func:`fjord_widths`; for every other rule c(width)."""
     if extraction == "ordered":
-        allowed = [lv for lv in levels if lv <= width + 1e-12]
-        return float(np.mean([arch.relative_cost(lv) for lv in allowed]))
+        return float(np.mean([arch.relative_cost(lv) for lv in fjord_widths(width, levels)]))
     return arch.relative_cost(width)
 
 
@@ -964,12 +991,12 @@ def published_widths(scores: Sequence[float], sizes: Sequence[int], *, budget: f
 
 
 def expected_width(width: float, extraction: str, levels: Sequence[float]) -> float:
-    """The width a client of maximum width ``width`` trains on average, for the linear budget.
-    FjORD (``ordered``) draws each batch's width uniformly from the levels below ``width`` and
-    ``width`` itself; every other rule trains ``width``."""
+    """The width a client of maximum width ``width`` trains on average, for the linear budget:
+    for FjORD (``ordered``) the mean of :func:`fjord_widths`, which is what its training draws;
+    every other rule trains ``width``."""
     if extraction != "ordered":
         return width
-    return float(np.mean([lv for lv in levels if lv < width - 1e-12] + [width]))
+    return float(np.mean(fjord_widths(width, levels)))
 
 
 def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Callable[[np.ndarray], float],
@@ -1086,8 +1113,15 @@ and stored in every record, so no record made by other code is ever reused.
        channels-last CNN; the published rule (Eqs. 11-17) and the aggregation protocol"""
 
 
+COMPONENT_VERSIONS = {"ordered": 2}
+"""Versions of one extraction rule's numerics, in the cache key of that rule's configs only (a
+change to FjORD's training re-runs FjORD configs and leaves every other record valid).
+    ordered 2  a client of width w draws per batch from the levels below w and w itself (the draw
+               the budget counts); the nested sub-slice is taken by views"""
+
+
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
-                      "dirichlet_alpha": 0.5, "momentum": 0.0}
+                      "dirichlet_alpha": 0.5, "momentum": 0.0, "weighting": "n_k", "row_masking": False}
 """Fields whose default value leaves the computation unchanged (tested by the golden record): at
 that default they are left out of a config's identity and cache key, so records made before the
 field existed stay valid. A non-default value enters the key."""
@@ -1149,6 +1183,9 @@ class RunConfig:
     score: str = "js"                  # see SCORES
     extraction: str = "static"         # see EXTRACTIONS
     aggregation: str = "full"          # "full" (paper's FedAvg) | "selective" (matched baselines)
+    weighting: str = "n_k"             # aggregation weights: "n_k" | "count" (official HeteroFL/FedRolex)
+    row_masking: bool = False          # HeteroFL's label_split: vocabulary rows averaged over holders,
+                                       # absent classes' logits 0 in local training
     budget: float = 0.5                # B of the linear budget sum_k (n_k/N) w_k = B
     w_min: float = 0.2                 # Eq. 14 / 16
     w_max: float = 0.8                 # Eq. 14
@@ -1192,6 +1229,8 @@ class RunConfig:
                f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
         _check(self.aggregation in AGGREGATIONS,
                f"unknown aggregation {self.aggregation!r}; valid names: {', '.join(AGGREGATIONS)}")
+        _check(self.weighting in WEIGHTINGS,
+               f"unknown weighting {self.weighting!r}; valid names: {', '.join(WEIGHTINGS)}")
         _check(0 < self.w_min <= self.w_max <= 1,
                f"need 0 < w_min <= w_max <= 1; got w_min={self.w_min}, w_max={self.w_max}")
         _check(self.w_min <= self.cap <= 1, f"cap must be in [w_min, 1] = [{self.w_min}, 1]; got {self.cap}")
@@ -1249,9 +1288,13 @@ class RunConfig:
         return {k: v for k, v in d.items() if not (k in KEY_OMITS_DEFAULTS and v == KEY_OMITS_DEFAULTS[k])}
 
     def key(self) -> str:
-        """Cache key: a readable label + a hash of :meth:`as_dict` and of :data:`ENGINE_VERSION`,
-        so a record is only ever found by the config and the code that made it."""
-        blob = json.dumps({"engine": ENGINE_VERSION, **self.as_dict()}, sort_keys=True).encode()
+        """Cache key: a readable label + a hash of :meth:`as_dict`, :data:`ENGINE_VERSION` and, for
+        an extraction rule with one, its :data:`COMPONENT_VERSIONS` entry, so a record is only ever
+        found by the config and the code that made it."""
+        versions = {"engine": ENGINE_VERSION}
+        if self.extraction in COMPONENT_VERSIONS:
+            versions["component"] = COMPONENT_VERSIONS[self.extraction]
+        blob = json.dumps({**versions, **self.as_dict()}, sort_keys=True).encode()
         return f"{self.benchmark}-{self.policy}-{self.extraction}-{self.score}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 
@@ -1348,11 +1391,14 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
     With ``ordered_levels`` (FjORD), each batch trains the nested sub-slice of a width drawn
     uniformly from those levels (relative to the full supernet), the rest of the subnet idle.
     The embedding (``arch.rows``) is differentiated through the rows of the batch's tokens only;
-    the other rows' gradient is zero, so the step is the dense one."""
+    the other rows' gradient is zero, so the step is the dense one. With ``cfg.row_masking``
+    (HeteroFL's ``mask``), the logits of the output classes absent from the client's training
+    targets are 0 (their rows of the output layer get no gradient)."""
     local = {n: p.detach().clone() for n, p in params.items()}
     dense = [n for n in local if n != arch.rows]
     leaves = [local[n].requires_grad_(True) for n in dense]
     sizes = _local_sizes(local, arch)
+    present = torch.from_numpy(client.label_counts > 0).to(local[arch.head[1]]) if cfg.row_masking else None
     velocity = [torch.zeros_like(t) for t in leaves] if cfg.momentum else []
     row_velocity = torch.zeros_like(local[arch.rows]) if cfg.momentum and arch.rows is not None else None
     for _ in range(cfg.local_epochs):
@@ -1362,10 +1408,12 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
                 used, x = torch.unique(x, return_inverse=True)
                 p[arch.rows] = rows = local[arch.rows][used].requires_grad_(True)
             if ordered_levels:
-                w = ordered_levels[int(torch.randint(len(ordered_levels), (1,), generator=gen))]
-                sub = {d: torch.arange(min(k, sizes[d])) for d, k in arch.units(w).items()}
-                p = extract(p, arch, sub, sizes)
-            loss = linear_cross_entropy(arch.body(p, x), p[arch.head[0]], p[arch.head[1]], y)
+                w = fjord_draw(ordered_levels, gen)
+                p = nested_prefix(p, arch, {d: min(k, sizes[d]) for d, k in arch.units(w).items()}, sizes)
+            head_w, head_b = p[arch.head[0]], p[arch.head[1]]
+            if present is not None:
+                head_w, head_b = head_w * present[:, None], head_b * present
+            loss = linear_cross_entropy(arch.body(p, x), head_w, head_b, y)
             grads = list(torch.autograd.grad(loss, leaves + ([rows] if arch.rows else [])))
             with torch.no_grad():
                 clip_grad_norm_(grads, cfg.clip)
@@ -1408,36 +1456,71 @@ def _local_sizes(local: dict[str, torch.Tensor], arch: Architecture) -> dict[str
 
 
 AGGREGATIONS = ("full", "selective")
+WEIGHTINGS = ("n_k", "count")
+
+
+def held_rows(client: Client, arch: Architecture) -> dict[str, torch.Tensor]:
+    """The rows of the vocabulary-indexed parameters that a client holds (HeteroFL's
+    ``label_split``): the output layer's rows of the classes among its training targets, and the
+    embedding rows (``arch.rows``) of the tokens among its training inputs."""
+    labels = torch.from_numpy(client.label_counts > 0)
+    held = {arch.head[0]: labels, arch.head[1]: labels}
+    if arch.rows is not None:
+        held[arch.rows] = torch.from_numpy(client.feature_counts > 0)
+    return held
 
 
 def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
               updates: Sequence[tuple[dict[str, torch.Tensor], Indices, float]],
-              protocol: str = "selective") -> dict[str, torch.Tensor]:
-    """n_k-weighted FedAvg of subnet updates (float64 accumulators: the result does not depend on
-    the order of ``updates``). S_k is the set of elements of client k's subnet.
+              protocol: str = "selective", weighting: str = "n_k",
+              held: Sequence[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """FedAvg of subnet updates (float64 accumulators: the result does not depend on the order of
+    ``updates``). S_k is the set of elements of client k's subnet; a_k its weight: n_k
+    (``weighting="n_k"``: FedAvg, FjORD) or 1 (``"count"``: official HeteroFL and FedRolex, each
+    client counted once per element).
 
     ``selective`` (the matched-baseline protocol): each element is averaged over the clients
-    that trained it, theta_new[e] = sum_{k: e in S_k} n_k theta_k[e] / sum_{k: e in S_k} n_k;
+    that trained it, theta_new[e] = sum_{k: e in S_k} a_k theta_k[e] / sum_{k: e in S_k} a_k;
     elements no client trained keep theta_old[e].
 
     ``full`` (the paper's original FedAvg): every client's whole tensor enters the average, an
     element it did not train counting with the value it was sent:
-    theta_new[e] = (sum_{k: e in S_k} n_k theta_k[e] + sum_{k: e not in S_k} n_k theta_old[e]) / sum_k n_k.
+    theta_new[e] = (sum_{k: e in S_k} a_k theta_k[e] + sum_{k: e not in S_k} a_k theta_old[e]) / sum_k a_k.
 
-    With every client at full width both are exactly FedAvg: sum_k n_k theta_k / sum_k n_k."""
+    ``held`` (row masking, HeteroFL's ``label_split``; one :func:`held_rows` dict per update): an
+    element in a row of a vocabulary-indexed parameter counts only for the clients that hold the
+    row, in both protocols; a row nobody holds keeps theta_old.
+
+    With every client at full width, n_k weights and no row masking both are exactly FedAvg:
+    sum_k n_k theta_k / sum_k n_k."""
     _check(protocol in AGGREGATIONS, f"unknown aggregation {protocol!r}; valid names: {', '.join(AGGREGATIONS)}")
-    total = sum(float(w) for _, _, w in updates)
+    _check(weighting in WEIGHTINGS, f"unknown weighting {weighting!r}; valid names: {', '.join(WEIGHTINGS)}")
+    weights = [1.0 if weighting == "count" else float(w) for _, _, w in updates]
+    total = sum(weights)
     new = {}
     for name, old in global_params.items():
         num = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
         den = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
-        for local, idx, weight in updates:
+        masked = held is not None and name in held[0]
+        tot = torch.zeros(old.numel(), dtype=torch.float64, device=old.device) if masked else total
+        for i, ((local, idx, _), weight) in enumerate(zip(updates, weights)):
             flat = flat_index(old.shape, arch.axes[name], idx, arch.dims, old.device).reshape(-1)
-            num.index_add_(0, flat, local[name].reshape(-1).double(), alpha=float(weight))
-            den.index_add_(0, flat, torch.full((flat.numel(),), float(weight), dtype=torch.float64, device=old.device))
+            values = local[name].reshape(-1).double()
+            if masked:
+                rows = held[i][name].to(old.device)
+                row_of = lambda t: rows.view(-1, *[1] * (t.dim() - 1)).expand_as(t).reshape(-1)  # noqa: E731
+                keep = row_of(local[name])
+                flat, values = flat[keep], values[keep]
+                tot.add_(row_of(old).double(), alpha=weight)
+            num.index_add_(0, flat, values, alpha=weight)
+            den.index_add_(0, flat, torch.full((flat.numel(),), weight, dtype=torch.float64, device=old.device))
         flat_old = old.reshape(-1)
-        if protocol == "full":
+        if protocol == "full" and not masked:
             out = ((num + (total - den) * flat_old.double()) / total).to(old.dtype)
+        elif protocol == "full":
+            out = flat_old.clone()
+            some = tot > 0
+            out[some] = ((num[some] + (tot[some] - den[some]) * flat_old[some].double()) / tot[some]).to(old.dtype)
         else:
             trained = den > 0
             out = flat_old.clone()
@@ -1641,7 +1724,7 @@ def train_subnet(subnet: dict[str, torch.Tensor], arch: Architecture, client: Cl
     """Client k's local training of the subnet it was sent in round ``rnd`` (one intra-op thread:
     the result does not depend on the machine's thread count)."""
     _, gen = client_generators(seed, rnd, k)
-    levels = [lv for lv in cfg.levels if lv <= width + 1e-12] if cfg.extraction == "ordered" else ()
+    levels = fjord_widths(width, cfg.levels) if cfg.extraction == "ordered" else ()
     with single_thread():
         return local_train(subnet, arch, client, cfg, gen, levels)
 
@@ -1718,13 +1801,14 @@ def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, wi
     arch, curve = task.arch, []
     for rnd in tqdm(rounds, disable=not progress, desc="rounds", leave=False):
         t0 = time.perf_counter()
-        jobs = [(params, arch, task.clients[k], cfg, widths[k], rnd, k, seed)
-                for k in participants(cfg, seed, rnd, len(task.clients))]
+        who = participants(cfg, seed, rnd, len(task.clients))
+        jobs = [(params, arch, task.clients[k], cfg, widths[k], rnd, k, seed) for k in who]
         if pool is None:
             updates = [client_update(*job) for job in jobs]
         else:
             updates = [f.result() for f in [pool.submit(client_update, *job) for job in jobs]]
-        params = aggregate(params, arch, updates, cfg.aggregation)
+        held = [held_rows(task.clients[k], arch) for k in who] if cfg.row_masking else None
+        params = aggregate(params, arch, updates, cfg.aggregation, cfg.weighting, held)
         if timings is not None:
             timings.append(time.perf_counter() - t0)
         if rnd + 1 in evaluate_at:
@@ -2369,6 +2453,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
                                      "(`python -m hasa_results bench` also writes results/bench.md)")
     b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
     b.add_argument("--policy", default="hasa", choices=POLICIES)
+    b.add_argument("--extraction", default="static", choices=sorted(EXTRACTIONS))
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")
     sub.add_parser("check-data", help="verify every data file's checksum")
@@ -2385,7 +2470,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.cmd == "bench":
         for name in args.benchmark:
-            cfg = config("paper", benchmark=name, policy=args.policy, device=args.device)
+            cfg = config("paper", benchmark=name, policy=args.policy, device=args.device, extraction=args.extraction)
             print(bench_summary(bench(cfg, rounds=args.rounds)))
     elif args.cmd == "install-data":
         for rel, st in install_data(Path(args.source)).items():

@@ -168,8 +168,8 @@ class HasaStrategy(Strategy):
     at :func:`hasa_core.evaluation_rounds`) and, after the last round, the full model's accuracies."""
 
     def __init__(self, cfg: H.RunConfig, seed: int, arch: H.Architecture, widths: Sequence[float],
-                 nodes: Sequence[int]):
-        self.cfg, self.seed, self.arch = cfg, seed, arch
+                 nodes: Sequence[int], held: Sequence[dict[str, torch.Tensor]] | None = None):
+        self.cfg, self.seed, self.arch, self.held = cfg, seed, arch, held
         self.widths, self.nodes = [float(w) for w in widths], list(nodes)
         self.at = H.evaluation_rounds(cfg)
         self.curve: list[dict[str, Any]] = []
@@ -198,15 +198,17 @@ class HasaStrategy(Strategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        updates, expected = [], set(self._indices)
+        updates, expected, order = [], set(self._indices), []
         for reply in replies:
             k = _partition(reply)
             expected.discard(k)
+            order.append(k)
             updates.append((from_record(reply.content["subnet"]), self._indices[k],
                             float(reply.content["metrics"]["num-examples"])))
         if expected:
             raise RuntimeError(f"round {server_round}: no reply from partitions {sorted(expected)}")
-        new = H.aggregate(self._sent, self.arch, updates, self.cfg.aggregation)
+        held = [self.held[k] for k in order] if self.held else None
+        new = H.aggregate(self._sent, self.arch, updates, self.cfg.aggregation, self.cfg.weighting, held)
         self.round_seconds.append(time.perf_counter() - self._t0)
         return to_record(new), MetricRecord({"clients": len(updates)})
 
@@ -288,7 +290,8 @@ def serve(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int, timeout: fl
     p = H.plan(cfg, stats, seed)
     arch = stats.arch
     init = arch.init(arch.dims, torch.Generator().manual_seed(seed))
-    strategy = HasaStrategy(cfg, seed, arch, p["widths"], nodes)
+    held = [H.held_rows(c, arch) for c in stats.clients] if cfg.row_masking else None  # from the uploaded counts
+    strategy = HasaStrategy(cfg, seed, arch, p["widths"], nodes, held)
     result = strategy.start(grid, to_record(init), num_rounds=cfg.rounds, timeout=timeout)
     params = from_record(result.arrays)
     return H.make_record(cfg, seed, [c.name for c in stats.clients], stats.sizes, p, params, strategy.curve,

@@ -1,6 +1,8 @@
 """Local training, aggregation by hand-computed cases, FedAvg at full width, per-client
 randomness, participation, evaluation summaries."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -189,3 +191,113 @@ def test_partial_participation_at_full_width_is_fedavg_over_the_drawn_clients():
 def test_summaries_tail_is_lowest_quarter():
     s = H.summarize_accuracies([0.5, 0.1, 0.3, 0.2, 0.4, 0.6, 0.7])  # K = 7 -> tail of 2
     assert s["worst"] == 0.1 and s["tail"] == pytest.approx(0.15) and s["mean"] == pytest.approx(0.4)
+
+
+def test_official_count_weighting_counts_each_client_once_hand_computed():
+    arch = H.cnn_arch(2, 2, 2)
+    old = {n: torch.full_like(v, 7.0) for n, v in arch.init(arch.dims, torch.Generator()).items()}
+    full = {d: torch.arange(2) for d in arch.dims}
+    half = {d: torch.tensor([0]) for d in arch.dims}
+    a = {n: torch.full_like(v, 1.0) for n, v in old.items()}                          # n = 1, full width
+    b = {n: torch.full_like(v, 4.0) for n, v in H.extract(old, arch, half).items()}  # n = 3, unit 0
+    sel = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "selective", "count")
+    assert sel["conv1_b"].tolist() == [(1 + 4) / 2, 1.0]
+    fed = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "full", "count")
+    assert fed["conv1_b"].tolist() == [(1 + 4) / 2, (1 + 7) / 2]
+    with pytest.raises(ValueError, match="valid names: n_k, count"):
+        H.aggregate(old, arch, [(a, full, 1.0)], "full", "sqrt")
+
+
+def test_row_masking_averages_each_vocabulary_row_over_its_holders_hand_computed():
+    """3 output classes: client a holds classes {0, 1}, client b {1}; nobody holds class 2."""
+    arch = H.cnn_arch(1, 1, 1, classes=3)
+    old = {n: torch.full_like(v, 7.0) for n, v in arch.init(arch.dims, torch.Generator()).items()}
+    full = {d: torch.arange(1) for d in arch.dims}
+    a = {n: torch.full_like(v, 1.0) for n, v in old.items()}
+    b = {n: torch.full_like(v, 4.0) for n, v in old.items()}
+    rows = lambda *held: {"fc2_w": torch.tensor(held), "fc2_b": torch.tensor(held)}  # noqa: E731
+    held = [rows(True, True, False), rows(False, True, False)]
+    for protocol in ("selective", "full"):
+        new = H.aggregate(old, arch, [(a, full, 1.0), (b, full, 3.0)], protocol, held=held)
+        assert new["fc2_b"].tolist() == [1.0, (1 * 1 + 3 * 4) / 4, 7.0]  # row 2 keeps its value
+        assert new["conv1_b"].tolist() == [(1 * 1 + 3 * 4) / 4]          # other tensors: no masking
+    count = H.aggregate(old, arch, [(a, full, 1.0), (b, full, 3.0)], "selective", "count", held)
+    assert count["fc2_w"][:, 0].tolist() == [1.0, 2.5, 7.0]
+
+
+def test_row_masking_under_full_counts_an_untrained_unit_of_a_holder_with_the_value_sent():
+    arch = H.cnn_arch(2, 2, 2, classes=2)
+    old = {n: torch.full_like(v, 7.0) for n, v in arch.init(arch.dims, torch.Generator()).items()}
+    full, half = {d: torch.arange(2) for d in arch.dims}, {d: torch.tensor([0]) for d in arch.dims}
+    a = {n: torch.full_like(v, 1.0) for n, v in old.items()}
+    b = {n: torch.full_like(v, 4.0) for n, v in H.extract(old, arch, half).items()}
+    held = [{"fc2_w": torch.tensor([True, True]), "fc2_b": torch.tensor([True, True])},
+            {"fc2_w": torch.tensor([False, True]), "fc2_b": torch.tensor([False, True])}]
+    new = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "full", held=held)
+    # fc2_w[:, fc unit 1]: class 0 held by a only -> 1; class 1 by both, b did not train unit 1 -> (1 + 3*7)/4
+    assert new["fc2_w"][:, 1].tolist() == [1.0, (1 + 3 * 7) / 4]
+
+
+def test_row_masking_zeroes_the_logits_of_absent_classes_in_local_training(tiny_cfg):
+    cfg = tiny_cfg.replace(row_masking=True)
+    task = H.load_task(cfg, 0)
+    arch, client = task.arch, task.clients[-1]
+    params = arch.init(arch.dims, torch.Generator().manual_seed(0))
+    out = H.local_train(params, arch, client, cfg, torch.Generator().manual_seed(1))
+    absent = torch.from_numpy(client.label_counts == 0)
+    assert absent.any()
+    assert torch.equal(out["dec_w"][absent], params["dec_w"][absent])   # no gradient reaches them
+    assert torch.equal(out["dec_b"][absent], params["dec_b"][absent])
+    plain = H.local_train(params, arch, client, tiny_cfg, torch.Generator().manual_seed(1))
+    assert not torch.equal(plain["dec_b"][absent], params["dec_b"][absent])
+
+
+@pytest.mark.parametrize("width", [0.25, 0.315, 0.5, 0.631, 0.8, 1.0])
+def test_fjord_training_draws_on_average_the_width_the_budget_counts(width, monkeypatch):
+    """>= 10,000 batch widths drawn through local_train's draw; their mean is expected_width."""
+    levels = (0.25, 0.5, 0.75, 1.0)
+    allowed = H.fjord_widths(width, levels)
+    assert allowed[-1] == width and all(lv < width for lv in allowed[:-1])
+    gen = torch.Generator().manual_seed(0)
+    draws = [H.fjord_draw(allowed, gen) for _ in range(12_000)]
+    assert np.mean(draws) == pytest.approx(H.expected_width(width, "ordered", levels), abs=5e-3)
+    assert round(float(np.mean(draws)), 2) == round(H.expected_width(width, "ordered", levels), 2)
+    seen = []
+    real = H.fjord_draw
+    monkeypatch.setattr(H, "fjord_draw", lambda w, g: seen.append(tuple(w)) or real(w, g))
+    H.train_subnet(*_fjord_subnet_job(width))
+    assert seen and set(seen) == {tuple(allowed)}  # the training path draws from exactly these
+
+
+def _fjord_subnet_job(width):
+    cfg = smoke(policy="hasa", extraction="ordered", max_examples_per_client=20, emb_dim=8, hidden_dim=8)
+    task = H.load_task(cfg, 0)
+    idx = H.subnet_indices(task.arch, cfg, width, 0, 0, 0)
+    params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(0))
+    return H.extract(params, task.arch, idx), task.arch, task.clients[0], cfg, width, 0, 0, 0
+
+
+def test_no_unit_of_a_fjord_clients_evaluation_slice_stays_untrained():
+    cfg = smoke(policy="hasa", extraction="ordered", aggregation="selective", rounds=3, max_examples_per_client=40,
+                emb_dim=16, hidden_dim=16)
+    rec = H.run(cfg, 0)
+    widest = max(rec["widths"])
+    assert any(w not in cfg.levels for w in rec["widths"])  # off-level widths are the case in point
+    for e in rec["movement"]:
+        if e["param"] in ("w_ih", "embed") and e["axis"] in (0, 1):
+            used = math.ceil(widest * len(e["norm"]) - 1e-9)
+            assert min(e["norm"][:used]) > 0, f"{e['param']} axis {e['axis']}: a unit below {widest} never trained"
+
+
+def test_nested_prefix_views_equal_the_gathered_slice_values_and_gradients():
+    arch = H.lstm_arch(7, 8, 8)
+    params = {n: p.requires_grad_(True) for n, p in arch.init(arch.dims, torch.Generator().manual_seed(0)).items()}
+    keep = {"emb": 3, "hid": 5}
+    viewed = H.nested_prefix(params, arch, keep, arch.dims)
+    gathered = H.extract(params, arch, {d: torch.arange(k) for d, k in keep.items()})
+    for n in params:
+        assert torch.equal(viewed[n], gathered[n])
+    x = torch.randint(7, (4, 6))
+    ga = torch.autograd.grad(arch.forward(viewed, x).square().sum(), list(params.values()))
+    gb = torch.autograd.grad(arch.forward(gathered, x).square().sum(), list(params.values()))
+    assert all(torch.equal(a, b) for a, b in zip(ga, gb))
