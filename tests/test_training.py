@@ -115,6 +115,13 @@ def test_aggregation_protocols_hand_computed():
     assert fed["conv1_b"].tolist() == [3.25, (1 * 1 + 3 * 7) / 4]  # b counts unit 1 with the value sent (7)
     with pytest.raises(ValueError, match="valid names: full, selective"):
         H.aggregate(old, arch, [(a, full, 1.0)], "mean")
+    # official HeteroFL / FedRolex weighting: each client counted once per element
+    sel = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "selective", "count")
+    assert sel["conv1_b"].tolist() == [(1 + 4) / 2, 1.0]
+    fed = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "full", "count")
+    assert fed["conv1_b"].tolist() == [(1 + 4) / 2, (1 + 7) / 2]
+    with pytest.raises(ValueError, match="valid names: n_k, count"):
+        H.aggregate(old, arch, [(a, full, 1.0)], "full", "sqrt")
 
 
 def test_both_protocols_reduce_to_fedavg_at_full_width():
@@ -191,21 +198,6 @@ def test_partial_participation_at_full_width_is_fedavg_over_the_drawn_clients():
 def test_summaries_tail_is_lowest_quarter():
     s = H.summarize_accuracies([0.5, 0.1, 0.3, 0.2, 0.4, 0.6, 0.7])  # K = 7 -> tail of 2
     assert s["worst"] == 0.1 and s["tail"] == pytest.approx(0.15) and s["mean"] == pytest.approx(0.4)
-
-
-def test_official_count_weighting_counts_each_client_once_hand_computed():
-    arch = H.cnn_arch(2, 2, 2)
-    old = {n: torch.full_like(v, 7.0) for n, v in arch.init(arch.dims, torch.Generator()).items()}
-    full = {d: torch.arange(2) for d in arch.dims}
-    half = {d: torch.tensor([0]) for d in arch.dims}
-    a = {n: torch.full_like(v, 1.0) for n, v in old.items()}                          # n = 1, full width
-    b = {n: torch.full_like(v, 4.0) for n, v in H.extract(old, arch, half).items()}  # n = 3, unit 0
-    sel = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "selective", "count")
-    assert sel["conv1_b"].tolist() == [(1 + 4) / 2, 1.0]
-    fed = H.aggregate(old, arch, [(a, full, 1.0), (b, half, 3.0)], "full", "count")
-    assert fed["conv1_b"].tolist() == [(1 + 4) / 2, (1 + 7) / 2]
-    with pytest.raises(ValueError, match="valid names: n_k, count"):
-        H.aggregate(old, arch, [(a, full, 1.0)], "full", "sqrt")
 
 
 def test_row_masking_averages_each_vocabulary_row_over_its_holders_hand_computed():
