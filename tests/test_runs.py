@@ -105,6 +105,21 @@ def test_new_fields_at_their_defaults_keep_every_cache_key():
     assert cfg.replace(partition="publication_day").key() != cfg.key()
     assert H.RunConfig.from_dict(json.loads(json.dumps(cfg.replace(participation=0.5).as_dict()))) == \
         cfg.replace(participation=0.5)
+    for field, value in (("momentum", 0.9), ("weighting", "count"), ("row_masking", True)):
+        assert field not in cfg.as_dict() and cfg.replace(**{field: value}).key() != cfg.key()
+
+
+def test_fjords_component_version_keys_only_fjord_configs(monkeypatch):
+    """The FjORD fix changed FjORD's numbers only: its version is in the key of ordered configs;
+    static, rolling and random keys (and their committed records) are untouched."""
+    assert H.COMPONENT_VERSIONS == {"ordered": 2}
+    keys = {e: H.config("paper", policy="hasa", extraction=e, aggregation="selective").key()
+            for e in H.EXTRACTIONS}
+    for e in ("static", "rolling", "random"):
+        assert H.record_path(H.config("paper", policy="hasa", extraction=e, aggregation="selective"), 0).is_file()
+    monkeypatch.setattr(H, "COMPONENT_VERSIONS", {"ordered": 3})
+    after = {e: H.config("paper", policy="hasa", extraction=e, aggregation="selective").key() for e in H.EXTRACTIONS}
+    assert [e for e in keys if keys[e] != after[e]] == ["ordered"]
 
 
 def test_cache_is_written_atomically_and_reused(tiny_cfg, tmp_path, monkeypatch):
