@@ -641,6 +641,49 @@ def dilution_association(eff: pd.DataFrame, dim: str, control: str = "uniform", 
     return {"pairs": len(x), "spearman": float(res.statistic), "p_perm": float(res.pvalue)}
 
 
+def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.DataFrame:
+    """Per run: how far the extra width learned. The mean movement of the units of ``dim`` that
+    lie beyond the budget's width B and within the widest client's width, divided by the mean
+    movement of the units within B (which every client trains). 1 = the extra width learned as
+    much as the shared width; 0 = it never moved. NaN when no client is wider than B."""
+    rows = []
+    for r in records:
+        entry = next((e for e in r.get("movement", []) if e["dim"] == dim), None)
+        if entry is None:
+            continue
+        norm, d = np.asarray(entry["norm"]), len(entry["norm"])
+        inner, outer = math.ceil(r["budget"] * d - 1e-9), math.ceil(max(r["widths"]) * d - 1e-9)
+        ratio = norm[inner:outer].mean() / norm[:inner].mean() if outer > inner else np.nan
+        rows.append({"method": _method(r), "seed": r["seed"], "dilution_index": float(ratio)})
+    return pd.DataFrame(rows)
+
+
+def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
+    """Per specification and protocol: the mean :func:`dilution_index` of HASA's runs (over the
+    specification curve's seeds)."""
+    records, _ = run_experiment("spec", profile, n_jobs, results_dir)
+    role = {spec_label(sp, c): (sp, m) for sp in specifications(profile) for m, c in spec_methods(profile, sp).items()}
+    d = dilution_index(records)
+    d[["spec", "role"]] = [role[m] for m in d["method"]]
+    protocol = {m: p for p, m in PROTOCOLS.items()}
+    d = d[d["role"].isin(protocol)].assign(protocol=lambda f: f["role"].map(protocol))
+    return d.groupby(["spec", "protocol"], sort=False)["dilution_index"].mean().reset_index()
+
+
+def dilution_across_specs(dilution: pd.DataFrame, table: pd.DataFrame, n_resamples: int = 9999) -> pd.DataFrame:
+    """Per protocol, across specifications: the Spearman correlation between HASA's mean dilution
+    index and its HASA − uniform difference (pp), with a permutation p (scipy, seeded)."""
+    t = table[table["family"].str.startswith("Specification curve")].merge(dilution, on=["spec", "protocol"])
+    rows = []
+    for protocol, g in t.groupby("protocol", sort=False):
+        x, y = g["dilution_index"].to_numpy(), g["diff pp"].to_numpy()
+        res = stats.permutation_test((x,), lambda v: stats.spearmanr(v, y).statistic,
+                                     permutation_type="pairings", n_resamples=n_resamples, random_state=0)
+        rows.append({"protocol": protocol, "specifications": len(g), "spearman": float(res.statistic),
+                     "p_perm": float(res.pvalue), "median dilution index": float(np.median(x))})
+    return pd.DataFrame(rows)
+
+
 def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
                         control: str = "uniform") -> pd.DataFrame:
     """The test of the dilution explanation: each client evaluated with the nested slice of width

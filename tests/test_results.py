@@ -313,3 +313,9 @@ def test_narrower_evaluation_is_one_holm_family_of_recovery_and_comparison_to_un
     assert (t["family"] == "Narrower evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
     a = R.dilution_association(R.effective_widths(_mechanism_records()), "hid", n_resamples=99)
     assert a["pairs"] == 2 and a["spearman"] == pytest.approx(-1.0)  # b: effective 0.5, -6 pp; a: 0.25, -1 pp
+
+
+def test_dilution_index_is_the_extra_widths_movement_over_the_shared_widths():
+    d = R.dilution_index(_mechanism_records()).set_index(["method", "seed"])["dilution_index"]
+    assert d[("hasa", 0)] == pytest.approx(0.1)   # units 2-3 (beyond B, within w = 1) moved 0.1, units 0-1 moved 1
+    assert np.isnan(d[("uniform", 0)])            # nobody is wider than B
