@@ -1832,7 +1832,7 @@ def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = Fa
 
 def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
          pool: ProcessPoolExecutor | None) -> dict[str, Any]:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
     init = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
@@ -1842,7 +1842,8 @@ def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
                                  timings)
     return make_record(cfg, seed, [c.name for c in task.clients], task.sizes, p, params, curve,
                        evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings,
-                       extras=run_extras(init, params, task, p["widths"], cfg.budget))
+                       extras={**run_extras(init, params, task, p["widths"], cfg.budget),
+                               "cpu_seconds": time.process_time() - c0})
 
 
 def evaluation_rounds(cfg: RunConfig) -> set[int]:

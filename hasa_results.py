@@ -1146,19 +1146,25 @@ def fidelity_table(effects: pd.DataFrame | None = None) -> pd.DataFrame:
     return out
 
 
+def _cpu_seconds(rec: dict[str, Any]) -> float:
+    """A run's CPU seconds (single-threaded, so unaffected by other load): ``cpu_seconds`` where the
+    record has it, else its wall seconds (older records, made on an otherwise idle machine)."""
+    return rec.get("cpu_seconds", rec["seconds"])
+
+
 def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
-    """Per experiment: distinct runs, mean and total single-thread seconds of the runs (from the
-    cached records, so it describes the machine that made them), and the processor."""
+    """Per experiment: distinct runs, mean and total single-thread CPU seconds of the runs (from
+    the cached records, so it describes the machine that made them), and the processor."""
     rows, seen = [], set()
     for name, (methods, seeds) in experiments(profile).items():
         recs = [cached_record(c, s, results_dir or output_dirs(profile)[0]) for c in methods.values() for s in seeds]
         recs = [r for r in recs if r is not None]
         new = [r for r in recs if (json.dumps(r["config"], sort_keys=True), r["seed"]) not in seen]
         seen |= {(json.dumps(r["config"], sort_keys=True), r["seed"]) for r in recs}
-        secs = [r["seconds"] for r in recs]
+        secs = [_cpu_seconds(r) for r in recs]
         rows.append({"experiment": name, "runs": len(recs), "runs not shared with an earlier experiment": len(new),
                      "mean s per run": float(np.mean(secs)) if secs else np.nan,
-                     "CPU minutes (new runs)": sum(r["seconds"] for r in new) / 60,
+                     "CPU minutes (new runs)": sum(_cpu_seconds(r) for r in new) / 60,
                      "processor": ", ".join(sorted({r["provenance"]["cpu"] for r in recs}))})
     out = pd.DataFrame(rows).set_index("experiment")
     out.loc["total"] = [out["runs"].sum(), out["runs not shared with an earlier experiment"].sum(), np.nan,
