@@ -288,10 +288,12 @@ def test_pool_workers_exit_when_their_parent_is_killed(tmp_path):
     try:
         proc = psutil.Process(parent.pid)
         deadline = time.time() + 60
-        while time.time() < deadline and len(workers) < 2:
+        claims = []  # each worker claims the record it computes once it is running (past its imports)
+        while time.time() < deadline and (len(workers) < 2 or len(claims) < 2):
             workers = [c for c in proc.children(recursive=True) if "spawn_main" in " ".join(c.cmdline())]
+            claims = list(tmp_path.glob("runs/*/.seed*.json.lock"))
             time.sleep(0.5)
-        assert len(workers) >= 2, "the pool did not start"
+        assert len(workers) >= 2 and len(claims) >= 2, "the pool did not start"
         parent.kill()
         parent.wait()
         gone, alive = psutil.wait_procs(workers, timeout=10)
