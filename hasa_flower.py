@@ -35,6 +35,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -376,6 +378,110 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
+class Stopped(RuntimeError):
+    """Raised by :class:`StoppableGrid` once its stop event is set: the run was interrupted."""
+
+
+class StoppableGrid(Grid):
+    """``inner`` (any Grid), except that every call raises :class:`Stopped` once ``stop`` is set,
+    and :meth:`send_and_receive` waits for replies in a loop that checks ``stop`` every
+    ``poll`` seconds (the loop of flwr's own grids, which can only end at their timeout). Replies are
+    the inner grid's, in the order it returns them; messages are not touched."""
+
+    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.1):
+        self.inner, self.stop, self.poll = inner, stop, poll
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped("the run was interrupted")
+
+    def set_run(self, run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self):
+        return self.inner.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._check()
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self._check()
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self._check()
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Push ``messages``, then pull until every reply came, ``timeout`` seconds passed (None:
+        no limit) or ``stop`` was set (:class:`Stopped`)."""
+        waiting = set(self.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            got = list(self.pull_messages(waiting))
+            replies.extend(got)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not waiting or (end is not None and time.monotonic() >= end):
+                break
+            self.stop.wait(self.poll)
+        return replies
+
+
+def end_ray_actors() -> int:
+    """Kill (no restart) every actor of this process's Ray job that is not dead yet (alive or still
+    being created), so that the client tasks in flight fail now instead of running to their end;
+    returns how many. Nothing happens when Ray is
+    not running here. Reads Ray's actor table (``ray._private.state.actors``: Ray's own debugging
+    API, not a stable one; ray is pinned by requirements.lock)."""
+    import ray
+    if not ray.is_initialized():
+        return 0
+    from ray._private.state import actors
+    from ray._raylet import ActorID
+    worker = ray._private.worker.global_worker
+    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+    live = [a for a, info in actors(job_id=job).items() if info["State"] != "DEAD"]  # being created too
+    for actor_id in live:
+        worker.core_worker.kill_actor(ActorID.from_hex(actor_id), True)
+    return len(live)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stop: threading.Event):
+    """While the block runs in the main thread: the first SIGINT (Ctrl-C) only sets ``stop``, so a
+    run can wind down in order (the server stops at its next message, the clients' tasks in flight
+    finish, Ray shuts down); a second SIGINT acts as SIGINT did before the block (by default:
+    ``KeyboardInterrupt`` at once). Outside the main thread, or where SIGINT is ignored, nothing
+    changes. The previous handler is restored afterwards."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def handler(signum, frame):
+        if not stop.is_set():
+            stop.set()
+            return
+        signal.signal(signal.SIGINT, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def _flwr_log_level(level: int):
     logger = logging.getLogger("flwr")
@@ -420,7 +526,21 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
 
     ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
     actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
-    replies shuffled with seed ``shuffle``."""
+    replies shuffled with seed ``shuffle``.
+
+    Ctrl-C (SIGINT) during a Ray run: the server stops at its next message, the client tasks in
+    flight finish, Ray is shut down, and ``KeyboardInterrupt`` is raised (no record; records
+    finished before are untouched). A second Ctrl-C interrupts at once, as before.
+
+    Why the deprecated ``run_simulation`` stays (flwr 1.42): its deprecation points to ``flwr
+    run``, the only supported entry point, and 1.42 has no supported Python one. ``flwr run`` keeps
+    bit-identity (the same ServerApp and ClientApp; checked through it and in deployment mode),
+    but it is a CLI that hands the app to a SuperLink, which runs the ServerApp in processes of its
+    own (SuperExec, simulation process) and keeps running after the call: nothing comes back to
+    the caller but a record file, the run config is a table of scalars instead of a
+    :class:`hasa_core.RunConfig`, and Ray's processes are not the caller's descendants, so neither
+    :class:`ResourceSampler` nor Ctrl-C reaches them. ``run_simulation`` drives the same Simulation
+    Runtime (``vce_api.start_vce``) in this process. The CLI route is ``tests/flwr_run.sh`` (README)."""
     if backend not in ("ray", "local"):
         raise ValueError(f"unknown backend {backend!r}; valid: 'ray', 'local'")
     k = num_clients(cfg, seed)
@@ -433,16 +553,24 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
             # Ray logs a hint about ipywidgets at INFO when it is imported inside a notebook kernel
             logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
             from flwr.simulation import run_simulation
-            app = ServerApp()
+            app, stop = ServerApp(), threading.Event()
 
             @app.main()
             def _main(grid: Grid, context: Context) -> None:
-                records.append(serve(grid, cfg, seed, k))
+                try:
+                    records.append(serve(StoppableGrid(grid, stop), cfg, seed, k))
+                except Stopped:
+                    # Ctrl-C: end the clients' tasks in flight now (their errors unlogged), and return
+                    # rather than raise, so that flwr gets the server's context at once and shuts Ray down
+                    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+                    end_ray_actors()
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # run_simulation is deprecated in favour of `flwr run`
+            with warnings.catch_warnings(), stop_on_interrupt(stop):
+                warnings.simplefilter("ignore")  # run_simulation is deprecated: why it stays, see run()
                 run_simulation(server_app=app, client_app=client_app, num_supernodes=k,
                                backend_config=backend_cfg or backend_config(), verbose_logging=verbose)
+            if stop.is_set():
+                raise KeyboardInterrupt("the Flower run was interrupted; Ray has been shut down")
     if not records:
         raise RuntimeError("the Flower simulation ended without a record; rerun with verbose=True to see its log")
     return records[0]
