@@ -3,6 +3,7 @@ path in this process (:class:`hasa_flower.LocalGrid`, no Ray); the one test mark
 Simulation Engine (Ray) and is deselected with ``-m "not simulation"``."""
 
 import contextlib
+import json
 
 import pytest
 from helpers import smoke
@@ -96,10 +97,11 @@ from pathlib import Path
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
 faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if it hangs
 import hasa_core as H, hasa_flower as F
-F.cached_run(H.config("smoke", policy="uniform", rounds=1, emb_dim=8, hidden_dim=8), 0, Path(sys.argv[1]), backend="local")
+results = Path(sys.argv[1])
+F.cached_run(H.config("smoke", policy="uniform", rounds=1, emb_dim=8, hidden_dim=8), 0, results, backend="local")
 print("finished", flush=True)
 try:
-    F.cached_run(H.config("smoke", policy="hasa", rounds=40), 0, Path(sys.argv[1]), backend="ray")
+    F.cached_run(H.config("smoke", policy="hasa", rounds=40), 0, results, backend="ray")
 except KeyboardInterrupt:
     print("interrupted", time.time(), flush=True)  # control is back with the caller
     raise
@@ -184,3 +186,48 @@ def test_ctrl_c_during_a_ray_run_returns_within_10_s_and_leaves_no_ray_process(t
             with contextlib.suppress(psutil.Error):
                 p.kill()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.simulation
+def test_flwr_run_command_fails_on_an_invalid_run_config_and_ends_its_superlink(capfd):
+    """`python -m hasa_flower flwr-run` on an invalid run config: `flwr run` itself exits 0, the
+    command returns 1 and names the failure, and no process of its SuperLink's group (SuperLink,
+    SuperExec, simulation process and their descendants, watched while it ran) is left."""
+    import os
+    import threading
+    import time
+
+    import psutil
+
+    seen: dict[int, psutil.Process] = {}
+    group: list[int] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(0.5):
+            with contextlib.suppress(psutil.Error, IndexError):
+                seen.update((p.pid, p) for p in psutil.Process(group[0]).children(recursive=True))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        code = F.flwr_run("policy='nonsense' rounds=1", on_start=lambda pid: (group.append(pid), seen.update(
+            {pid: psutil.Process(pid)})))
+    finally:
+        done.set()
+        watcher.join()
+    assert code == 1
+    assert "unknown policy 'nonsense'" in capfd.readouterr().err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group[0], 0)  # no process left in the SuperLink's group
+    time.sleep(0.5)
+    assert not _alive(seen.values()), f"processes of its SuperLink left: {_alive(seen.values())}"
+
+
+def test_failed_runs_reads_flwr_ls():
+    ok = {"run-id": "1", "status": "finished:completed"}
+    bad = {"run-id": "2", "status": "finished:failed", "status-details": "Simulation failed"}
+    assert F.failed_runs(json.dumps({"runs": [ok]})) == []
+    assert F.failed_runs(json.dumps({"runs": [ok, bad]})) == ["run 2 finished:failed Simulation failed"]
+    assert F.failed_runs(json.dumps({"runs": []})) == ["no run was recorded"]
+    assert F.failed_runs("not json")[0].startswith("`flwr ls` gave no run list")
