@@ -10,7 +10,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv lock data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs
+.PHONY: all venv lock data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs flwr-run
 
 all: test
 
@@ -128,6 +128,15 @@ nbval: venv
 
 bench: venv
 	$(PY) -m hasa_results bench
+
+# The Flower app through `flwr run` (pyproject's [tool.flwr.app]) on a SuperLink of its own, in
+# simulation mode with FLWR_SUPERNODES SuperNodes; afterwards that SuperLink's process group (and
+# nothing else) is ended. Exits non-zero when the run failed, which `flwr run` alone does not say.
+# RUN_CONFIG="policy='uniform' rounds=2" overrides [tool.flwr.app.config].
+RUN_CONFIG ?=
+FLWR_SUPERNODES ?= 7
+flwr-run: venv
+	$(PY) -m hasa_flower flwr-run --num-supernodes $(FLWR_SUPERNODES) --run-config "$(RUN_CONFIG)"
 
 # Forget the cached runs that are not committed: the untracked and git-ignored files under
 # results/runs/ and results/*/runs/ (records of other profiles, stale .tmp-*). Committed records,

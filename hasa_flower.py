@@ -26,7 +26,9 @@ The protocol of one run:
 
 Three ways to run it: :func:`run` (Python, notebooks; ``backend="ray"`` is Flower's Simulation
 Engine, ``backend="local"`` delivers the same messages in this process, no Ray), and
-``flwr run .`` (the ``[tool.flwr.app]`` section of pyproject.toml; see the README).
+``flwr run .`` (the ``[tool.flwr.app]`` section of pyproject.toml), best through ``make flwr-run``
+(:func:`flwr_run`: its own SuperLink, ended afterwards, and an exit code that says whether the
+run failed; see the README).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ import functools
 import json
 import logging
 import os
+import signal
+import threading
 import time
 import uuid
 import warnings
@@ -376,6 +380,110 @@ class LocalGrid(Grid):
         return self.pull_messages(self.push_messages(messages))
 
 
+class Stopped(RuntimeError):
+    """Raised by :class:`StoppableGrid` once its stop event is set: the run was interrupted."""
+
+
+class StoppableGrid(Grid):
+    """``inner`` (any Grid), except that every call raises :class:`Stopped` once ``stop`` is set,
+    and :meth:`send_and_receive` waits for replies in a loop that checks ``stop`` every
+    ``poll`` seconds (the loop of flwr's own grids, which can only end at their timeout). Replies are
+    the inner grid's, in the order it returns them; messages are not touched."""
+
+    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.1):
+        self.inner, self.stop, self.poll = inner, stop, poll
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped("the run was interrupted")
+
+    def set_run(self, run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self):
+        return self.inner.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        self._check()
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self._check()
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        self._check()
+        return self.inner.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        """Push ``messages``, then pull until every reply came, ``timeout`` seconds passed (None:
+        no limit) or ``stop`` was set (:class:`Stopped`)."""
+        waiting = set(self.push_messages(messages))
+        end = None if timeout is None else time.monotonic() + timeout
+        replies: list[Message] = []
+        while waiting:
+            got = list(self.pull_messages(waiting))
+            replies.extend(got)
+            waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not waiting or (end is not None and time.monotonic() >= end):
+                break
+            self.stop.wait(self.poll)
+        return replies
+
+
+def end_ray_actors() -> int:
+    """Kill (no restart) every actor of this process's Ray job that is not dead yet (alive or still
+    being created), so that the client tasks in flight fail now instead of running to their end;
+    returns how many. Nothing happens when Ray is
+    not running here. Reads Ray's actor table (``ray._private.state.actors``: Ray's own debugging
+    API, not a stable one; ray is pinned by requirements.lock)."""
+    import ray
+    if not ray.is_initialized():
+        return 0
+    from ray._private.state import actors
+    from ray._raylet import ActorID
+    worker = ray._private.worker.global_worker
+    job = ray.JobID.from_hex(ray.get_runtime_context().get_job_id())
+    live = [a for a, info in actors(job_id=job).items() if info["State"] != "DEAD"]  # being created too
+    for actor_id in live:
+        worker.core_worker.kill_actor(ActorID.from_hex(actor_id), True)
+    return len(live)
+
+
+@contextlib.contextmanager
+def stop_on_interrupt(stop: threading.Event):
+    """While the block runs in the main thread: the first SIGINT (Ctrl-C) only sets ``stop``, so a
+    run can wind down in order (the server stops at its next message, the clients' tasks in flight
+    finish, Ray shuts down); a second SIGINT acts as SIGINT did before the block (by default:
+    ``KeyboardInterrupt`` at once). Outside the main thread, or where SIGINT is ignored, nothing
+    changes. The previous handler is restored afterwards."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
+        yield
+        return
+
+    def handler(signum, frame):
+        if not stop.is_set():
+            stop.set()
+            return
+        signal.signal(signal.SIGINT, previous)
+        if callable(previous):
+            previous(signum, frame)
+        else:  # SIG_DFL
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @contextlib.contextmanager
 def _flwr_log_level(level: int):
     logger = logging.getLogger("flwr")
@@ -420,7 +528,21 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
 
     ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
     actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
-    replies shuffled with seed ``shuffle``."""
+    replies shuffled with seed ``shuffle``.
+
+    Ctrl-C (SIGINT) during a Ray run: the server stops at its next message, the client tasks in
+    flight finish, Ray is shut down, and ``KeyboardInterrupt`` is raised (no record; records
+    finished before are untouched). A second Ctrl-C interrupts at once, as before.
+
+    Why the deprecated ``run_simulation`` stays (flwr 1.42): its deprecation points to ``flwr
+    run``, the only supported entry point, and 1.42 has no supported Python one. ``flwr run`` keeps
+    bit-identity (the same ServerApp and ClientApp; checked through it and in deployment mode),
+    but it is a CLI that hands the app to a SuperLink, which runs the ServerApp in processes of its
+    own (SuperExec, simulation process) and keeps running after the call: nothing comes back to
+    the caller but a record file, the run config is a table of scalars instead of a
+    :class:`hasa_core.RunConfig`, and Ray's processes are not the caller's descendants, so neither
+    :class:`ResourceSampler` nor Ctrl-C reaches them. ``run_simulation`` drives the same Simulation
+    Runtime (``vce_api.start_vce``) in this process. The CLI route is ``make flwr-run`` (:func:`flwr_run`)."""
     if backend not in ("ray", "local"):
         raise ValueError(f"unknown backend {backend!r}; valid: 'ray', 'local'")
     k = num_clients(cfg, seed)
@@ -433,16 +555,24 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
             # Ray logs a hint about ipywidgets at INFO when it is imported inside a notebook kernel
             logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
             from flwr.simulation import run_simulation
-            app = ServerApp()
+            app, stop = ServerApp(), threading.Event()
 
             @app.main()
             def _main(grid: Grid, context: Context) -> None:
-                records.append(serve(grid, cfg, seed, k))
+                try:
+                    records.append(serve(StoppableGrid(grid, stop), cfg, seed, k))
+                except Stopped:
+                    # Ctrl-C: end the clients' tasks in flight now (their errors unlogged), and return
+                    # rather than raise, so that flwr gets the server's context at once and shuts Ray down
+                    logging.getLogger("flwr").setLevel(logging.CRITICAL)
+                    end_ray_actors()
 
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # run_simulation is deprecated in favour of `flwr run`
+            with warnings.catch_warnings(), stop_on_interrupt(stop):
+                warnings.simplefilter("ignore")  # run_simulation is deprecated: why it stays, see run()
                 run_simulation(server_app=app, client_app=client_app, num_supernodes=k,
                                backend_config=backend_cfg or backend_config(), verbose_logging=verbose)
+            if stop.is_set():
+                raise KeyboardInterrupt("the Flower run was interrupted; Ray has been shut down")
     if not records:
         raise RuntimeError("the Flower simulation ended without a record; rerun with verbose=True to see its log")
     return records[0]
@@ -555,3 +685,146 @@ def overhead_table(overhead: dict[str, Any]) -> pd.DataFrame:
     """:func:`compare_engines`' overhead as a one-column table, numbers rounded, booleans as words."""
     return pd.Series({k: f"{v:.1f}" if isinstance(v, float) else str(v) for k, v in overhead.items()},
                      name="Flower vs in-process").to_frame()
+
+
+# =============================================================================================
+# `flwr run` that says when it failed
+# =============================================================================================
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports of 127.0.0.1 that were free a moment ago (the kernel's choice)."""
+    import socket
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def superlink_command(port: int, control_port: int, fleet_port: int) -> list[str]:
+    """A SuperLink in simulation mode on 127.0.0.1 only, its Runtime HTTP API on ``port`` (what
+    ``flwr`` talks to), its state in memory, installing nothing at run time."""
+    return ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess",
+            "--host", "127.0.0.1", "--port", str(port), "--control-api-address", f"127.0.0.1:{control_port}",
+            "--fleet-api-address", f"127.0.0.1:{fleet_port}", "--disable-runtime-dependency-installation"]
+
+
+def flower_config(port: int) -> str:
+    """``$FLWR_HOME/config.toml`` whose default SuperLink connection, ``hasa``, is the one on ``port``."""
+    return f'[superlink]\ndefault = "hasa"\n\n[superlink.hasa]\naddress = "127.0.0.1:{port}"\ninsecure = true\n'
+
+
+def failed_runs(ls_json: str) -> list[str]:
+    """From ``flwr ls --format json``: 'run-id status (details)' of every run that did not end
+    ``finished:completed`` (failed, stopped, or still pending or running). An answer that is not a
+    run list counts as one failure."""
+    try:
+        runs = json.loads(ls_json)["runs"]
+    except (ValueError, KeyError, TypeError):
+        return [f"`flwr ls` gave no run list: {ls_json.strip()[:500]!r}"]
+    return [f"run {r['run-id']} {r['status']} {r.get('status-details') or ''}".strip()
+            for r in runs if r.get("status") != "finished:completed"] or ([] if runs else ["no run was recorded"])
+
+
+def _wait_for_port(port: int, proc, timeout: float) -> None:
+    import socket
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited with code {proc.returncode} before it was ready")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"flower-superlink did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def _end_group(proc, grace: float = 10.0) -> None:
+    """SIGTERM to the process group that ``proc`` leads (its own session: the SuperLink, its
+    SuperExec and the simulation process it spawned), SIGKILL to what is left after ``grace`` s."""
+    import subprocess
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    end = time.monotonic() + grace
+    while time.monotonic() < end:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def flwr_run(run_config: str = "", num_supernodes: int = 7, app_dir: Path | None = None,
+             ready_timeout: float = 120.0, on_start: Any = None) -> int:
+    """``flwr run`` of the app in ``app_dir`` (default: this repository) on a SuperLink of its own;
+    returns 0 only when the run finished ``completed``, else 1 (``flwr run`` itself exits 0 when the
+    ServerApp fails, e.g. on an invalid run config: "Exit Code: 700").
+
+    The SuperLink (simulation mode, ``num_supernodes`` simulated SuperNodes, state in memory,
+    ports the kernel found free) starts in a session of its own under a temporary ``FLWR_HOME``;
+    afterwards, whatever happened, that process group (SuperLink, SuperExec, simulation process)
+    and nothing else is ended, and the temporary ``FLWR_HOME`` is removed. The run's output is
+    streamed to stdout. ``on_start``, if given, is called with the SuperLink's pid (also its
+    process-group id) as soon as it has started."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    home = Path(tempfile.mkdtemp(prefix="flwr-home-"))
+    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
+    bin_dir = Path(sys.executable).parent  # flower-superlink and flwr sit beside this Python
+    env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
+    port, control, fleet = free_ports(3)
+    (home / "config.toml").write_text(flower_config(port))
+    link = None
+    try:
+        with open(home / "superlink.log", "w") as log:
+            link = subprocess.Popen(superlink_command(port, control, fleet), env=env, stdout=log,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
+        if on_start is not None:
+            on_start(link.pid)
+        _wait_for_port(port, link, ready_timeout)
+        cmd = ["flwr", "run", str(app_dir or H.REPO), "hasa", "--stream",
+               "--federation-config", f"num-supernodes={num_supernodes}"]
+        if run_config:
+            cmd += ["--run-config", run_config]
+        code = subprocess.run(cmd, env=env).returncode
+        ls = subprocess.run(["flwr", "ls", "hasa", "--format", "json"], env=env, capture_output=True, text=True)
+        failures = ([f"flwr run exited with code {code}"] if code else []) + failed_runs(ls.stdout)
+    except (RuntimeError, TimeoutError) as e:
+        failures = [f"{e} (its log: {home / 'superlink.log'})"]
+        home = None  # keep the log
+    finally:
+        if link is not None:
+            _end_group(link)
+        if home is not None:
+            shutil.rmtree(home, ignore_errors=True)
+    for f in failures:
+        print(f"flwr-run: FAILED: {f}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _main(argv: Sequence[str] | None = None) -> None:
+    import argparse
+    ap = argparse.ArgumentParser(prog="python -m hasa_flower", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("flwr-run", help="`flwr run` of this app on a SuperLink of its own; exits 1 when the run failed")
+    r.add_argument("--run-config", default="",
+                   help="passed to `flwr run --run-config`, e.g. \"policy='uniform' rounds=2\"")
+    r.add_argument("--num-supernodes", type=int, default=7, help="simulated SuperNodes (the benchmark's clients)")
+    args = ap.parse_args(argv)
+    if args.cmd == "flwr-run":
+        raise SystemExit(flwr_run(args.run_config, args.num_supernodes))
+
+
+if __name__ == "__main__":
+    _main()

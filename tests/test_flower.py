@@ -2,6 +2,9 @@
 path in this process (:class:`hasa_flower.LocalGrid`, no Ray); the one test marked ``simulation`` runs Flower's
 Simulation Engine (Ray) and is deselected with ``-m "not simulation"``."""
 
+import contextlib
+import json
+
 import pytest
 from helpers import smoke
 
@@ -86,3 +89,145 @@ def test_flower_simulation_engine_gives_the_in_process_record():
             pass
     assert not left, f"Ray processes started by this test left running: {left}"
 
+
+
+INTERRUPTED_CHILD = """
+import faulthandler, signal, sys, time
+from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started in the background
+faulthandler.register(signal.SIGUSR1, all_threads=True)  # the test asks for the stacks if it hangs
+import hasa_core as H, hasa_flower as F
+results = Path(sys.argv[1])
+F.cached_run(H.config("smoke", policy="uniform", rounds=1, emb_dim=8, hidden_dim=8), 0, results, backend="local")
+print("finished", flush=True)
+try:
+    F.cached_run(H.config("smoke", policy="hasa", rounds=40), 0, results, backend="ray")
+except KeyboardInterrupt:
+    print("interrupted", time.time(), flush=True)  # control is back with the caller
+    raise
+"""
+
+
+def _alive(procs):
+    """The processes of ``procs`` (psutil.Process objects) still running, zombies excepted."""
+    import psutil
+    left = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.Error:  # ended meanwhile
+            pass
+    return left
+
+
+@pytest.mark.simulation
+def test_ctrl_c_during_a_ray_run_returns_within_10_s_and_leaves_no_ray_process(tmp_path):
+    """A child process caches one (local) record, then starts a long Ray-backend federation; once
+    Ray's workers run, its process group gets SIGINT, as Ctrl-C in a terminal does. Within 10 s
+    the run must raise KeyboardInterrupt to its caller (control returned; measured in the child).
+    Within 20 s the child must have exited (Python's own teardown of torch and Ray comes on top:
+    2.5 s at load 5 on 2 cores) and no process it started may be left: its descendants, seen while
+    it ran (Ray's temp dir is the child's own; nobody else's process is looked at). The finished
+    record must be intact and the interrupted run must have left no record."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import psutil
+
+    results, ray_tmp = tmp_path / "results", tempfile.mkdtemp(prefix="ray")  # short: Ray's socket paths
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": os.pathsep.join(
+        [str(H.REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    log = tmp_path / "stderr"
+    child = subprocess.Popen([sys.executable, "-c", INTERRUPTED_CHILD, str(results)], env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=log.open("w"), start_new_session=True)
+    seen: dict[int, psutil.Process] = {}
+    try:
+        assert child.stdout.readline().strip() == "finished", log.read_text()
+        end = time.monotonic() + 240
+        while time.monotonic() < end and child.poll() is None:
+            procs = psutil.Process(child.pid).children(recursive=True)
+            seen.update((p.pid, p) for p in procs)
+            if any("ray::" in " ".join(p.cmdline()) for p in procs if p.is_running()):
+                break
+            time.sleep(0.5)
+        assert child.poll() is None, f"the child ended before Ray started: {log.read_text()}"
+        time.sleep(1)
+        seen.update((p.pid, p) for p in psutil.Process(child.pid).children(recursive=True))
+        t0, sent = time.monotonic(), time.time()
+        os.killpg(child.pid, signal.SIGINT)
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            pytest.fail(f"the child did not exit within 20 s of Ctrl-C; its stderr:\n{log.read_text()[-6000:]}")
+        while _alive(seen.values()) and time.monotonic() - t0 < 20:
+            time.sleep(0.2)
+        said = child.stdout.read().split()
+        assert said[:1] == ["interrupted"], f"no KeyboardInterrupt reached the caller: {log.read_text()[-3000:]}"
+        assert float(said[1]) - sent < 10, f"control came back {float(said[1]) - sent:.1f} s after Ctrl-C"
+        assert not _alive(seen.values()), f"processes of the interrupted run still alive: {_alive(seen.values())}"
+        err = log.read_text()
+        assert child.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
+        done = H.config("smoke", policy="uniform", rounds=1, emb_dim=8, hidden_dim=8)
+        H.read_record(H.record_path(done, 0, results), done, 0, runtime="flower")  # intact, or raises
+        assert not H.record_path(H.config("smoke", policy="hasa", rounds=40), 0, results).exists()
+        assert not list(results.rglob(".tmp-*"))
+    finally:  # on failure, end what this test started, by pid: the child and its descendants
+        if child.poll() is None:
+            child.kill()
+        for p in seen.values():
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.simulation
+def test_flwr_run_command_fails_on_an_invalid_run_config_and_ends_its_superlink(capfd):
+    """`python -m hasa_flower flwr-run` on an invalid run config: `flwr run` itself exits 0, the
+    command returns 1 and names the failure, and no process of its SuperLink's group (SuperLink,
+    SuperExec, simulation process and their descendants, watched while it ran) is left."""
+    import os
+    import threading
+    import time
+
+    import psutil
+
+    seen: dict[int, psutil.Process] = {}
+    group: list[int] = []
+    done = threading.Event()
+
+    def watch():
+        while not done.wait(0.5):
+            with contextlib.suppress(psutil.Error, IndexError):
+                seen.update((p.pid, p) for p in psutil.Process(group[0]).children(recursive=True))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        code = F.flwr_run("policy='nonsense' rounds=1", on_start=lambda pid: (group.append(pid), seen.update(
+            {pid: psutil.Process(pid)})))
+    finally:
+        done.set()
+        watcher.join()
+    assert code == 1
+    assert "unknown policy 'nonsense'" in capfd.readouterr().err
+    with pytest.raises(ProcessLookupError):
+        os.killpg(group[0], 0)  # no process left in the SuperLink's group
+    time.sleep(0.5)
+    assert not _alive(seen.values()), f"processes of its SuperLink left: {_alive(seen.values())}"
+
+
+def test_failed_runs_reads_flwr_ls():
+    ok = {"run-id": "1", "status": "finished:completed"}
+    bad = {"run-id": "2", "status": "finished:failed", "status-details": "Simulation failed"}
+    assert F.failed_runs(json.dumps({"runs": [ok]})) == []
+    assert F.failed_runs(json.dumps({"runs": [ok, bad]})) == ["run 2 finished:failed Simulation failed"]
+    assert F.failed_runs(json.dumps({"runs": []})) == ["no run was recorded"]
+    assert F.failed_runs("not json")[0].startswith("`flwr ls` gave no run list")
