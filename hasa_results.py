@@ -33,6 +33,7 @@ Every step calls the next module down (notebook -> hasa_results -> hasa_core), n
 """
 from __future__ import annotations
 
+import ast
 import functools
 import itertools
 import json
@@ -1625,6 +1626,19 @@ def typed_numbers(text: str) -> list[str]:
     return _NUMBER.findall(outside)
 
 
+def _saved_tables(src: str) -> list[str]:
+    """The names of the tables a code cell saves, in order: the second argument of each
+    ``save_table(...)`` call (parsed, so ``df.set_index(["a", "b"])`` as the first is no trap)."""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return []
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and len(n.args) > 1
+             and getattr(n.func, "attr", getattr(n.func, "id", None)) == "save_table"
+             and isinstance(n.args[1], ast.Constant) and isinstance(n.args[1].value, str)]
+    return [n.args[1].value for n in sorted(calls, key=lambda n: (n.lineno, n.col_offset))]
+
+
 def _notebook_parts(nb_path: Path) -> dict[str, Any]:
     """From an executed notebook: its title, each saved table with the markdown cell before it,
     and its generated conclusion (the last Markdown output)."""
@@ -1639,7 +1653,7 @@ def _notebook_parts(nb_path: Path) -> dict[str, Any]:
             elif not src.startswith(">"):
                 last_md = src
             continue
-        tables = re.findall(r"save_table\([^\n]*?,\s*\"(\w+)\"", src)
+        tables = _saved_tables(src)
         if tables:
             sections.append((last_md, tables))
             last_md = ""

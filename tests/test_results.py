@@ -319,3 +319,11 @@ def test_dilution_index_is_the_extra_widths_movement_over_the_shared_widths():
     d = R.dilution_index(_mechanism_records()).set_index(["method", "seed"])["dilution_index"]
     assert d[("hasa", 0)] == pytest.approx(0.1)   # units 2-3 (beyond B, within w = 1) moved 0.1, units 0-1 moved 1
     assert np.isnan(d[("uniform", 0)])            # nobody is wider than B
+
+
+def test_the_report_finds_every_table_a_cell_saves_even_after_a_set_index():
+    src = ('R.save_table(t.set_index(["comparison", "metric"]), "table2_paired_tests", results_dir)\n'
+           'x = 1\nR.save_table(w, "table2_significance_counts", results_dir)\n')
+    assert R._saved_tables(src) == ["table2_paired_tests", "table2_significance_counts"]
+    assert R._saved_tables("%time not python") == []
+    assert "`results/table2_paired_tests.md`" in R.report_text()  # it was missing from REPORT before
