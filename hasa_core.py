@@ -1599,19 +1599,37 @@ def unit_movement(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
     return out
 
 
+SWEEP_WIDTHS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+"""The evaluation widths of :func:`accuracy_sweep`: 0.1, 0.2, ..., 1.0."""
+
+
+def accuracy_sweep(final: dict[str, torch.Tensor], task: Task,
+                   grid: Sequence[float] = SWEEP_WIDTHS) -> dict[str, Any]:
+    """Each client's accuracy with the nested slice of every width g of ``grid`` (the same trained
+    model cut to g, whatever width the client was allocated): ``{"grid": [g_1, ...], "accuracy":
+    [[acc of client k at g_1, ...] for each client k]}``. It tells how much of the width a client
+    is evaluated with carries what it learned."""
+    per_width = [evaluate(final, task, [g] * len(task.clients)) for g in grid]
+    return {"grid": list(grid), "accuracy": [list(a) for a in zip(*per_width)]}
+
+
 def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
                widths: Sequence[float], budget: float) -> dict[str, Any]:
     """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
-    and each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``):
-    the allocated model cut back to the budget's width."""
+    each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``): the
+    allocated model cut back to the budget's width, and the :func:`accuracy_sweep`."""
     capped = [min(w, budget) for w in widths]
     return {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
-            "accuracy_capped": evaluate(final, task, capped)}
+            "accuracy_capped": evaluate(final, task, capped), "accuracy_sweep": accuracy_sweep(final, task)}
 
 
 EXTRAS = ("movement", "capped_widths", "accuracy_capped")
-"""Record fields of :func:`run_extras`: not part of a record's identity; a record made before
-they existed gets them from :func:`fill_extras`, which re-runs it and checks the parameters."""
+"""Record fields of :func:`run_extras` that an experiment with extras requires: not part of a
+record's identity; a record made before them gets them from :func:`fill_extras`, which re-runs it
+and checks the parameters."""
+SWEEP = ("accuracy_sweep",)
+"""The :func:`accuracy_sweep` field, added later than :data:`EXTRAS`: required (and filled) only
+where an experiment asks for it, so that records with the other extras stay valid without it."""
 
 
 def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
@@ -2024,6 +2042,11 @@ def consistency_problems(rec: dict[str, Any]) -> list[str]:
     for f in ("accuracy_full_model", "accuracy_capped"):
         if f in rec:
             problems += [bad for bad in [_accuracies(rec[f], k, f)] if bad]
+    if "accuracy_sweep" in rec:
+        sw = rec["accuracy_sweep"]
+        if not (isinstance(sw, dict) and isinstance(sw.get("grid"), list) and isinstance(sw.get("accuracy"), list)
+                and len(sw["accuracy"]) == k and not any(_accuracies(a, len(sw["grid"]), "") for a in sw["accuracy"])):
+            problems.append("accuracy_sweep is not one accuracy per grid width for each client")
     if not (isinstance(rec.get("params_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", rec["params_sha256"])):
         problems.append("params_sha256 is not a sha256 hex digest")
     return problems
@@ -2149,23 +2172,25 @@ class NotReproduced(RuntimeError):
     """A re-run of a cached record did not reproduce its parameters bit for bit."""
 
 
-def has_extras(rec: dict[str, Any]) -> bool:
-    return all(f in rec for f in EXTRAS)
+def has_extras(rec: dict[str, Any], fields: Sequence[str] = EXTRAS) -> bool:
+    return all(f in rec for f in fields)
 
 
-def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
-    """The record of (cfg, seed) with its :data:`EXTRAS`. A record made before them is re-run; the
+def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+                fields: Sequence[str] = EXTRAS) -> dict[str, Any]:
+    """The record of (cfg, seed) with the run extras ``fields`` (:data:`EXTRAS`, :data:`SWEEP`). A
+    record made before them is re-run; the
     re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
     only then are the extras added and the record rewritten (atomically). Its numbers, and so every
     table made from it, are unchanged."""
     rec = cached_run(cfg, seed, results_dir)
-    if has_extras(rec):
+    if has_extras(rec, fields):
         return rec
     new = json.loads(json.dumps(run(cfg, seed)))
     if new["params_sha256"] != rec["params_sha256"]:
         raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
                             f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
-    rec = sealed({**rec, **{f: new[f] for f in EXTRAS}})
+    rec = sealed({**rec, **{f: new[f] for f in fields}})
     write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
 
@@ -2279,24 +2304,29 @@ def write_golden(path: Path = GOLDEN) -> Path:
     return path
 
 
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: bool = False) -> None:
-    (fill_extras if extras else cached_run)(cfg, seed, results_dir)  # the parent reads the record back
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> None:
+    if extras:  # the parent reads the record back
+        fill_extras(cfg, seed, results_dir, extras)
+    else:
+        cached_run(cfg, seed, results_dir)
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
              results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
-             extras: bool = False) -> list[dict[str, Any]]:
+             extras: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
-    With ``extras``, records without :data:`EXTRAS` are re-run to fill them (:func:`fill_extras`).
+    Records without the run-extra fields ``extras`` (e.g. :data:`EXTRAS`) are re-run to fill them
+    (:func:`fill_extras`).
 
     Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    extras = tuple(extras)
     jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
     found = [cached_record(*j[:3]) for j in jobs]
-    found = [None if rec is not None and extras and not has_extras(rec) else rec for rec in found]
+    found = [None if rec is not None and not has_extras(rec, extras) else rec for rec in found]
     todo = [j for j, rec in zip(jobs, found) if rec is None]
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "

@@ -53,8 +53,10 @@ from scipy import stats
 from hasa_core import (
     DEFAULT_RESULTS_DIR,
     ENGINE_VERSION,
+    EXTRAS,
     PROFILES,
     REPO,
+    SWEEP,
     TASKS,
     RunConfig,
     Task,
@@ -228,9 +230,10 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     }
 
 
-WITH_EXTRAS = ("spec", "mechanism", "mechanism_digits")
-"""Experiments whose records must hold the run extras (unit movement, accuracy at min(w_k, B)):
-older records of their configs are re-run once to fill them (``hasa_core.fill_extras``)."""
+WITH_EXTRAS = {"spec": EXTRAS, "mechanism": EXTRAS + SWEEP, "mechanism_digits": EXTRAS}
+"""Experiments whose records must hold run extras, and which (``hasa_core.EXTRAS``: unit movement,
+accuracy at min(w_k, B); ``SWEEP``: accuracy at every width of a grid): older records of their
+configs are re-run once to fill them (``hasa_core.fill_extras``)."""
 
 
 def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
@@ -239,7 +242,7 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
     the powered comparisons); the notebooks then only read the cache. Returns the number of
     distinct runs."""
-    jobs: dict[tuple[str, int], tuple[RunConfig, int, bool]] = {}
+    jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
     unknown = sorted(set(only or ()) - set(experiments(profile)))
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
@@ -247,30 +250,31 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
         if not only or name in only:
             for c in methods.values():
                 for s in seeds:
-                    extras = name in WITH_EXTRAS or jobs.get((c.key(), s), (c, s, False))[2]
-                    jobs[(c.key(), s)] = (c, s, extras)
+                    before = jobs.get((c.key(), s), (c, s, ()))[2]
+                    jobs[(c.key(), s)] = (c, s, tuple(dict.fromkeys(before + WITH_EXTRAS.get(name, ()))))
     results_dir = results_dir or output_dirs(profile)[0]
 
-    def done(c: RunConfig, s: int, extras: bool) -> bool:
+    def done(c: RunConfig, s: int, extras: tuple[str, ...]) -> bool:
         rec = cached_record(c, s, results_dir)
-        return rec is not None and (not extras or has_extras(rec))
+        return rec is not None and has_extras(rec, extras)
     pending = [job for job in jobs.values() if not done(*job)]
     missing = len(pending)
     print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
           f"{missing} to compute (or to re-run for their extras)")
     for seed in sorted({s for _, s, _ in pending}):
-        for extras in (True, False):
+        for extras in sorted({e for _, s, e in pending if s == seed}, key=len, reverse=True):
             cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
                           key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
-            if cfgs:  # the longest first, so that the pool's last minutes are not one long run
-                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
+            # the longest first, so that the pool's last minutes are not one long run
+            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
     print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
     return len(jobs)
 
 
 def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
-                results_dir: Path | None = None, progress: bool = True, extras: bool = False) -> list[dict[str, Any]]:
-    """:func:`run_many` over named configs (with ``extras``: records holding the run extras); each
+                results_dir: Path | None = None, progress: bool = True,
+                extras: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """:func:`run_many` over named configs (records holding the run-extra fields ``extras``); each
     record gets its name under ``"method"``."""
     names, cfgs = list(methods), list(methods.values())
     recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress, extras=extras)
@@ -284,7 +288,7 @@ def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path |
     methods, seeds = lookup(experiments(profile), name, "experiment")
     results_dir = results_dir or output_dirs(profile)[0]
     return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke",
-                       extras=name in WITH_EXTRAS), seeds
+                       extras=WITH_EXTRAS.get(name, ())), seeds
 
 
 def seeds_note(profile: str, seeds: Sequence[int]) -> str:
@@ -709,6 +713,74 @@ def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict
     out["family"] = "Narrower evaluation"
     out["p_holm"] = holm(out["p_t"])
     return out
+
+
+def trained_frontier(norms: Sequence[float], ref: float, fraction: float = 0.5) -> float:
+    """The widest nested slice whose units all moved at least ``fraction`` x ``ref``: j / D for the
+    first unit j (0-based) that moved less (1 when every unit did)."""
+    moved = np.asarray(norms, float) >= fraction * ref
+    return (len(moved) if moved.all() else int(np.argmin(moved))) / len(moved)
+
+
+def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float = 0.5,
+                             label: Callable[[dict], str] | None = None, control: str = "uniform"
+                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The decisive test of the dilution explanation: each client evaluated, after the same
+    training, with the widest nested slice whose units are all well trained. Per run, the trained
+    frontier is the smallest over width dimensions of :func:`trained_frontier` (reference: the
+    median movement of the ``control`` run's trained units, its ceil(B D) first, same seed, as in
+    :func:`effective_widths`); a client is evaluated at the widest width of the record's
+    ``accuracy_sweep`` grid that is <= min(w_k, frontier) (the narrowest grid width if none is).
+
+    Returns (one row per run and client: width, frontier, evaluation width, allocated and
+    trained-width accuracy in %; the paired tests on the mean client accuracy, per method:
+    trained − allocated (the recovery) and trained − ``control`` allocated, as ONE Holm family,
+    "Trained-width evaluation")."""
+    label = label or _method
+    mv = unit_movement_frame(records, label)
+    ref = {}
+    for (seed, dim), g in mv[mv["method"] == control].groupby(["seed", "dim"]):
+        budget = next(r["budget"] for r in records if label(r) == control and r["seed"] == seed)
+        ref[(seed, dim)] = g["movement"].iloc[:math.ceil(budget * len(g) - 1e-9)].median()
+    rows = []
+    for r in records:
+        if "accuracy_sweep" not in r or "movement" not in r:
+            continue
+        mine = mv[(mv["method"] == label(r)) & (mv["seed"] == r["seed"])]
+        frontier = min(trained_frontier(g["movement"], ref[(r["seed"], dim)], fraction)
+                       for dim, g in mine.groupby("dim"))
+        grid = np.asarray(r["accuracy_sweep"]["grid"])
+        for k, (client, w) in enumerate(zip(r["clients"], r["widths"])):
+            i = max(int(np.searchsorted(grid, min(w, frontier) + 1e-9)) - 1, 0)
+            rows.append({"method": label(r), "seed": r["seed"], "client": client, "width": w, "frontier": frontier,
+                         "eval_width": float(grid[i]), "allocated": 100 * r["accuracy"][k],
+                         "trained": 100 * r["accuracy_sweep"]["accuracy"][k][i]})
+    per_client = pd.DataFrame(rows)
+    mean = per_client.groupby(["method", "seed"])[["allocated", "trained"]].mean()
+    tests = []
+    for m in [m for m in dict.fromkeys(per_client["method"]) if m != control]:
+        mine = mean.loc[m]
+        at = {"eval_width_median": float(per_client.loc[per_client["method"] == m, "eval_width"].median())}
+        tests.append({"comparison": f"{m}: trained − allocated", "metric": "mean",
+                      **paired_stats(mine["trained"], mine["allocated"]), **at})
+        tests.append({"comparison": f"{m} trained − {control}", "metric": "mean",
+                      **paired_stats(mine["trained"], mean.loc[control, "allocated"].reindex(mine.index)), **at})
+    tests = pd.DataFrame(tests)
+    tests["family"] = "Trained-width evaluation"
+    tests["p_holm"] = holm(tests["p_t"])
+    return per_client, tests
+
+
+def accuracy_sweep_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None
+                         ) -> pd.DataFrame:
+    """One row per (run, client, grid width) of each record's ``accuracy_sweep``: the accuracy (%)
+    of the trained model cut to that width, and the client's allocated width."""
+    label = label or _method
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "width": w, "eval_width": g,
+                          "accuracy": 100 * a}
+                         for r in records if "accuracy_sweep" in r
+                         for c, w, accs in zip(r["clients"], r["widths"], r["accuracy_sweep"]["accuracy"])
+                         for g, a in zip(r["accuracy_sweep"]["grid"], accs)])
 
 
 def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
@@ -1384,6 +1456,26 @@ def plot_unit_movement(movement: pd.DataFrame, records: Sequence[dict[str, Any]]
     return fig
 
 
+def plot_accuracy_sweep(sweep: pd.DataFrame, budget: float, seeds_note: str = ""):
+    """Mean client accuracy (over clients, then mean ± sd over seeds) of each method's trained model
+    cut to every evaluation width of the sweep, one line per method; dashed at the budget B. Where
+    a method's line stops rising, wider slices carry nothing more of what was learned."""
+    import matplotlib.pyplot as plt
+    per_seed = sweep.groupby(["method", "seed", "eval_width"])["accuracy"].mean()
+    agg = per_seed.groupby(["method", "eval_width"]).agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for method, g in agg.groupby("method", sort=False):
+        ax.errorbar(g["eval_width"], g["mean"], yerr=g["std"], label=method, lw=1.2, capsize=2, marker=".")
+    ax.axvline(budget, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("evaluation width (nested slice of the trained model)")
+    ax.set_ylabel("mean client accuracy (%)")
+    ax.legend(fontsize=7)
+    if seeds_note:
+        ax.set_title(f"{seeds_note}; dashed: B = {budget:g}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
                         names: Sequence[str], seeds_note: str = ""):
     """One scatter per score: each (client, seed)'s score against its measured need for width,
@@ -1528,10 +1620,11 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
 
 
 def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower: pd.DataFrame,
-                       budget: float, w_max: float) -> str:
+                       budget: float, w_max: float, trained_width: pd.DataFrame | None = None) -> str:
     """The dilution explanation of claim 1's sign, in one generated paragraph (Medium): the
     movement of the extra width (the bands between B and w_max) against uniform's trained units,
-    the association, and the narrower-evaluation test."""
+    the association, the narrower-evaluation test at B and, where given, the decisive test at the
+    well-trained width (:func:`trained_width_evaluation`)."""
     hid = bands[bands["dim"] == "hid"]
     lo, hi = (np.array([float(str(b).strip("(]").split(",")[i]) for b in hid["band"]]) for i in (0, 1))
     extra, inside = (lo >= budget - 1e-9) & (hi <= w_max + 1e-9), hi <= budget + 1e-9
@@ -1552,12 +1645,15 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
     h_lo = np.array([float(str(b).strip("(]").split(",")[0]) for b in h["band"]])
     faded = h_lo[(h["mean"].to_numpy() < trained / 2) & (h_lo < w_max)]
     onset = float(faded.min()) if len(faded) else float("nan")
-    verdict = ("The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
-               if supported else
-               f"Cutting back to B does not recover `hasa`'s accuracy, so this test does **not support** the "
-               f"dilution explanation; but under `hasa` the hidden units' movement already falls below half of "
-               f"uniform's from width {onset:.2f}, below B, so the cut at B keeps diluted units and the test at "
-               f"the well-trained width is still to be run.")
+    if trained_width is not None:
+        verdict = trained_width_sentence(trained_width, onset, supported)
+    elif supported:
+        verdict = "The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
+    else:
+        verdict = (f"Cutting back to B does not recover `hasa`'s accuracy, so this test does **not support** the "
+                   f"dilution explanation; but under `hasa` the hidden units' movement already falls below half of "
+                   f"uniform's from width {onset:.2f}, below B, so the cut at B keeps diluted units and the test at "
+                   f"the well-trained width is still to be run.")
     return (f"**Where the extra width goes** (notebook 10, Medium, LSTM hidden units): the units beyond "
             f"uniform's width (positions from B = {budget:g} to w_max = {w_max:g}) moved "
             f"{beyond('hasa'):.3f} on average under `hasa` (`full`) and {beyond('hasa·sel'):.3f} under "
@@ -1569,13 +1665,45 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
             + verdict)
 
 
+def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: bool) -> str:
+    """The verdict of :func:`trained_width_evaluation` on the dilution explanation, in words
+    (``recovered_at_b``: whether the cut at B recovered accuracy; ``onset``: the width from which
+    HASA's units move less than half of uniform's)."""
+    t = trained.set_index("comparison")
+
+    def say_t(c: str) -> str:
+        r = t.loc[c]
+        return (f"{r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.3g} "
+                f"in family 'Trained-width evaluation'")
+    rec = t.loc["hasa: trained − allocated"]
+    fade = (f"the movement of its hidden units falls below half of uniform's from width {onset:.2f}"
+            if np.isfinite(onset) else "none of its hidden-unit bands moves less than half of uniform's")
+    head = (f"Cutting back to B {'recovers' if recovered_at_b else 'does not recover'} `hasa`'s accuracy; {fade}. "
+            f"The decisive test cuts each client back to the widest "
+            f"slice whose units all moved at least half as far as uniform's trained units (median evaluation "
+            f"width {rec['eval_width_median']:.2f}): `hasa` changes by {say_t('hasa: trained − allocated')} "
+            f"(against uniform: {say_t('hasa trained − uniform')}), `hasa·sel` by "
+            f"{say_t('hasa·sel: trained − allocated')}. ")
+    if rec["p_holm"] < 0.05 and rec["diff"] > 0:
+        return head + ("The dilution explanation is **supported**: the under-trained extra width costs accuracy, "
+                       "and removing it recovers some.")
+    if rec["p_holm"] < 0.05:
+        return head + ("The dilution explanation is **not supported**: the slowly moving extra width still carries "
+                       "what the model learned, and removing it costs accuracy; `hasa` loses to uniform for "
+                       "another reason than diluted width.")
+    return head + (f"With a minimum detectable effect of {rec['mde80']:.2f} pp, the test neither confirms nor refutes "
+                   "the dilution explanation.")
+
+
 def mechanism_text(results_dir: Path) -> str:
     needed = [results_dir / f"mechanism_{t}.csv" for t in ("bands", "association", "narrower")]
     if not all(p.is_file() for p in needed):
         return "The mechanism analysis (notebook 10) has not been computed into `results/` yet."
     bands, association, narrower = (pd.read_csv(p) for p in needed)
+    trained_path = results_dir / "mechanism_trained_width.csv"
+    trained = pd.read_csv(trained_path) if trained_path.is_file() else None
     cfg = config("paper")
-    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max)
+    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max, trained)
 
 
 def spec_curve_text(results_dir: Path) -> str:

@@ -285,11 +285,14 @@ def _mechanism_records():
     hasa gives client a width 1/4 and client b width 1: units 0-1 move 1, units 2-3 only 0.1."""
     recs = []
     for seed in range(3):
-        for method, widths, norm, acc, capped in (
-                ("uniform", [0.5, 0.5], [1.0, 1.0, 0.0, 0.0], [0.20, 0.30], [0.20, 0.30]),
-                ("hasa", [0.25, 1.0], [1.0, 1.0, 0.1, 0.1], [0.19, 0.25 - 0.01 * seed], [0.19, 0.29])):
+        for method, widths, norm, acc, capped, sweep in (
+                ("uniform", [0.5, 0.5], [1.0, 1.0, 0.0, 0.0], [0.20, 0.30], [0.20, 0.30],
+                 [[0.15, 0.20, 0.20, 0.20], [0.25, 0.30, 0.30, 0.30]]),
+                ("hasa", [0.25, 1.0], [1.0, 1.0, 0.1, 0.1], [0.19, 0.25 - 0.01 * seed], [0.19, 0.29],
+                 [[0.19, 0.19, 0.19, 0.19], [0.26, 0.28, 0.27, 0.25 - 0.01 * seed]])):
             recs.append({"method": method, "seed": seed, "clients": ["a", "b"], "widths": widths, "budget": 0.5,
                          "accuracy": acc, "accuracy_capped": capped,
+                         "accuracy_sweep": {"grid": [0.25, 0.5, 0.75, 1.0], "accuracy": sweep},
                          "movement": [{"param": "w_ih", "axis": 0, "dim": "hid", "norm": norm}]})
     return recs
 
@@ -327,3 +330,40 @@ def test_the_report_finds_every_table_a_cell_saves_even_after_a_set_index():
     assert R._saved_tables(src) == ["table2_paired_tests", "table2_significance_counts"]
     assert R._saved_tables("%time not python") == []
     assert "`results/table2_paired_tests.md`" in R.report_text()  # it was missing from REPORT before
+
+
+def test_the_trained_frontier_is_the_widest_slice_whose_units_all_moved_enough():
+    assert R.trained_frontier([1.0, 0.9, 0.4, 1.0], ref=1.0) == 0.5      # unit 2 moved < 0.5 x 1
+    assert R.trained_frontier([1.0, 0.9, 0.6, 1.0], ref=1.0) == 1.0
+    assert R.trained_frontier([0.2, 1.0], ref=1.0, fraction=0.1) == 1.0
+    assert R.trained_frontier([0.2, 1.0], ref=1.0) == 0.0
+
+
+def test_trained_width_evaluation_cuts_each_client_to_its_well_trained_slice():
+    per_client, t = R.trained_width_evaluation(_mechanism_records())
+    h = per_client[per_client["method"] == "hasa"].set_index(["seed", "client"])
+    assert (h["frontier"] == 0.5).all()                 # hasa's units 2-3 moved 0.1 < 0.5 x uniform's 1
+    assert h.loc[(0, "a"), "eval_width"] == 0.25 and h.loc[(0, "b"), "eval_width"] == 0.5
+    assert h.loc[(1, "b"), "trained"] == pytest.approx(28.0) and h.loc[(1, "b"), "allocated"] == pytest.approx(24.0)
+    t = t.set_index("comparison")
+    assert list(t.index) == ["hasa: trained − allocated", "hasa trained − uniform"]
+    assert t.loc["hasa: trained − allocated", "diff"] == pytest.approx(100 * (0.03 + 0.01) / 2)  # mean over seeds
+    assert t.loc["hasa trained − uniform", "diff"] == pytest.approx(100 * (0.47 - 0.50) / 2)
+    assert (t["family"] == "Trained-width evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
+    sweep = R.accuracy_sweep_frame(_mechanism_records())
+    assert len(sweep) == 6 * 2 * 4 and sweep["accuracy"].max() == pytest.approx(30.0)
+
+
+def test_the_mechanism_sentence_states_the_decisive_test_with_its_family():
+    recs = _mechanism_records()
+    recs += [{**r, "method": "hasa·sel"} for r in recs if r["method"] == "hasa"]
+    bands = R.band_movement(R.unit_movement_frame(recs), R.band_edges(recs))
+    eff = R.effective_widths(recs)
+    association = pd.DataFrame([{"dim": "hid", **R.dilution_association(eff, "hid", n_resamples=99)}])
+    narrower, (_, trained) = R.narrower_evaluation(recs), R.trained_width_evaluation(recs)
+    before = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0)
+    assert "Trained-width" not in before
+    after = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained)
+    assert "in family 'Trained-width evaluation'" in after and "Cutting back to B recovers" in after
+    r = trained.set_index("comparison").loc["hasa: trained − allocated"]
+    assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.38" in after
