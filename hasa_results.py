@@ -664,29 +664,54 @@ def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.Da
 
 
 def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
-    """Per specification and protocol: the mean :func:`dilution_index` of HASA's runs (over the
-    specification curve's seeds)."""
+    """Per specification and protocol, over the specification curve's seeds: the mean
+    :func:`dilution_index` of HASA's runs, and the mean share of HASA's clients' evaluation slices
+    that is trained (``trained_share`` of :func:`effective_widths`, LSTM hidden units, against the
+    same specification's uniform run)."""
     records, _ = run_experiment("spec", profile, n_jobs, results_dir)
     role = {spec_label(sp, c): (sp, m) for sp in specifications(profile) for m, c in spec_methods(profile, sp).items()}
+    protocol = {m: p for p, m in PROTOCOLS.items()}
     d = dilution_index(records)
     d[["spec", "role"]] = [role[m] for m in d["method"]]
-    protocol = {m: p for p, m in PROTOCOLS.items()}
     d = d[d["role"].isin(protocol)].assign(protocol=lambda f: f["role"].map(protocol))
-    return d.groupby(["spec", "protocol"], sort=False)["dilution_index"].mean().reset_index()
+    out = d.groupby(["spec", "protocol"], sort=False)["dilution_index"].mean().reset_index()
+    shares = []
+    for spec in out["spec"].unique():
+        mine = [r for r in records if role[r["method"]][0] == spec]
+        eff = effective_widths(mine, label=lambda r: role[r["method"]][1])
+        eff = eff[(eff["dim"] == "hid") & eff["method"].isin(protocol)]
+        shares += [{"spec": spec, "protocol": protocol[m], "trained_share": float(g["trained_share"].mean())}
+                   for m, g in eff.groupby("method")]
+    return out.merge(pd.DataFrame(shares), on=["spec", "protocol"])
 
 
-def dilution_across_specs(dilution: pd.DataFrame, table: pd.DataFrame, n_resamples: int = 9999) -> pd.DataFrame:
-    """Per protocol, across specifications: the Spearman correlation between HASA's mean dilution
-    index and its HASA − uniform difference (pp), with a permutation p (scipy, seeded)."""
+def dilution_across_specs(dilution: pd.DataFrame, table: pd.DataFrame, predictor: str = "dilution_index",
+                          n_resamples: int = 9999) -> pd.DataFrame:
+    """Per protocol, across specifications: the Spearman correlation between a column of
+    :func:`spec_dilution` (``predictor``: HASA's mean dilution index or trained share) and HASA's
+    HASA − uniform difference (pp), with a permutation p (scipy, seeded)."""
     t = table[table["family"].str.startswith("Specification curve")].merge(dilution, on=["spec", "protocol"])
     rows = []
     for protocol, g in t.groupby("protocol", sort=False):
-        x, y = g["dilution_index"].to_numpy(), g["diff pp"].to_numpy()
+        x, y = g[predictor].to_numpy(), g["diff pp"].to_numpy()
         res = stats.permutation_test((x,), lambda v: stats.spearmanr(v, y).statistic,
                                      permutation_type="pairings", n_resamples=n_resamples, random_state=0)
-        rows.append({"protocol": protocol, "specifications": len(g), "spearman": float(res.statistic),
-                     "p_perm": float(res.pvalue), "median dilution index": float(np.median(x))})
+        rows.append({"protocol": protocol, "predictor": predictor, "specifications": len(g),
+                     "spearman": float(res.statistic), "p_perm": float(res.pvalue), "median": float(np.median(x))})
     return pd.DataFrame(rows)
+
+
+def dilution_across_sentence(across: pd.DataFrame) -> str:
+    """Whether, across the specification curve, the dilution predicts HASA − uniform, per protocol
+    and predictor (:func:`dilution_across_specs`), in one generated sentence."""
+    names = {"dilution_index": "dilution index", "trained_share": "trained share of the clients' slices"}
+    parts = [f"{names.get(r['predictor'], r['predictor'])} under `{r['protocol']}`: Spearman ρ = {r['spearman']:+.2f} "
+             f"(permutation p = {r['p_perm']:.3g}, {int(r['specifications'])} setups)" for _, r in across.iterrows()]
+    hit = across[across["p_perm"] < 0.05]
+    verdict = ("so across the setups the dilution does predict where HASA does better or worse"
+               if len(hit) else "so across these setups the dilution does not detectably predict where HASA does "
+               "better or worse (few setups: a weak association would go unseen)")
+    return "**Across setups**, HASA − uniform against the " + "; ".join(parts) + f": {verdict}."
 
 
 def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
@@ -1097,9 +1122,9 @@ def _spec_rows(frame: pd.DataFrame, target: float) -> list[dict[str, Any]]:
     rows = []
     for spec, f in frame.groupby("spec", sort=False):
         r_cal = calibrated_round(f, target)
+        final = f[f["final"]].pivot(index="seed", columns="method", values="mean")
+        at = f[f["round"] == r_cal].pivot(index="seed", columns="method", values="mean")
         for protocol, method in PROTOCOLS.items():
-            final = f[f["final"]].pivot(index="seed", columns="method", values="mean")
-            at = f[f["round"] == r_cal].pivot(index="seed", columns="method", values="mean")
             st, cal = paired_stats(final[method], final["uniform"]), paired_stats(at[method], at["uniform"])
             rows.append({"spec": spec, "protocol": protocol, "comparison": f"{method} − uniform", "n": st["n"],
                          "rounds": int(f["round"].max()), "uniform %": final["uniform"].mean(),

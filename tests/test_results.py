@@ -367,3 +367,17 @@ def test_the_mechanism_sentence_states_the_decisive_test_with_its_family():
     assert "in family 'Trained-width evaluation'" in after and "Cutting back to B recovers" in after
     r = trained.set_index("comparison").loc["hasa: trained − allocated"]
     assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.38" in after
+
+
+def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
+    table = pd.DataFrame({"spec": list("abcde") * 2, "protocol": ["full"] * 5 + ["selective"] * 5,
+                          "family": ["Specification curve (x)"] * 10,
+                          "diff pp": [-0.5, -0.3, -0.1, 0.1, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1]})
+    dilution = pd.DataFrame({"spec": list("abcde") * 2, "protocol": ["full"] * 5 + ["selective"] * 5,
+                             "dilution_index": [0.1, 0.2, 0.3, 0.4, 0.5] * 2})
+    across = R.dilution_across_specs(dilution, table, n_resamples=999).set_index("protocol")
+    assert across.loc["full", "spearman"] == pytest.approx(1.0)
+    assert across.loc["selective", "spearman"] == pytest.approx(-1.0)
+    assert across.loc["full", "p_perm"] == pytest.approx(2 / 120, abs=0.02)  # 1 of 5! orders, two-sided
+    assert across.loc["full", "median"] == pytest.approx(0.3) and (across["specifications"] == 5).all()
+    assert "Spearman ρ = +1.00" in R.dilution_across_sentence(across.reset_index())
