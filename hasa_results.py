@@ -281,11 +281,15 @@ def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int
     return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
 
 
-def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None
-                   ) -> tuple[list[dict[str, Any]], list[int]]:
+def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+                   n_seeds: int | None = None) -> tuple[list[dict[str, Any]], list[int]]:
     """The records of one of :func:`experiments` (cached; computed where missing), each labelled
-    with its method name, and the experiment's seeds."""
+    with its method name, and the experiment's seeds (``n_seeds``: only its first n_seeds, for an
+    interim look at a long experiment; all when None)."""
     methods, seeds = lookup(experiments(profile), name, "experiment")
+    if n_seeds is not None and not 1 <= n_seeds <= len(seeds):
+        raise ValueError(f"n_seeds must be between 1 and {len(seeds)} (experiment {name!r}); got {n_seeds}")
+    seeds = seeds[:n_seeds]
     results_dir = results_dir or output_dirs(profile)[0]
     return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke",
                        extras=WITH_EXTRAS.get(name, ())), seeds
@@ -343,11 +347,13 @@ def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str]
                          for r in records for c in r["curve"]])
 
 
-def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
-    """The specification curve's runs (experiment ``spec``, or ``spec_power``): one row per
-    (specification, method, seed, evaluation round) with the mean client accuracy (%); ``final``
-    marks the last round. Methods are named as in :data:`SPEC_METHODS`."""
-    records, _ = run_experiment(name, profile, n_jobs, results_dir)
+def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None,
+               n_seeds: int | None = None) -> pd.DataFrame:
+    """The specification curve's runs (experiment ``spec``, or ``spec_power``; ``n_seeds`` as in
+    :func:`run_experiment`): one row per (specification, method, seed, evaluation round) with the
+    mean client accuracy (%); ``final`` marks the last round. Methods are named as in
+    :data:`SPEC_METHODS`."""
+    records, _ = run_experiment(name, profile, n_jobs, results_dir, n_seeds)
     specs = specifications(profile) if name == "spec" else {"default": {}}
     role = {spec_label(sp, c): (sp, m) for sp in specs for m, c in spec_methods(profile, sp).items()}
     return pd.DataFrame([{"spec": role[r["method"]][0], "method": role[r["method"]][1], "seed": r["seed"],
@@ -663,12 +669,13 @@ def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.Da
     return pd.DataFrame(rows)
 
 
-def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
+def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+                  n_seeds: int | None = None) -> pd.DataFrame:
     """Per specification and protocol, over the specification curve's seeds: the mean
     :func:`dilution_index` of HASA's runs, and the mean share of HASA's clients' evaluation slices
     that is trained (``trained_share`` of :func:`effective_widths`, LSTM hidden units, against the
-    same specification's uniform run)."""
-    records, _ = run_experiment("spec", profile, n_jobs, results_dir)
+    same specification's uniform run; ``n_seeds`` as in :func:`run_experiment`)."""
+    records, _ = run_experiment("spec", profile, n_jobs, results_dir, n_seeds)
     role = {spec_label(sp, c): (sp, m) for sp in specifications(profile) for m, c in spec_methods(profile, sp).items()}
     protocol = {m: p for p, m in PROTOCOLS.items()}
     d = dilution_index(records)
@@ -1611,10 +1618,13 @@ def engine_text(_: Path) -> str:
     return f"Engine version {ENGINE_VERSION} (part of every cache key; `hasa_core.ENGINE_VERSION`)."
 
 
-def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
-    """One generated sentence per protocol: is claim 1's verdict robust to the setup?"""
+def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame, planned: int | None = None) -> list[str]:
+    """One generated sentence per protocol: is claim 1's verdict robust to the setup? With fewer
+    seeds than ``planned``, each says it is an interim result."""
     out = []
     for j in joint.itertuples():
+        interim = (f"**Interim: {j.seeds} of the planned {planned} seeds.** "
+                   if planned is not None and j.seeds < planned else "")
         t = table[(table["protocol"] == j.protocol) & table["family"].str.startswith("Specification curve")]
         positive = int((t["diff pp"] > 0).sum())
         holm_sig = int((t["p_holm"] < 0.05).sum())
@@ -1631,6 +1641,7 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
             verdict = (f"not robust: across setups there is no joint effect, and the sign depends on the setup "
                        f"({positive} of {len(t)} specifications positive)")
         out.append(
+            interim +
             f"**{j.comparison} (`{j.protocol}`), {j.specifications} specifications x {j.seeds} paired seeds:** "
             f"median effect {j.median:+.2f} pp (sign-flip joint p = {j.p_median:.3g}); "
             f"{j.significant_negative} specifications significantly below zero and {j.significant_positive} above "
@@ -1736,7 +1747,9 @@ def spec_curve_text(results_dir: Path) -> str:
     if not path.is_file():
         return ("The specification curve (notebook 09) has not been computed into `results/` yet: "
                 "`make reproduce` computes it.")
-    return "\n\n".join(spec_curve_sentences(pd.read_csv(results_dir / "spec_curve.csv"), pd.read_csv(path)))
+    sentences = spec_curve_sentences(pd.read_csv(results_dir / "spec_curve.csv"), pd.read_csv(path), SEEDS["paper"])
+    across = results_dir / "spec_curve_dilution_association.csv"
+    return "\n\n".join(sentences + ([dilution_across_sentence(pd.read_csv(across))] if across.is_file() else []))
 
 
 TEXTS: dict[str, Callable[[Path], str]] = {
