@@ -349,20 +349,13 @@ def medium_clients(df: pd.DataFrame, partition: str = "natural") -> dict[str, li
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
-def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
-    """The Medium next-word benchmark: 7 publications, or 282 (publication, day) clients.
-
-    * Clients: :func:`medium_clients` of ``cfg.partition``, largest first.
-      ``cfg.max_examples_per_client`` caps the titles per client (a seeded sample; ``None`` = all)
-      for the fast smoke profile.
-    * Split: per client, a seeded ``cfg.test_frac`` of the titles is test.
-    * Vocabulary: tokens seen at least ``cfg.min_count`` times in the pooled TRAINING titles, plus
-      ``<pad> <bos> <eos> <unk>``; other tokens map to ``<unk>``.
-    * Targets: every word of a title and the final ``<eos>``; the input is ``<bos>`` plus the words.
-      Accuracy counts every target position, ``<eos>`` included; an ``<unk>`` target counts as a
-      miss, because ``<unk>`` is never predicted (its logit is masked at evaluation). There is no
-      padding: batches hold titles of one length.
-    """
+def medium_splits(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None
+                  ) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
+    """Client name -> (training titles, test titles), each title a list of tokens: what each client
+    of :func:`medium_task` holds before encoding. The sample (``cfg.max_examples_per_client``) and
+    the split (``cfg.test_frac``) of every client are drawn from one generator of ``seed``, client
+    after client, so a client's split depends on the clients before it: a node cannot draw its own
+    (:func:`write_node_files` writes it for the node)."""
     df = load_medium() if df is None else df
     rng = np.random.default_rng([seed, 1])
     splits = {}
@@ -372,30 +365,66 @@ def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> 
             toks = [toks[i] for i in keep]
         tr, te = _split_indices(len(toks), cfg.test_frac, rng)
         splits[pub] = ([toks[i] for i in tr], [toks[i] for i in te])
+    return splits
+
+
+def medium_vocabulary(train_titles: Sequence[Sequence[list[str]]], min_count: int) -> tuple[str, ...]:
+    """``<pad> <bos> <eos> <unk>``, then in sorted order every token seen at least ``min_count``
+    times in the pooled training titles (one sequence of titles per client)."""
     counts: dict[str, int] = {}
-    for train, _ in splits.values():
+    for train in train_titles:
         for t in train:
             for w in t:
                 counts[w] = counts.get(w, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= cfg.min_count)
-    vocab = (PAD, BOS, EOS, UNK, *words)
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    return (PAD, BOS, EOS, UNK, *words)
+
+
+def medium_client(name: str, train: Sequence[list[str]], test: Sequence[list[str]], vocab: Sequence[str]) -> Client:
+    """One Medium client from its training and test titles and the shared vocabulary: each title
+    becomes ``<bos> w_1..w_n <eos>`` (tokens outside ``vocab`` map to ``<unk>``), grouped by length
+    (:func:`_length_groups`); the histograms count training targets and training inputs over
+    ``vocab``. Raises ValueError when either part is empty."""
+    if not train or not test:
+        raise ValueError(f"client {name!r} has {len(train)} training and {len(test)} test titles: "
+                         "every client needs both; raise max_examples_per_client or test_frac.")
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
 
     def encode(titles):
         return [[index[BOS], *(index.get(w, unk) for w in t), index[EOS]] for t in titles]
 
-    clients = []
-    for pub, (train, test) in splits.items():
-        if not train or not test:
-            raise ValueError(f"client {pub!r} has {len(train)} training and {len(test)} test titles: "
-                             "every client needs both; raise max_examples_per_client or test_frac.")
-        tr, te = encode(train), encode(test)
-        groups = _length_groups(tr)
-        clients.append(Client(pub, groups, _length_groups(te),
-                              np.bincount(torch.cat([y.reshape(-1) for _, y in groups]).numpy(), minlength=len(vocab)),
-                              np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab))))
-    return Task("medium", tuple(clients), build_arch(cfg, len(vocab)), len(vocab), ignore_class=unk, vocab=vocab)
+    groups = _length_groups(encode(train))
+    return Client(name, groups, _length_groups(encode(test)),
+                  np.bincount(torch.cat([y.reshape(-1) for _, y in groups]).numpy(), minlength=len(vocab)),
+                  np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab)))
+
+
+def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
+    """The Medium next-word benchmark: 7 publications, or 282 (publication, day) clients.
+
+    * Clients: :func:`medium_clients` of ``cfg.partition``, largest first.
+      ``cfg.max_examples_per_client`` caps the titles per client (a seeded sample; ``None`` = all)
+      for the fast smoke profile.
+    * Split: per client, a seeded ``cfg.test_frac`` of the titles is test (:func:`medium_splits`).
+    * Vocabulary: tokens seen at least ``cfg.min_count`` times in the pooled TRAINING titles, plus
+      ``<pad> <bos> <eos> <unk>`` (:func:`medium_vocabulary`); other tokens map to ``<unk>``.
+    * Targets: every word of a title and the final ``<eos>``; the input is ``<bos>`` plus the words
+      (:func:`medium_client`). Accuracy counts every target position, ``<eos>`` included; an
+      ``<unk>`` target counts as a miss, because ``<unk>`` is never predicted (its logit is masked
+      at evaluation). There is no padding: batches hold titles of one length.
+    """
+    splits = medium_splits(cfg, seed, df)
+    vocab = medium_vocabulary([train for train, _ in splits.values()], cfg.min_count)
+    clients = tuple(medium_client(pub, train, test, vocab) for pub, (train, test) in splits.items())
+    return medium_task_of(cfg, clients, vocab)
+
+
+def medium_task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str]) -> Task:
+    """The Medium :class:`Task` of these clients over ``vocab`` (``<unk>`` is the ignored class)."""
+    vocab = tuple(vocab)
+    return Task("medium", tuple(clients), build_arch(cfg, len(vocab)), len(vocab),
+                ignore_class=vocab.index(UNK), vocab=vocab)
 
 
 def load_digit_domain(domain: str, root: Path | None = None) -> dict[str, np.ndarray]:
@@ -444,6 +473,11 @@ def _image_client(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarra
                   np.bincount(y_tr, minlength=10), feats)
 
 
+DigitSplit = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""One digits client before normalisation: (name, x_train, y_train, x_test, y_test), images
+float32 (N, 3, 28, 28) in [0, 1] (:func:`to_grey28`), labels integers."""
+
+
 def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
     """Cross-domain digits: MNIST, USPS, MNIST-M, Chars74K photos, Chars74K fonts.
 
@@ -454,11 +488,24 @@ def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
     * Clients: one per domain, or with ``cfg.digits_clients_per_domain = m > 1``, m clients per
       domain with unequal shares 2^-i / sum_j 2^-j of the domain's training images (a seeded
       partition); the clients of a domain are evaluated on the domain's test set.
-    """
+
+    The clients' examples come from :func:`digits_splits`, one client at a time."""
+    return digits_task_of(cfg, [_image_client(*split) for split in digits_splits(cfg, seed, root)])
+
+
+def digits_task_of(cfg: "RunConfig", clients: Sequence[Client]) -> Task:
+    """The digits :class:`Task` of these clients (10 classes)."""
+    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+
+
+def digits_splits(cfg: "RunConfig", seed: int, root: Path | None = None) -> Iterator[DigitSplit]:
+    """Each client of :func:`digits_task` as a :data:`DigitSplit`, in client order, one at a time.
+    Samples, splits and partitions are drawn from one generator of ``seed``, client after client:
+    a node cannot draw its own (:func:`write_node_files` writes it for the node)."""
     rng = np.random.default_rng([seed, 1])
     if cfg.partition == "dirichlet":
-        return _dirichlet_digits_task(cfg, rng, root)
-    clients = []
+        yield from _dirichlet_digits_splits(cfg, rng, root)
+        return
     for dom in DIGIT_DOMAINS:
         x, y, x_te, y_te = digit_arrays(dom, root)
         if x_te is None:
@@ -476,9 +523,7 @@ def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
         cuts = np.round(np.cumsum(share / share.sum()) * len(y)).astype(int)[:-1]
         for i, part in enumerate(np.split(rng.permutation(len(y)), cuts)):
             part = np.sort(part)
-            name = dom if m == 1 else f"{dom}#{i}"
-            clients.append(_image_client(name, x[part], y[part], x_te, y_te))
-    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+            yield (dom if m == 1 else f"{dom}#{i}"), x[part], y[part], x_te, y_te
 
 
 def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator,
@@ -510,7 +555,7 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng:
     return parts
 
 
-def _dirichlet_digits_task(cfg: "RunConfig", rng: np.random.Generator, root: Path | None) -> Task:
+def _dirichlet_digits_splits(cfg: "RunConfig", rng: np.random.Generator, root: Path | None) -> Iterator[DigitSplit]:
     """``partition="dirichlet"``: every image of the five domains (official train and test parts
     pooled, each domain capped at ``cfg.max_examples_per_client`` images, a seeded sample) split
     over ``cfg.num_clients`` clients by :func:`dirichlet_partition` with ``cfg.dirichlet_alpha``;
@@ -526,11 +571,9 @@ def _dirichlet_digits_task(cfg: "RunConfig", rng: np.random.Generator, root: Pat
         xs.append(to_grey28(x))
         ys.append(y.astype(np.int64))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    clients = []
     for k, part in enumerate(dirichlet_partition(y, cfg.num_clients, cfg.dirichlet_alpha, rng)):
         tr, te = _split_indices(len(part), cfg.test_frac, rng)
-        clients.append(_image_client(f"client{k:04d}", x[part[tr]], y[part[tr]], x[part[te]], y[part[te]]))
-    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+        yield f"client{k:04d}", x[part[tr]], y[part[tr]], x[part[te]], y[part[te]]
 
 
 # =============================================================================================
