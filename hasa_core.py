@@ -625,7 +625,8 @@ def check_node_file(path: Path, made_by: Any, cfg: "RunConfig", seed: int) -> No
     if made_by == want:
         return
     got = made_by if isinstance(made_by, dict) else {}
-    diffs = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v]
+    diffs = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v] or [
+        f"made_by {made_by!r} (this run: {want!r})"]
     raise NodeFilesError(f"{path} was written for another run: {'; '.join(diffs)}. Write this node's files "
                          f"again for this run's config and seed (python -m hasa_flower node-files).")
 
