@@ -747,22 +747,33 @@ def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict
     return out
 
 
-def trained_frontier(norms: Sequence[float], ref: float, fraction: float = 0.5) -> float:
-    """The widest nested slice whose units all moved at least ``fraction`` x ``ref``: j / D for the
-    first unit j (0-based) that moved less (1 when every unit did)."""
-    moved = np.asarray(norms, float) >= fraction * ref
-    return (len(moved) if moved.all() else int(np.argmin(moved))) / len(moved)
+def trained_frontier(norms: Sequence[float], edges: Sequence[float], ref: float, fraction: float = 0.5) -> float:
+    """The widest nested slice whose width bands all learned: walking the bands (lo, hi] of
+    ``edges`` up from 0 (a unit j of D lies in the band holding (j + 1) / D), the upper edge of
+    the last band before the first whose units moved on average less than ``fraction`` x ``ref``
+    (0 if the first band did). Bands, not single units: one unit's movement is heavy-tailed (some
+    of every run's trained units move a third of the median), a band's mean is not."""
+    norms, d, frontier = np.asarray(norms, float), len(norms), 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        units = norms[math.ceil(lo * d - 1e-9):math.ceil(hi * d - 1e-9)]
+        if len(units) == 0:
+            continue
+        if units.mean() < fraction * ref:
+            break
+        frontier = float(hi)
+    return frontier
 
 
 def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float = 0.5,
                              label: Callable[[dict], str] | None = None, control: str = "uniform"
                              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The decisive test of the dilution explanation: each client evaluated, after the same
-    training, with the widest nested slice whose units are all well trained. Per run, the trained
-    frontier is the smallest over width dimensions of :func:`trained_frontier` (reference: the
-    median movement of the ``control`` run's trained units, its ceil(B D) first, same seed, as in
-    :func:`effective_widths`); a client is evaluated at the widest width of the record's
-    ``accuracy_sweep`` grid that is <= min(w_k, frontier) (the narrowest grid width if none is).
+    training, with the widest nested slice that learned. Per run, the trained frontier is the
+    smallest over width dimensions of :func:`trained_frontier`, with the run's own bands (edges 0,
+    its distinct client widths, 1) and as reference the mean movement of the ``control`` run's
+    trained units (its ceil(B D) first, same seed), so the control's own frontier is B. A client is
+    evaluated at the widest width of the record's ``accuracy_sweep`` grid that is <= min(w_k,
+    frontier) (the narrowest grid width if none is).
 
     Returns (one row per run and client: width, frontier, evaluation width, allocated and
     trained-width accuracy in %; the paired tests on the mean client accuracy, per method:
@@ -773,13 +784,14 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
     ref = {}
     for (seed, dim), g in mv[mv["method"] == control].groupby(["seed", "dim"]):
         budget = next(r["budget"] for r in records if label(r) == control and r["seed"] == seed)
-        ref[(seed, dim)] = g["movement"].iloc[:math.ceil(budget * len(g) - 1e-9)].median()
+        ref[(seed, dim)] = g["movement"].iloc[:math.ceil(budget * len(g) - 1e-9)].mean()
     rows = []
     for r in records:
         if "accuracy_sweep" not in r or "movement" not in r:
             continue
         mine = mv[(mv["method"] == label(r)) & (mv["seed"] == r["seed"])]
-        frontier = min(trained_frontier(g["movement"], ref[(r["seed"], dim)], fraction)
+        edges = sorted({0.0, 1.0, *r["widths"]})
+        frontier = min(trained_frontier(g["movement"], edges, ref[(r["seed"], dim)], fraction)
                        for dim, g in mine.groupby("dim"))
         grid = np.asarray(r["accuracy_sweep"]["grid"])
         for k, (client, w) in enumerate(zip(r["clients"], r["widths"])):
@@ -1656,11 +1668,13 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame, planned: int 
 
 
 def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower: pd.DataFrame,
-                       budget: float, w_max: float, trained_width: pd.DataFrame | None = None) -> str:
+                       budget: float, w_max: float, trained_width: pd.DataFrame | None = None,
+                       sweep: pd.DataFrame | None = None) -> str:
     """The dilution explanation of claim 1's sign, in one generated paragraph (Medium): the
     movement of the extra width (the bands between B and w_max) against uniform's trained units,
     the association, the narrower-evaluation test at B and, where given, the decisive test at the
-    well-trained width (:func:`trained_width_evaluation`)."""
+    well-trained width (:func:`trained_width_evaluation`) and the accuracy sweep (see
+    :func:`trained_width_sentence`)."""
     hid = bands[bands["dim"] == "hid"]
     lo, hi = (np.array([float(str(b).strip("(]").split(",")[i]) for b in hid["band"]]) for i in (0, 1))
     extra, inside = (lo >= budget - 1e-9) & (hi <= w_max + 1e-9), hi <= budget + 1e-9
@@ -1682,7 +1696,7 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
     faded = h_lo[(h["mean"].to_numpy() < trained / 2) & (h_lo < w_max)]
     onset = float(faded.min()) if len(faded) else float("nan")
     if trained_width is not None:
-        verdict = trained_width_sentence(trained_width, onset, supported)
+        verdict = trained_width_sentence(trained_width, onset, supported, sweep, budget)
     elif supported:
         verdict = "The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
     else:
@@ -1701,10 +1715,13 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
             + verdict)
 
 
-def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: bool) -> str:
+def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: bool,
+                           sweep: pd.DataFrame | None = None, budget: float = 0.5) -> str:
     """The verdict of :func:`trained_width_evaluation` on the dilution explanation, in words
     (``recovered_at_b``: whether the cut at B recovered accuracy; ``onset``: the width from which
-    HASA's units move less than half of uniform's)."""
+    HASA's units move less than half of uniform's). With ``sweep`` (mean accuracy %, index the
+    evaluation width, a column per method), also what the width past the frontier adds to `hasa`
+    against what uniform's width from the same point to ``budget`` adds to uniform."""
     t = trained.set_index("comparison")
 
     def say_t(c: str) -> str:
@@ -1712,23 +1729,38 @@ def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: 
         return (f"{r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.3g} "
                 f"in family 'Trained-width evaluation'")
     rec = t.loc["hasa: trained − allocated"]
+    gap = rec["diff"] - t.loc["hasa trained − uniform", "diff"]  # uniform − hasa, as allocated
     fade = (f"the movement of its hidden units falls below half of uniform's from width {onset:.2f}"
             if np.isfinite(onset) else "none of its hidden-unit bands moves less than half of uniform's")
-    head = (f"Cutting back to B {'recovers' if recovered_at_b else 'does not recover'} `hasa`'s accuracy; {fade}. "
-            f"The decisive test cuts each client back to the widest "
-            f"slice whose units all moved at least half as far as uniform's trained units (median evaluation "
-            f"width {rec['eval_width_median']:.2f}): `hasa` changes by {say_t('hasa: trained − allocated')} "
-            f"(against uniform: {say_t('hasa trained − uniform')}), `hasa·sel` by "
-            f"{say_t('hasa·sel: trained − allocated')}. ")
+    out = (f"Cutting back to B {'recovers' if recovered_at_b else 'does not recover'} `hasa`'s accuracy; {fade}. "
+           f"The decisive test cuts each client back to the widest slice whose width bands all moved on average "
+           f"at least half as far as uniform's trained units (median evaluation width "
+           f"{rec['eval_width_median']:.2f}): `hasa` changes by {say_t('hasa: trained − allocated')} "
+           f"(against uniform: {say_t('hasa trained − uniform')}), `hasa·sel` by "
+           f"{say_t('hasa·sel: trained − allocated')}. ")
     if rec["p_holm"] < 0.05 and rec["diff"] > 0:
-        return head + ("The dilution explanation is **supported**: the under-trained extra width costs accuracy, "
-                       "and removing it recovers some.")
-    if rec["p_holm"] < 0.05:
-        return head + ("The dilution explanation is **not supported**: the slowly moving extra width still carries "
-                       "what the model learned, and removing it costs accuracy; `hasa` loses to uniform for "
-                       "another reason than diluted width.")
-    return head + (f"With a minimum detectable effect of {rec['mde80']:.2f} pp, the test neither confirms nor refutes "
-                   "the dilution explanation.")
+        out += "So the under-trained extra width **harms**: removing it recovers accuracy. "
+    elif rec["p_holm"] < 0.05:
+        out += "So the slowly moving extra width does not harm: removing it costs accuracy. "
+    elif rec["ci_high"] < gap:
+        out += (f"No recovery is detected, and the 95 % CI excludes one that would close the {gap:+.2f} pp gap to "
+                f"uniform: the under-trained width does **not harm** enough to explain the loss. ")
+    else:
+        out += (f"With a minimum detectable effect of {rec['mde80']:.2f} pp, whether the under-trained width harms is "
+                "neither confirmed nor refuted. ")
+    if sweep is not None:
+        w = float(rec["eval_width_median"])
+        sw = sweep.set_index("eval_width") if "eval_width" in sweep.columns else sweep
+        near = sw.index[np.abs(sw.index.to_numpy() - w).argmin()]
+        b = sw.index[np.abs(sw.index.to_numpy() - budget).argmin()]
+        uni_gain, hasa_gain = sw.loc[b, "uniform"] - sw.loc[near, "uniform"], -rec["diff"]
+        kind = ("harmful on average: it costs accuracy" if hasa_gain < 0 else
+                "wasted rather than harmful: the budget HASA spends past the frontier buys little"
+                if hasa_gain < uni_gain / 2 else "not wasted")
+        out += (f"What the width past the frontier buys: {hasa_gain:+.2f} pp for `hasa`, against {uni_gain:+.2f} pp "
+                f"for uniform's width from {near:g} to B = {budget:g} (accuracy sweep, mean over seeds), so "
+                f"under `full` the extra width is {kind}.")
+    return out
 
 
 def mechanism_text(results_dir: Path) -> str:
@@ -1736,10 +1768,10 @@ def mechanism_text(results_dir: Path) -> str:
     if not all(p.is_file() for p in needed):
         return "The mechanism analysis (notebook 10) has not been computed into `results/` yet."
     bands, association, narrower = (pd.read_csv(p) for p in needed)
-    trained_path = results_dir / "mechanism_trained_width.csv"
-    trained = pd.read_csv(trained_path) if trained_path.is_file() else None
+    trained, sweep = (pd.read_csv(p) if p.is_file() else None for p in
+                      (results_dir / "mechanism_trained_width.csv", results_dir / "mechanism_accuracy_sweep.csv"))
     cfg = config("paper")
-    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max, trained)
+    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max, trained, sweep)
 
 
 def spec_curve_text(results_dir: Path) -> str:

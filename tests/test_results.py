@@ -336,23 +336,26 @@ def test_the_report_finds_every_table_a_cell_saves_even_after_a_set_index():
     assert "`results/table2_paired_tests.md`" in R.report_text()  # it was missing from REPORT before
 
 
-def test_the_trained_frontier_is_the_widest_slice_whose_units_all_moved_enough():
-    assert R.trained_frontier([1.0, 0.9, 0.4, 1.0], ref=1.0) == 0.5      # unit 2 moved < 0.5 x 1
-    assert R.trained_frontier([1.0, 0.9, 0.6, 1.0], ref=1.0) == 1.0
-    assert R.trained_frontier([0.2, 1.0], ref=1.0, fraction=0.1) == 1.0
-    assert R.trained_frontier([0.2, 1.0], ref=1.0) == 0.0
+def test_the_trained_frontier_is_the_upper_edge_of_the_last_band_that_moved_enough():
+    edges = [0, 0.25, 0.5, 1.0]                                        # D = 4: bands {0}, {1}, {2, 3}
+    assert R.trained_frontier([1.0, 0.9, 0.4, 1.0], edges, ref=1.0) == 1.0   # band {2, 3}: mean 0.7
+    assert R.trained_frontier([1.0, 0.9, 0.4, 0.4], edges, ref=1.0) == 0.5   # band {2, 3}: mean 0.4 < 0.5
+    assert R.trained_frontier([1.0, 0.4, 1.0, 1.0], edges, ref=1.0) == 0.25  # a later band does not count
+    assert R.trained_frontier([0.2, 1.0, 1.0, 1.0], edges, ref=1.0) == 0.0
+    assert R.trained_frontier([0.2, 1.0], [0, 1.0], ref=1.0) == 1.0         # one band: mean 0.6
 
 
 def test_trained_width_evaluation_cuts_each_client_to_its_well_trained_slice():
     per_client, t = R.trained_width_evaluation(_mechanism_records())
     h = per_client[per_client["method"] == "hasa"].set_index(["seed", "client"])
-    assert (h["frontier"] == 0.5).all()                 # hasa's units 2-3 moved 0.1 < 0.5 x uniform's 1
-    assert h.loc[(0, "a"), "eval_width"] == 0.25 and h.loc[(0, "b"), "eval_width"] == 0.5
-    assert h.loc[(1, "b"), "trained"] == pytest.approx(28.0) and h.loc[(1, "b"), "allocated"] == pytest.approx(24.0)
+    assert (h["frontier"] == 0.25).all()           # hasa's band (0.25, 1]: units 1-3 moved (1 + 0.1 + 0.1) / 3 < 0.5
+    assert (per_client.loc[per_client["method"] == "uniform", "frontier"] == 0.5).all()  # the control's is B
+    assert h.loc[(0, "a"), "eval_width"] == 0.25 and h.loc[(0, "b"), "eval_width"] == 0.25
+    assert h.loc[(1, "b"), "trained"] == pytest.approx(26.0) and h.loc[(1, "b"), "allocated"] == pytest.approx(24.0)
     t = t.set_index("comparison")
     assert list(t.index) == ["hasa: trained − allocated", "hasa trained − uniform"]
-    assert t.loc["hasa: trained − allocated", "diff"] == pytest.approx(100 * (0.03 + 0.01) / 2)  # mean over seeds
-    assert t.loc["hasa trained − uniform", "diff"] == pytest.approx(100 * (0.47 - 0.50) / 2)
+    assert t.loc["hasa: trained − allocated", "diff"] == pytest.approx(100 * (0.01 + 0.01) / 2)  # mean over seeds
+    assert t.loc["hasa trained − uniform", "diff"] == pytest.approx(100 * (0.45 - 0.50) / 2)
     assert (t["family"] == "Trained-width evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
     sweep = R.accuracy_sweep_frame(_mechanism_records())
     assert len(sweep) == 6 * 2 * 4 and sweep["accuracy"].max() == pytest.approx(30.0)
@@ -370,7 +373,14 @@ def test_the_mechanism_sentence_states_the_decisive_test_with_its_family():
     after = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained)
     assert "in family 'Trained-width evaluation'" in after and "Cutting back to B recovers" in after
     r = trained.set_index("comparison").loc["hasa: trained − allocated"]
-    assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.38" in after
+    assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.25" in after
+    sweep = R.accuracy_sweep_frame(recs).groupby(["eval_width", "method"])["accuracy"].mean().unstack("method")
+    with_sweep = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained, sweep)
+    # hasa loses 1.00 pp past its frontier 0.25; uniform's width 0.25 -> 0.5 gains (25 - 20) = +5.00 pp
+    assert "-1.00 pp for `hasa`, against +5.00 pp for uniform's width from 0.25 to B = 0.5" in with_sweep
+    assert "the extra width is harmful on average" in with_sweep
+    sel = trained.assign(diff=lambda t: -t["diff"])                    # had it gained 1 pp past the frontier
+    assert "wasted rather than harmful" in R.trained_width_sentence(sel, 0.25, False, sweep, 0.5)
 
 
 def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
