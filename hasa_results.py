@@ -1106,16 +1106,19 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def spec_curve_headline_rows(table: pd.DataFrame, joint: pd.DataFrame) -> list[dict[str, Any]]:
+def spec_curve_headline_rows(table: pd.DataFrame, joint: pd.DataFrame, planned: int = SEEDS["paper"]
+                             ) -> list[dict[str, Any]]:
     """The robustness rows of the headline table: claim 1 at power under the ``selective`` protocol
     in the default setup (family "Claim 1 at power"; ``full`` at power is the Core row already),
     and per protocol the median effect across the specification curve with its joint sign-flip p
-    (no CI: the median of the specifications' estimates)."""
+    (no CI: the median of the specifications' estimates), labelled interim while the curve has
+    fewer seeds than ``planned``."""
     rows = []
     for j in joint.itertuples():
         power = table[(table["family"] == "Claim 1 at power") & (table["protocol"] == j.protocol)].iloc[0]
-        cases = [(f"1. robustness: median {j.comparison} over {j.specifications} setups", j.median, np.nan, np.nan,
-                  j.p_median, f"Specification curve ({j.protocol}), joint sign-flip", j.seeds, np.nan)]
+        interim = f" (interim: {j.seeds} of {planned} seeds)" if j.seeds < planned else ""
+        cases = [(f"1. robustness: median {j.comparison} over {j.specifications} setups{interim}", j.median,
+                  np.nan, np.nan, j.p_median, f"Specification curve ({j.protocol}), joint sign-flip", j.seeds, np.nan)]
         if j.protocol != "full":
             cases.insert(0, (f"1. mean: {j.comparison} (powered, `{j.protocol}`)", power["diff pp"], power["ci_low"],
                              power["ci_high"], power["p_holm"], "Claim 1 at power", power["n"], power["mde80"]))

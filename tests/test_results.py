@@ -92,6 +92,9 @@ def test_spec_curve_table_calibrates_on_uniform_and_adjusts_per_protocol():
     assert "cannot exclude chance" in R.spec_curve_sentences(few_t, few.reset_index())[0]
     assert R.spec_curve_sentences(few_t, few.reset_index(), planned=8)[0].startswith("**Interim: 4 of the planned 8")
     assert "Interim" not in R.spec_curve_sentences(t.reset_index(), j.reset_index(), planned=8)[0]
+    claims = [r["claim"] for r in R.spec_curve_headline_rows(t.reset_index(), few.reset_index(), planned=8)]
+    assert "1. robustness: median hasa − uniform over 2 setups (interim: 4 of 8 seeds)" in claims
+    assert not any("interim" in r["claim"] for r in R.spec_curve_headline_rows(t.reset_index(), j.reset_index(), 8))
     with pytest.raises(ValueError, match="n_seeds must be between 1 and 3"):
         R.run_experiment("spec", "smoke", n_seeds=4)
 
