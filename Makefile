@@ -4,7 +4,9 @@ PY      := .venv/bin/python
 PROFILE ?= paper
 JOBS    ?= 2
 HASA_DATA ?=
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+# In order, except the summary (06), which reads the tables of the others (09's too), so runs last.
+NOTEBOOKS := $(filter-out notebooks/06_summary.ipynb,$(sort $(wildcard notebooks/[0-9]*.ipynb))) notebooks/06_summary.ipynb
+NB_PARAMS ?=   # more papermill parameters, e.g. NB_PARAMS="-p n_seeds 5": an interim look at notebook 09
 # Executed notebooks: the paper profile's are committed in results/notebooks/; any other
 # profile's go to the git-ignored results/<profile>/notebooks/.
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
@@ -90,7 +92,7 @@ reproduce: precompute
 	  echo "== $$nb ($(PROFILE)) -> $$out"; \
 	  rm -rf $$stage; \
 	  if HASA_STAGE=$$stage $(PY) -m papermill --cwd notebooks $$nb $$out.partial.ipynb \
-	      -p profile $(PROFILE) -p n_jobs $(JOBS) --progress-bar; then \
+	      -p profile $(PROFILE) -p n_jobs $(JOBS) $(NB_PARAMS) --progress-bar; then \
 	    $(PY) -m hasa_results publish $$stage && mv $$out.partial.ipynb $$out || exit 1; \
 	  else \
 	    rm -rf $$stage; \

@@ -5,7 +5,8 @@ numbers, and nothing else (experiments, statistics, tables, figures and the READ
 ``hasa_results``; the Flower app in ``hasa_flower``; both only call this module). Sections:
 
     1. data          Medium titles (text) and five digit domains (images): checksums, clients,
-                     splits, the shareable per-client statistics
+                     splits, the shareable per-client statistics, and the node files a deployed
+                     node builds its client from (its split examples, the shared vocabulary)
     2. model         width-sliceable supernets (word LSTM, small CNN) as pure functions of a
                      parameter dict, the width -> index "extraction" rules, the cost model c(w)
     3. scores        per-client heterogeneity scores (the published Eq. 11 and controls), by name
@@ -49,6 +50,7 @@ import fcntl
 import functools
 import hashlib
 import html
+import io
 import itertools
 import json
 import math
@@ -349,20 +351,13 @@ def medium_clients(df: pd.DataFrame, partition: str = "natural") -> dict[str, li
     return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
 
 
-def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
-    """The Medium next-word benchmark: 7 publications, or 282 (publication, day) clients.
-
-    * Clients: :func:`medium_clients` of ``cfg.partition``, largest first.
-      ``cfg.max_examples_per_client`` caps the titles per client (a seeded sample; ``None`` = all)
-      for the fast smoke profile.
-    * Split: per client, a seeded ``cfg.test_frac`` of the titles is test.
-    * Vocabulary: tokens seen at least ``cfg.min_count`` times in the pooled TRAINING titles, plus
-      ``<pad> <bos> <eos> <unk>``; other tokens map to ``<unk>``.
-    * Targets: every word of a title and the final ``<eos>``; the input is ``<bos>`` plus the words.
-      Accuracy counts every target position, ``<eos>`` included; an ``<unk>`` target counts as a
-      miss, because ``<unk>`` is never predicted (its logit is masked at evaluation). There is no
-      padding: batches hold titles of one length.
-    """
+def medium_splits(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None
+                  ) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
+    """Client name -> (training titles, test titles), each title a list of tokens: what each client
+    of :func:`medium_task` holds before encoding. The sample (``cfg.max_examples_per_client``) and
+    the split (``cfg.test_frac``) of every client are drawn from one generator of ``seed``, client
+    after client, so a client's split depends on the clients before it: a node cannot draw its own
+    (:func:`write_node_files` writes it for the node)."""
     df = load_medium() if df is None else df
     rng = np.random.default_rng([seed, 1])
     splits = {}
@@ -372,30 +367,66 @@ def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> 
             toks = [toks[i] for i in keep]
         tr, te = _split_indices(len(toks), cfg.test_frac, rng)
         splits[pub] = ([toks[i] for i in tr], [toks[i] for i in te])
+    return splits
+
+
+def medium_vocabulary(train_titles: Sequence[Sequence[list[str]]], min_count: int) -> tuple[str, ...]:
+    """``<pad> <bos> <eos> <unk>``, then in sorted order every token seen at least ``min_count``
+    times in the pooled training titles (one sequence of titles per client)."""
     counts: dict[str, int] = {}
-    for train, _ in splits.values():
+    for train in train_titles:
         for t in train:
             for w in t:
                 counts[w] = counts.get(w, 0) + 1
-    words = sorted(w for w, c in counts.items() if c >= cfg.min_count)
-    vocab = (PAD, BOS, EOS, UNK, *words)
+    words = sorted(w for w, c in counts.items() if c >= min_count)
+    return (PAD, BOS, EOS, UNK, *words)
+
+
+def medium_client(name: str, train: Sequence[list[str]], test: Sequence[list[str]], vocab: Sequence[str]) -> Client:
+    """One Medium client from its training and test titles and the shared vocabulary: each title
+    becomes ``<bos> w_1..w_n <eos>`` (tokens outside ``vocab`` map to ``<unk>``), grouped by length
+    (:func:`_length_groups`); the histograms count training targets and training inputs over
+    ``vocab``. Raises ValueError when either part is empty."""
+    if not train or not test:
+        raise ValueError(f"client {name!r} has {len(train)} training and {len(test)} test titles: "
+                         "every client needs both; raise max_examples_per_client or test_frac.")
     index = {w: i for i, w in enumerate(vocab)}
     unk = index[UNK]
 
     def encode(titles):
         return [[index[BOS], *(index.get(w, unk) for w in t), index[EOS]] for t in titles]
 
-    clients = []
-    for pub, (train, test) in splits.items():
-        if not train or not test:
-            raise ValueError(f"client {pub!r} has {len(train)} training and {len(test)} test titles: "
-                             "every client needs both; raise max_examples_per_client or test_frac.")
-        tr, te = encode(train), encode(test)
-        groups = _length_groups(tr)
-        clients.append(Client(pub, groups, _length_groups(te),
-                              np.bincount(torch.cat([y.reshape(-1) for _, y in groups]).numpy(), minlength=len(vocab)),
-                              np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab))))
-    return Task("medium", tuple(clients), build_arch(cfg, len(vocab)), len(vocab), ignore_class=unk, vocab=vocab)
+    groups = _length_groups(encode(train))
+    return Client(name, groups, _length_groups(encode(test)),
+                  np.bincount(torch.cat([y.reshape(-1) for _, y in groups]).numpy(), minlength=len(vocab)),
+                  np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab)))
+
+
+def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
+    """The Medium next-word benchmark: 7 publications, or 282 (publication, day) clients.
+
+    * Clients: :func:`medium_clients` of ``cfg.partition``, largest first.
+      ``cfg.max_examples_per_client`` caps the titles per client (a seeded sample; ``None`` = all)
+      for the fast smoke profile.
+    * Split: per client, a seeded ``cfg.test_frac`` of the titles is test (:func:`medium_splits`).
+    * Vocabulary: tokens seen at least ``cfg.min_count`` times in the pooled TRAINING titles, plus
+      ``<pad> <bos> <eos> <unk>`` (:func:`medium_vocabulary`); other tokens map to ``<unk>``.
+    * Targets: every word of a title and the final ``<eos>``; the input is ``<bos>`` plus the words
+      (:func:`medium_client`). Accuracy counts every target position, ``<eos>`` included; an
+      ``<unk>`` target counts as a miss, because ``<unk>`` is never predicted (its logit is masked
+      at evaluation). There is no padding: batches hold titles of one length.
+    """
+    splits = medium_splits(cfg, seed, df)
+    vocab = medium_vocabulary([train for train, _ in splits.values()], cfg.min_count)
+    clients = tuple(medium_client(pub, train, test, vocab) for pub, (train, test) in splits.items())
+    return medium_task_of(cfg, clients, vocab)
+
+
+def medium_task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str]) -> Task:
+    """The Medium :class:`Task` of these clients over ``vocab`` (``<unk>`` is the ignored class)."""
+    vocab = tuple(vocab)
+    return Task("medium", tuple(clients), build_arch(cfg, len(vocab)), len(vocab),
+                ignore_class=vocab.index(UNK), vocab=vocab)
 
 
 def load_digit_domain(domain: str, root: Path | None = None) -> dict[str, np.ndarray]:
@@ -444,6 +475,11 @@ def _image_client(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarra
                   np.bincount(y_tr, minlength=10), feats)
 
 
+DigitSplit = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""One digits client before normalisation: (name, x_train, y_train, x_test, y_test), images
+float32 (N, 3, 28, 28) in [0, 1] (:func:`to_grey28`), labels integers."""
+
+
 def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
     """Cross-domain digits: MNIST, USPS, MNIST-M, Chars74K photos, Chars74K fonts.
 
@@ -454,11 +490,24 @@ def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
     * Clients: one per domain, or with ``cfg.digits_clients_per_domain = m > 1``, m clients per
       domain with unequal shares 2^-i / sum_j 2^-j of the domain's training images (a seeded
       partition); the clients of a domain are evaluated on the domain's test set.
-    """
+
+    The clients' examples come from :func:`digits_splits`, one client at a time."""
+    return digits_task_of(cfg, [_image_client(*split) for split in digits_splits(cfg, seed, root)])
+
+
+def digits_task_of(cfg: "RunConfig", clients: Sequence[Client]) -> Task:
+    """The digits :class:`Task` of these clients (10 classes)."""
+    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+
+
+def digits_splits(cfg: "RunConfig", seed: int, root: Path | None = None) -> Iterator[DigitSplit]:
+    """Each client of :func:`digits_task` as a :data:`DigitSplit`, in client order, one at a time.
+    Samples, splits and partitions are drawn from one generator of ``seed``, client after client:
+    a node cannot draw its own (:func:`write_node_files` writes it for the node)."""
     rng = np.random.default_rng([seed, 1])
     if cfg.partition == "dirichlet":
-        return _dirichlet_digits_task(cfg, rng, root)
-    clients = []
+        yield from _dirichlet_digits_splits(cfg, rng, root)
+        return
     for dom in DIGIT_DOMAINS:
         x, y, x_te, y_te = digit_arrays(dom, root)
         if x_te is None:
@@ -476,9 +525,7 @@ def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
         cuts = np.round(np.cumsum(share / share.sum()) * len(y)).astype(int)[:-1]
         for i, part in enumerate(np.split(rng.permutation(len(y)), cuts)):
             part = np.sort(part)
-            name = dom if m == 1 else f"{dom}#{i}"
-            clients.append(_image_client(name, x[part], y[part], x_te, y_te))
-    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+            yield (dom if m == 1 else f"{dom}#{i}"), x[part], y[part], x_te, y_te
 
 
 def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator,
@@ -510,7 +557,7 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng:
     return parts
 
 
-def _dirichlet_digits_task(cfg: "RunConfig", rng: np.random.Generator, root: Path | None) -> Task:
+def _dirichlet_digits_splits(cfg: "RunConfig", rng: np.random.Generator, root: Path | None) -> Iterator[DigitSplit]:
     """``partition="dirichlet"``: every image of the five domains (official train and test parts
     pooled, each domain capped at ``cfg.max_examples_per_client`` images, a seeded sample) split
     over ``cfg.num_clients`` clients by :func:`dirichlet_partition` with ``cfg.dirichlet_alpha``;
@@ -526,11 +573,165 @@ def _dirichlet_digits_task(cfg: "RunConfig", rng: np.random.Generator, root: Pat
         xs.append(to_grey28(x))
         ys.append(y.astype(np.int64))
     x, y = np.concatenate(xs), np.concatenate(ys)
-    clients = []
     for k, part in enumerate(dirichlet_partition(y, cfg.num_clients, cfg.dirichlet_alpha, rng)):
         tr, te = _split_indices(len(part), cfg.test_frac, rng)
-        clients.append(_image_client(f"client{k:04d}", x[part[tr]], y[part[tr]], x[part[te]], y[part[te]]))
-    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+        yield f"client{k:04d}", x[part[tr]], y[part[tr]], x[part[te]], y[part[te]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Node files: what a deployed node holds instead of the data set
+# ---------------------------------------------------------------------------------------------
+
+NODE_FILES_FORMAT = 1
+"""Version of the node files' layout (:func:`write_node_files`); bump it with any change to it."""
+
+VOCAB_FILE = "vocab.json"
+
+DATA_FIELDS = {"medium": ("partition", "max_examples_per_client", "test_frac", "min_count"),
+               "digits": ("partition", "max_examples_per_client", "test_frac", "max_test_per_domain",
+                          "digits_clients_per_domain", "num_clients", "dirichlet_alpha")}
+"""The :class:`RunConfig` fields that a benchmark's clients and vocabulary depend on (the others
+shape the model and the training only): node files written for one config serve every config of
+the same benchmark that agrees on these."""
+
+
+class NodeFilesError(ValueError):
+    """A node file was written for another run: another seed, data config, data set, engine or layout."""
+
+
+def data_checksums(benchmark: str) -> dict[str, str]:
+    """The sha256 of every data file a benchmark reads, by path relative to the data folder."""
+    if benchmark == "medium":
+        return {MEDIUM_FILE: MEDIUM_SHA256}
+    return {f"digits/{f}": sha for f, sha in DIGIT_FILES.values()}
+
+
+def node_files_identity(cfg: "RunConfig", seed: int) -> dict[str, Any]:
+    """What node files written for (``cfg``, ``seed``) record as their maker: the files' layout
+    (:data:`NODE_FILES_FORMAT`), :data:`ENGINE_VERSION`, the benchmark, the sha256 of its data
+    files, the config fields its data depend on (:data:`DATA_FIELDS`), their key (a sha256 of those
+    fields) and the seed. JSON-safe, and equal after a JSON round trip."""
+    fields = {f: getattr(cfg, f) for f in DATA_FIELDS[cfg.benchmark]}
+    key = hashlib.sha256(json.dumps({"benchmark": cfg.benchmark, **fields}, sort_keys=True).encode()).hexdigest()
+    return {"format": NODE_FILES_FORMAT, "engine": ENGINE_VERSION, "benchmark": cfg.benchmark,
+            "data_sha256": data_checksums(cfg.benchmark), "data_config": fields, "config_key": key[:16],
+            "seed": seed}
+
+
+def check_node_file(path: Path, made_by: Any, cfg: "RunConfig", seed: int) -> None:
+    """Raise :class:`NodeFilesError`, naming every entry that differs, unless ``made_by`` (what
+    the file at ``path`` says made it) is :func:`node_files_identity` of (``cfg``, ``seed``)."""
+    want = node_files_identity(cfg, seed)
+    if made_by == want:
+        return
+    got = made_by if isinstance(made_by, dict) else {}
+    diffs = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v] or [
+        f"made_by {made_by!r} (this run: {want!r})"]
+    raise NodeFilesError(f"{path} was written for another run: {'; '.join(diffs)}. Write this node's files "
+                         f"again for this run's config and seed (python -m hasa_flower node-files).")
+
+
+def _title_arrays(titles: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Titles -> (every token in order, as a string array; each title's number of tokens)."""
+    return np.array([w for t in titles for w in t], dtype=str), np.array([len(t) for t in titles], dtype=np.int64)
+
+
+def _titles(tokens: np.ndarray, lengths: np.ndarray) -> list[list[str]]:
+    """Inverse of :func:`_title_arrays`."""
+    return [part.tolist() for part in np.split(tokens, np.cumsum(lengths)[:-1])] if len(lengths) else []
+
+
+def client_arrays(benchmark: str, split: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    """One client's split examples as the arrays of its partition file. ``split``: Medium, (training
+    titles, test titles) as in :func:`medium_splits`; digits, (x_train, y_train, x_test, y_test)
+    as in :func:`digits_splits`."""
+    if benchmark == "medium":
+        (train_tokens, train_lengths), (test_tokens, test_lengths) = map(_title_arrays, split)
+        return {"train_tokens": train_tokens, "train_lengths": train_lengths,
+                "test_tokens": test_tokens, "test_lengths": test_lengths}
+    return dict(zip(("x_train", "y_train", "x_test", "y_test"), split))
+
+
+def client_of_arrays(benchmark: str, name: str, arrays: dict[str, np.ndarray], vocab: Sequence[str]) -> Client:
+    """The :class:`Client` that the central builder makes of these split examples
+    (:func:`medium_client` over ``vocab``, or :func:`_image_client`)."""
+    if benchmark == "medium":
+        return medium_client(name, _titles(arrays["train_tokens"], arrays["train_lengths"]),
+                             _titles(arrays["test_tokens"], arrays["test_lengths"]), vocab)
+    return _image_client(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
+
+
+def partition_file_name(k: int) -> str:
+    return f"partition-{k}.npz"
+
+
+def write_vocab_file(path: Path, made_by: dict[str, Any], vocab: Sequence[str], num_clients: int) -> Path:
+    """The file every node gets: its maker (:func:`node_files_identity`), the number of clients
+    and the shared vocabulary (digits: none), as JSON, written atomically. Returns ``path``."""
+    write_json_atomic(path, {"made_by": made_by, "num_clients": num_clients, "vocab": list(vocab)})
+    return path
+
+
+def read_vocab_file(path: Path, cfg: "RunConfig", seed: int) -> tuple[tuple[str, ...], int]:
+    """(vocabulary, number of clients) of a vocabulary file, after :func:`check_node_file`."""
+    d = json.loads(Path(path).read_text(encoding="utf-8"))
+    check_node_file(path, d.get("made_by"), cfg, seed)
+    return tuple(d["vocab"]), int(d["num_clients"])
+
+
+def write_partition_file(path: Path, made_by: dict[str, Any], k: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
+    """Client ``k``'s file: a compressed ``.npz`` (no pickled objects) of its :func:`client_arrays`
+    and a ``header`` (JSON: its maker, ``partition_id`` and ``name``), written atomically."""
+    buf = io.BytesIO()
+    header = json.dumps({"made_by": made_by, "partition_id": k, "name": name})
+    np.savez_compressed(buf, header=np.array(header), **arrays)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def read_partition_file(path: Path, cfg: "RunConfig", seed: int) -> tuple[int, str, dict[str, np.ndarray]]:
+    """(partition id, client name, arrays) of a partition file, after :func:`check_node_file`."""
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {n: z[n] for n in z.files}
+    header = json.loads(str(arrays.pop("header")))
+    check_node_file(path, header.get("made_by"), cfg, seed)
+    return int(header["partition_id"]), str(header["name"]), arrays
+
+
+def write_node_files(cfg: "RunConfig", seed: int, out: Path) -> list[Path]:
+    """What a deployment gives its nodes instead of the data set, for (``cfg``, ``seed``): in
+    ``out``, :data:`VOCAB_FILE` (:func:`write_vocab_file`) for every node and, per client k,
+    :func:`partition_file_name` (k) (:func:`write_partition_file`) with exactly client k's split
+    examples as the central builder draws them (:func:`medium_splits`, :func:`digits_splits`), and
+    nothing of any other client. Each client is built once from its arrays first, so a client the
+    central builder refuses (no training or test examples) fails here too. Returns the paths
+    written, the vocabulary file first."""
+    made_by = node_files_identity(cfg, seed)
+    if cfg.benchmark == "medium":
+        splits = medium_splits(cfg, seed)
+        vocab = medium_vocabulary([train for train, _ in splits.values()], cfg.min_count)
+        clients: Iterator[tuple[str, tuple[Any, ...]]] = iter(splits.items())
+    else:
+        vocab, clients = (), ((name, tuple(arrays)) for name, *arrays in digits_splits(cfg, seed))
+    paths = []
+    for k, (name, split) in enumerate(clients):
+        arrays = client_arrays(cfg.benchmark, split)
+        client_of_arrays(cfg.benchmark, name, arrays, vocab)
+        paths.append(write_partition_file(out / partition_file_name(k), made_by, k, name, arrays))
+    return [write_vocab_file(out / VOCAB_FILE, made_by, vocab, len(paths)), *paths]
+
+
+def node_task(cfg: "RunConfig", seed: int, vocab_file: Path, partition_file: Path) -> tuple[int, Task]:
+    """A deployed node's view of the benchmark, from its two files alone (no data set is read):
+    (its partition id k, a :class:`Task` whose one client is client k, tensor for tensor the
+    client k of :func:`load_task` (``cfg``, ``seed``), with the same vocabulary and architecture).
+    Raises :class:`NodeFilesError` when either file was written for another run."""
+    vocab, num_clients = read_vocab_file(vocab_file, cfg, seed)
+    k, name, arrays = read_partition_file(partition_file, cfg, seed)
+    if not 0 <= k < num_clients:
+        raise NodeFilesError(f"{partition_file}: partition {k} is outside the {num_clients} clients of {vocab_file}")
+    client = client_of_arrays(cfg.benchmark, name, arrays, vocab)
+    task = medium_task_of(cfg, [client], vocab) if cfg.benchmark == "medium" else digits_task_of(cfg, [client])
+    return k, on_device(task, cfg.device)
 
 
 # =============================================================================================
@@ -1599,19 +1800,37 @@ def unit_movement(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
     return out
 
 
+SWEEP_WIDTHS = tuple(round(0.1 * i, 1) for i in range(1, 11))
+"""The evaluation widths of :func:`accuracy_sweep`: 0.1, 0.2, ..., 1.0."""
+
+
+def accuracy_sweep(final: dict[str, torch.Tensor], task: Task,
+                   grid: Sequence[float] = SWEEP_WIDTHS) -> dict[str, Any]:
+    """Each client's accuracy with the nested slice of every width g of ``grid`` (the same trained
+    model cut to g, whatever width the client was allocated): ``{"grid": [g_1, ...], "accuracy":
+    [[acc of client k at g_1, ...] for each client k]}``. It tells how much of the width a client
+    is evaluated with carries what it learned."""
+    per_width = [evaluate(final, task, [g] * len(task.clients)) for g in grid]
+    return {"grid": list(grid), "accuracy": [list(a) for a in zip(*per_width)]}
+
+
 def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
                widths: Sequence[float], budget: float) -> dict[str, Any]:
     """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
-    and each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``):
-    the allocated model cut back to the budget's width."""
+    each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``): the
+    allocated model cut back to the budget's width, and the :func:`accuracy_sweep`."""
     capped = [min(w, budget) for w in widths]
     return {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
-            "accuracy_capped": evaluate(final, task, capped)}
+            "accuracy_capped": evaluate(final, task, capped), "accuracy_sweep": accuracy_sweep(final, task)}
 
 
 EXTRAS = ("movement", "capped_widths", "accuracy_capped")
-"""Record fields of :func:`run_extras`: not part of a record's identity; a record made before
-they existed gets them from :func:`fill_extras`, which re-runs it and checks the parameters."""
+"""Record fields of :func:`run_extras` that an experiment with extras requires: not part of a
+record's identity; a record made before them gets them from :func:`fill_extras`, which re-runs it
+and checks the parameters."""
+SWEEP = ("accuracy_sweep",)
+"""The :func:`accuracy_sweep` field, added later than :data:`EXTRAS`: required (and filled) only
+where an experiment asks for it, so that records with the other extras stay valid without it."""
 
 
 def evaluate(params, task: Task, widths: Sequence[float]) -> list[float]:
@@ -1637,12 +1856,16 @@ TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task, "digits": digits
 
 def load_task(cfg: RunConfig, seed: int) -> Task:
     """The benchmark's clients for this seed's split, on ``cfg.device``."""
-    task = TASKS[cfg.benchmark](cfg, seed)
-    if cfg.device != "cpu":
-        _check(torch.cuda.is_available(), f"device {cfg.device!r} was asked for, but torch sees no CUDA "
-               "device here; use device='cpu' (the default).")
-        task = task.to(cfg.device)
-    return task
+    return on_device(TASKS[cfg.benchmark](cfg, seed), cfg.device)
+
+
+def on_device(task: Task, device: str) -> Task:
+    """``task`` itself on the CPU, else its copy on ``device`` (which torch must see)."""
+    if device == "cpu":
+        return task
+    _check(torch.cuda.is_available(), f"device {device!r} was asked for, but torch sees no CUDA "
+           "device here; use device='cpu' (the default).")
+    return task.to(device)
 
 
 def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]:
@@ -1944,13 +2167,18 @@ def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> P
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
+    """:func:`write_bytes_atomic` of ``text`` in UTF-8. Returns ``path``."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
     """Write to a temporary file in the same folder, then rename: a reader (or a full disk) never
     leaves half a file. Returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -2024,6 +2252,11 @@ def consistency_problems(rec: dict[str, Any]) -> list[str]:
     for f in ("accuracy_full_model", "accuracy_capped"):
         if f in rec:
             problems += [bad for bad in [_accuracies(rec[f], k, f)] if bad]
+    if "accuracy_sweep" in rec:
+        sw = rec["accuracy_sweep"]
+        if not (isinstance(sw, dict) and isinstance(sw.get("grid"), list) and isinstance(sw.get("accuracy"), list)
+                and len(sw["accuracy"]) == k and not any(_accuracies(a, len(sw["grid"]), "") for a in sw["accuracy"])):
+            problems.append("accuracy_sweep is not one accuracy per grid width for each client")
     if not (isinstance(rec.get("params_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", rec["params_sha256"])):
         problems.append("params_sha256 is not a sha256 hex digest")
     return problems
@@ -2149,23 +2382,25 @@ class NotReproduced(RuntimeError):
     """A re-run of a cached record did not reproduce its parameters bit for bit."""
 
 
-def has_extras(rec: dict[str, Any]) -> bool:
-    return all(f in rec for f in EXTRAS)
+def has_extras(rec: dict[str, Any], fields: Sequence[str] = EXTRAS) -> bool:
+    return all(f in rec for f in fields)
 
 
-def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> dict[str, Any]:
-    """The record of (cfg, seed) with its :data:`EXTRAS`. A record made before them is re-run; the
+def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+                fields: Sequence[str] = EXTRAS) -> dict[str, Any]:
+    """The record of (cfg, seed) with the run extras ``fields`` (:data:`EXTRAS`, :data:`SWEEP`). A
+    record made before them is re-run; the
     re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
     only then are the extras added and the record rewritten (atomically). Its numbers, and so every
     table made from it, are unchanged."""
     rec = cached_run(cfg, seed, results_dir)
-    if has_extras(rec):
+    if has_extras(rec, fields):
         return rec
     new = json.loads(json.dumps(run(cfg, seed)))
     if new["params_sha256"] != rec["params_sha256"]:
         raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
                             f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
-    rec = sealed({**rec, **{f: new[f] for f in EXTRAS}})
+    rec = sealed({**rec, **{f: new[f] for f in fields}})
     write_json_atomic(record_path(cfg, seed, results_dir), rec)
     return rec
 
@@ -2279,24 +2514,29 @@ def write_golden(path: Path = GOLDEN) -> Path:
     return path
 
 
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: bool = False) -> None:
-    (fill_extras if extras else cached_run)(cfg, seed, results_dir)  # the parent reads the record back
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> None:
+    if extras:  # the parent reads the record back
+        fill_extras(cfg, seed, results_dir, extras)
+    else:
+        cached_run(cfg, seed, results_dir)
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
              results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
-             extras: bool = False) -> list[dict[str, Any]]:
+             extras: Sequence[str] = ()) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
-    With ``extras``, records without :data:`EXTRAS` are re-run to fill them (:func:`fill_extras`).
+    Records without the run-extra fields ``extras`` (e.g. :data:`EXTRAS`) are re-run to fill them
+    (:func:`fill_extras`).
 
     Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
     cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    extras = tuple(extras)
     jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
     found = [cached_record(*j[:3]) for j in jobs]
-    found = [None if rec is not None and extras and not has_extras(rec) else rec for rec in found]
+    found = [None if rec is not None and not has_extras(rec, extras) else rec for rec in found]
     todo = [j for j, rec in zip(jobs, found) if rec is None]
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "

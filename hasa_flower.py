@@ -29,6 +29,13 @@ Engine, ``backend="local"`` delivers the same messages in this process, no Ray),
 ``flwr run .`` (the ``[tool.flwr.app]`` section of pyproject.toml), best through ``make flwr-run``
 (:func:`flwr_run`: its own SuperLink, ended afterwards, and an exit code that says whether the
 run failed; see the README).
+
+Where a node's data come from: in a simulation every node builds the whole benchmark from the data
+set and keeps its ``partition-id``'s client. A deployed SuperNode started with
+``--node-config "vocab-file=... partition-file=..."`` builds its client from those two files alone
+(:func:`hasa_core.node_task`; it never opens the data set), which ``python -m hasa_flower
+node-files --out DIR --run-config "..."`` writes for the run (:func:`write_node_files`); files
+written for another seed, data config or data set fail the node with one message.
 """
 from __future__ import annotations
 
@@ -107,13 +114,37 @@ def _task(cfg: H.RunConfig, seed: int) -> H.Task:
     return H.load_task(cfg, seed)
 
 
-def _my_client(msg: Message, context: Context) -> tuple[H.RunConfig, int, H.Task, int]:
+@functools.lru_cache(maxsize=2)
+def _node_task(cfg: H.RunConfig, seed: int, vocab_file: str, partition_file: str) -> tuple[int, H.Task]:
+    """A deployed node's partition id and one-client task, from its node files only
+    (:func:`hasa_core.node_task`): read once per process and (config, seed)."""
+    return H.node_task(cfg, seed, Path(vocab_file), Path(partition_file))
+
+
+NODE_FILES = ("vocab-file", "partition-file")
+"""Node-config keys of a deployed node's files (``python -m hasa_flower node-files`` writes them);
+a node without them has ``partition-id`` and builds the whole benchmark (simulation)."""
+
+
+def _my_client(msg: Message, context: Context) -> tuple[H.RunConfig, int, H.Task, int, H.Client]:
+    """(config, seed, task, partition id k, client k) of the node that got ``msg``: from its node
+    files when its node config names them, else client k of the whole benchmark."""
     cfg, seed = read_config(msg.content["config"])
+    node = context.node_config
+    given = [key for key in NODE_FILES if key in node]
+    if given:
+        if given != list(NODE_FILES):
+            raise ValueError(f"a node built from its files needs {' and '.join(NODE_FILES)} in its node "
+                             f"config; it has only {given[0]}")
+        k, task = _node_task(cfg, seed, *(str(node[key]) for key in NODE_FILES))
+        if "partition-id" in node and int(node["partition-id"]) != k:
+            raise ValueError(f"the node config says partition-id {node['partition-id']}, its partition file {k}")
+        return cfg, seed, task, k, task.clients[0]
     task = _task(cfg, seed)
-    k = int(context.node_config["partition-id"])
+    k = int(node["partition-id"])
     if not 0 <= k < len(task.clients):
         raise ValueError(f"partition-id {k} is outside the {len(task.clients)} clients of this benchmark")
-    return cfg, seed, task, k
+    return cfg, seed, task, k, task.clients[k]
 
 
 def _reply(msg: Message, k: int, arrays: dict[str, ArrayRecord] | None = None, **metrics: float) -> Message:
@@ -126,8 +157,7 @@ def _reply(msg: Message, k: int, arrays: dict[str, ArrayRecord] | None = None, *
 @client_app.query()
 def client_query(msg: Message, context: Context) -> Message:
     """Reply with this client's one-time upload: n_k and its two histograms."""
-    cfg, seed, task, k = _my_client(msg, context)
-    c = task.clients[k]
+    cfg, seed, task, k, c = _my_client(msg, context)
     reply = _reply(msg, k, {"counts": ArrayRecord({"label_counts": _int_array(c.label_counts),
                                                    "feature_counts": _int_array(c.feature_counts)})})
     reply.content["reply"]["name"] = c.name
@@ -139,21 +169,21 @@ def client_query(msg: Message, context: Context) -> Message:
 @client_app.train()
 def client_train(msg: Message, context: Context) -> Message:
     """Train the received subnet (:func:`hasa_core.train_subnet`) and send it back with n_k."""
-    cfg, seed, task, k = _my_client(msg, context)
+    cfg, seed, task, k, client = _my_client(msg, context)
     conf = msg.content["config"]
     if int(conf["partition-id"]) != k:
         raise ValueError(f"a message for partition {conf['partition-id']} reached partition {k}")
-    local = H.train_subnet(from_record(msg.content["subnet"]), task.arch, task.clients[k], cfg,
+    local = H.train_subnet(from_record(msg.content["subnet"]), task.arch, client, cfg,
                            float(conf["width"]), int(conf["round"]), k, seed)
-    return _reply(msg, k, {"subnet": to_record(local)}, **{"num-examples": float(task.clients[k].n_train)})
+    return _reply(msg, k, {"subnet": to_record(local)}, **{"num-examples": float(client.n_train)})
 
 
 @client_app.evaluate()
 def client_evaluate(msg: Message, context: Context) -> Message:
     """Test accuracy of the global model's static slice at each requested width (or of the
     slice it was sent, when the message says ``sliced``)."""
-    cfg, seed, task, k = _my_client(msg, context)
-    params, conf, client = from_record(msg.content["model"]), msg.content["config"], task.clients[k]
+    cfg, seed, task, k, client = _my_client(msg, context)
+    params, conf = from_record(msg.content["model"]), msg.content["config"]
     if conf.get("sliced", False):  # already the width-w_k slice: score it as it is
         acc = [H.accuracy(params, task.arch, client.test, task.ignore_class)]
     else:
@@ -337,12 +367,13 @@ def server_main(grid: Grid, context: Context) -> None:
 class LocalGrid(Grid):
     """A Grid that hands each message to the ClientApp of its node in this process and returns the
     replies in a seeded random order (``shuffle``): Flower's message path without Ray. Node k
-    has ``partition-id`` k."""
+    has ``partition-id`` k, or the k-th of ``node_configs`` when given."""
 
-    def __init__(self, app: ClientApp, num_nodes: int, shuffle: int | None = None):
+    def __init__(self, app: ClientApp, num_nodes: int, shuffle: int | None = None,
+                 node_configs: Sequence[dict[str, Any]] | None = None):
         self.app = app
-        self.contexts = {k + 1: Context(run_id=0, node_id=k + 1,
-                                        node_config={"partition-id": k, "num-partitions": num_nodes},
+        configs = node_configs or [{"partition-id": k, "num-partitions": num_nodes} for k in range(num_nodes)]
+        self.contexts = {k + 1: Context(run_id=0, node_id=k + 1, node_config=dict(configs[k]),
                                         state=RecordDict(), run_config={}) for k in range(num_nodes)}
         self.rng = None if shuffle is None else np.random.default_rng(shuffle)
         self._replies: dict[str, Message] = {}
@@ -813,6 +844,21 @@ def flwr_run(run_config: str = "", num_supernodes: int = 7, app_dir: Path | None
     return 1 if failures else 0
 
 
+def write_node_files(out: Path, run_config: str = "", app_dir: Path | None = None) -> list[Path]:
+    """Each SuperNode's files (:func:`hasa_core.write_node_files`) for the run that ``flwr run
+    <app_dir> --run-config <run_config>`` starts: the app's ``[tool.flwr.app.config]`` (``app_dir``
+    default: this repository) with the overrides in ``run_config``, read as ``flwr run`` reads them.
+    Returns the paths written, the vocabulary file first; raises ValueError when the run's
+    ``num-clients`` is not the benchmark's number of clients."""
+    from flwr.common.config import get_fused_config_from_dir, parse_config_args
+    cfg, seed, k, _ = _run_config_to_cfg(get_fused_config_from_dir(app_dir or H.REPO, parse_config_args([run_config])))
+    paths = H.write_node_files(cfg, seed, out)
+    if len(paths) - 1 != k:
+        raise ValueError(f"the run config says num-clients={k}, but this benchmark has {len(paths) - 1} clients: "
+                         f"pass num-clients={len(paths) - 1} to this command and to `flwr run`")
+    return paths
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m hasa_flower", description=__doc__.splitlines()[0])
@@ -821,9 +867,22 @@ def _main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--run-config", default="",
                    help="passed to `flwr run --run-config`, e.g. \"policy='uniform' rounds=2\"")
     r.add_argument("--num-supernodes", type=int, default=7, help="simulated SuperNodes (the benchmark's clients)")
+    n = sub.add_parser("node-files", help=f"write each SuperNode's files for a run: {H.VOCAB_FILE} for every "
+                       f"node and {H.partition_file_name(0)}, ... (one per client, its data only)")
+    n.add_argument("--out", type=Path, required=True, help="the folder to write them to")
+    n.add_argument("--run-config", default="",
+                   help="the run's `flwr run --run-config` overrides, e.g. \"seed=1 profile='paper'\"")
     args = ap.parse_args(argv)
     if args.cmd == "flwr-run":
         raise SystemExit(flwr_run(args.run_config, args.num_supernodes))
+    if args.cmd == "node-files":
+        try:
+            paths = write_node_files(args.out, args.run_config)
+        except (ValueError, H.DataError) as e:
+            raise SystemExit(f"node-files: {e}")
+        made_by = json.loads(paths[0].read_text())["made_by"]
+        print(f"wrote {paths[0]} and {len(paths) - 1} partition files ({', '.join(p.name for p in paths[1:3])}, ...) "
+              f"for {made_by['benchmark']}, seed {made_by['seed']}, data config key {made_by['config_key']}")
 
 
 if __name__ == "__main__":

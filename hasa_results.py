@@ -53,8 +53,10 @@ from scipy import stats
 from hasa_core import (
     DEFAULT_RESULTS_DIR,
     ENGINE_VERSION,
+    EXTRAS,
     PROFILES,
     REPO,
+    SWEEP,
     TASKS,
     RunConfig,
     Task,
@@ -228,9 +230,10 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     }
 
 
-WITH_EXTRAS = ("spec", "mechanism", "mechanism_digits")
-"""Experiments whose records must hold the run extras (unit movement, accuracy at min(w_k, B)):
-older records of their configs are re-run once to fill them (``hasa_core.fill_extras``)."""
+WITH_EXTRAS = {"spec": EXTRAS, "mechanism": EXTRAS + SWEEP, "mechanism_digits": EXTRAS}
+"""Experiments whose records must hold run extras, and which (``hasa_core.EXTRAS``: unit movement,
+accuracy at min(w_k, B); ``SWEEP``: accuracy at every width of a grid): older records of their
+configs are re-run once to fill them (``hasa_core.fill_extras``)."""
 
 
 def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
@@ -239,7 +242,7 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
     the powered comparisons); the notebooks then only read the cache. Returns the number of
     distinct runs."""
-    jobs: dict[tuple[str, int], tuple[RunConfig, int, bool]] = {}
+    jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
     unknown = sorted(set(only or ()) - set(experiments(profile)))
     if unknown:
         raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
@@ -247,44 +250,49 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
         if not only or name in only:
             for c in methods.values():
                 for s in seeds:
-                    extras = name in WITH_EXTRAS or jobs.get((c.key(), s), (c, s, False))[2]
-                    jobs[(c.key(), s)] = (c, s, extras)
+                    before = jobs.get((c.key(), s), (c, s, ()))[2]
+                    jobs[(c.key(), s)] = (c, s, tuple(dict.fromkeys(before + WITH_EXTRAS.get(name, ()))))
     results_dir = results_dir or output_dirs(profile)[0]
 
-    def done(c: RunConfig, s: int, extras: bool) -> bool:
+    def done(c: RunConfig, s: int, extras: tuple[str, ...]) -> bool:
         rec = cached_record(c, s, results_dir)
-        return rec is not None and (not extras or has_extras(rec))
+        return rec is not None and has_extras(rec, extras)
     pending = [job for job in jobs.values() if not done(*job)]
     missing = len(pending)
     print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
           f"{missing} to compute (or to re-run for their extras)")
     for seed in sorted({s for _, s, _ in pending}):
-        for extras in (True, False):
+        for extras in sorted({e for _, s, e in pending if s == seed}, key=len, reverse=True):
             cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
                           key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
-            if cfgs:  # the longest first, so that the pool's last minutes are not one long run
-                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
+            # the longest first, so that the pool's last minutes are not one long run
+            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
     print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
     return len(jobs)
 
 
 def run_methods(methods: dict[str, RunConfig], seeds: Sequence[int], n_jobs: int = 2,
-                results_dir: Path | None = None, progress: bool = True, extras: bool = False) -> list[dict[str, Any]]:
-    """:func:`run_many` over named configs (with ``extras``: records holding the run extras); each
+                results_dir: Path | None = None, progress: bool = True,
+                extras: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """:func:`run_many` over named configs (records holding the run-extra fields ``extras``); each
     record gets its name under ``"method"``."""
     names, cfgs = list(methods), list(methods.values())
     recs = run_many(cfgs, seeds, n_jobs, results_dir, desc="runs", progress=progress, extras=extras)
     return [{**r, "method": names[i // len(seeds)]} for i, r in enumerate(recs)]
 
 
-def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None
-                   ) -> tuple[list[dict[str, Any]], list[int]]:
+def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+                   n_seeds: int | None = None) -> tuple[list[dict[str, Any]], list[int]]:
     """The records of one of :func:`experiments` (cached; computed where missing), each labelled
-    with its method name, and the experiment's seeds."""
+    with its method name, and the experiment's seeds (``n_seeds``: only its first n_seeds, for an
+    interim look at a long experiment; all when None)."""
     methods, seeds = lookup(experiments(profile), name, "experiment")
+    if n_seeds is not None and not 1 <= n_seeds <= len(seeds):
+        raise ValueError(f"n_seeds must be between 1 and {len(seeds)} (experiment {name!r}); got {n_seeds}")
+    seeds = seeds[:n_seeds]
     results_dir = results_dir or output_dirs(profile)[0]
     return run_methods(methods, seeds, n_jobs, results_dir, progress=profile != "smoke",
-                       extras=name in WITH_EXTRAS), seeds
+                       extras=WITH_EXTRAS.get(name, ())), seeds
 
 
 def seeds_note(profile: str, seeds: Sequence[int]) -> str:
@@ -339,11 +347,13 @@ def curves_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str]
                          for r in records for c in r["curve"]])
 
 
-def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
-    """The specification curve's runs (experiment ``spec``, or ``spec_power``): one row per
-    (specification, method, seed, evaluation round) with the mean client accuracy (%); ``final``
-    marks the last round. Methods are named as in :data:`SPEC_METHODS`."""
-    records, _ = run_experiment(name, profile, n_jobs, results_dir)
+def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None,
+               n_seeds: int | None = None) -> pd.DataFrame:
+    """The specification curve's runs (experiment ``spec``, or ``spec_power``; ``n_seeds`` as in
+    :func:`run_experiment`): one row per (specification, method, seed, evaluation round) with the
+    mean client accuracy (%); ``final`` marks the last round. Methods are named as in
+    :data:`SPEC_METHODS`."""
+    records, _ = run_experiment(name, profile, n_jobs, results_dir, n_seeds)
     specs = specifications(profile) if name == "spec" else {"default": {}}
     role = {spec_label(sp, c): (sp, m) for sp in specs for m, c in spec_methods(profile, sp).items()}
     return pd.DataFrame([{"spec": role[r["method"]][0], "method": role[r["method"]][1], "seed": r["seed"],
@@ -659,30 +669,56 @@ def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.Da
     return pd.DataFrame(rows)
 
 
-def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
-    """Per specification and protocol: the mean :func:`dilution_index` of HASA's runs (over the
-    specification curve's seeds)."""
-    records, _ = run_experiment("spec", profile, n_jobs, results_dir)
+def spec_dilution(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
+                  n_seeds: int | None = None) -> pd.DataFrame:
+    """Per specification and protocol, over the specification curve's seeds: the mean
+    :func:`dilution_index` of HASA's runs, and the mean share of HASA's clients' evaluation slices
+    that is trained (``trained_share`` of :func:`effective_widths`, LSTM hidden units, against the
+    same specification's uniform run; ``n_seeds`` as in :func:`run_experiment`)."""
+    records, _ = run_experiment("spec", profile, n_jobs, results_dir, n_seeds)
     role = {spec_label(sp, c): (sp, m) for sp in specifications(profile) for m, c in spec_methods(profile, sp).items()}
+    protocol = {m: p for p, m in PROTOCOLS.items()}
     d = dilution_index(records)
     d[["spec", "role"]] = [role[m] for m in d["method"]]
-    protocol = {m: p for p, m in PROTOCOLS.items()}
     d = d[d["role"].isin(protocol)].assign(protocol=lambda f: f["role"].map(protocol))
-    return d.groupby(["spec", "protocol"], sort=False)["dilution_index"].mean().reset_index()
+    out = d.groupby(["spec", "protocol"], sort=False)["dilution_index"].mean().reset_index()
+    shares = []
+    for spec in out["spec"].unique():
+        mine = [r for r in records if role[r["method"]][0] == spec]
+        eff = effective_widths(mine, label=lambda r: role[r["method"]][1])
+        eff = eff[(eff["dim"] == "hid") & eff["method"].isin(protocol)]
+        shares += [{"spec": spec, "protocol": protocol[m], "trained_share": float(g["trained_share"].mean())}
+                   for m, g in eff.groupby("method")]
+    return out.merge(pd.DataFrame(shares), on=["spec", "protocol"])
 
 
-def dilution_across_specs(dilution: pd.DataFrame, table: pd.DataFrame, n_resamples: int = 9999) -> pd.DataFrame:
-    """Per protocol, across specifications: the Spearman correlation between HASA's mean dilution
-    index and its HASA − uniform difference (pp), with a permutation p (scipy, seeded)."""
+def dilution_across_specs(dilution: pd.DataFrame, table: pd.DataFrame, predictor: str = "dilution_index",
+                          n_resamples: int = 9999) -> pd.DataFrame:
+    """Per protocol, across specifications: the Spearman correlation between a column of
+    :func:`spec_dilution` (``predictor``: HASA's mean dilution index or trained share) and HASA's
+    HASA − uniform difference (pp), with a permutation p (scipy, seeded)."""
     t = table[table["family"].str.startswith("Specification curve")].merge(dilution, on=["spec", "protocol"])
     rows = []
     for protocol, g in t.groupby("protocol", sort=False):
-        x, y = g["dilution_index"].to_numpy(), g["diff pp"].to_numpy()
+        x, y = g[predictor].to_numpy(), g["diff pp"].to_numpy()
         res = stats.permutation_test((x,), lambda v: stats.spearmanr(v, y).statistic,
                                      permutation_type="pairings", n_resamples=n_resamples, random_state=0)
-        rows.append({"protocol": protocol, "specifications": len(g), "spearman": float(res.statistic),
-                     "p_perm": float(res.pvalue), "median dilution index": float(np.median(x))})
+        rows.append({"protocol": protocol, "predictor": predictor, "specifications": len(g),
+                     "spearman": float(res.statistic), "p_perm": float(res.pvalue), "median": float(np.median(x))})
     return pd.DataFrame(rows)
+
+
+def dilution_across_sentence(across: pd.DataFrame) -> str:
+    """Whether, across the specification curve, the dilution predicts HASA − uniform, per protocol
+    and predictor (:func:`dilution_across_specs`), in one generated sentence."""
+    names = {"dilution_index": "dilution index", "trained_share": "trained share of the clients' slices"}
+    parts = [f"{names.get(r['predictor'], r['predictor'])} under `{r['protocol']}`: Spearman ρ = {r['spearman']:+.2f} "
+             f"(permutation p = {r['p_perm']:.3g}, {int(r['specifications'])} setups)" for _, r in across.iterrows()]
+    hit = across[across["p_perm"] < 0.05]
+    verdict = ("so across the setups the dilution does predict where HASA does better or worse"
+               if len(hit) else "so across these setups the dilution does not detectably predict where HASA does "
+               "better or worse (few setups: a weak association would go unseen)")
+    return "**Across setups**, HASA − uniform against the " + "; ".join(parts) + f": {verdict}."
 
 
 def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None,
@@ -709,6 +745,86 @@ def narrower_evaluation(records: Sequence[dict[str, Any]], label: Callable[[dict
     out["family"] = "Narrower evaluation"
     out["p_holm"] = holm(out["p_t"])
     return out
+
+
+def trained_frontier(norms: Sequence[float], edges: Sequence[float], ref: float, fraction: float = 0.5) -> float:
+    """The widest nested slice whose width bands all learned: walking the bands (lo, hi] of
+    ``edges`` up from 0 (a unit j of D lies in the band holding (j + 1) / D), the upper edge of
+    the last band before the first whose units moved on average less than ``fraction`` x ``ref``
+    (0 if the first band did). Bands, not single units: one unit's movement is heavy-tailed (some
+    of every run's trained units move a third of the median), a band's mean is not."""
+    norms, d, frontier = np.asarray(norms, float), len(norms), 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        units = norms[math.ceil(lo * d - 1e-9):math.ceil(hi * d - 1e-9)]
+        if len(units) == 0:
+            continue
+        if units.mean() < fraction * ref:
+            break
+        frontier = float(hi)
+    return frontier
+
+
+def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float = 0.5,
+                             label: Callable[[dict], str] | None = None, control: str = "uniform"
+                             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The decisive test of the dilution explanation: each client evaluated, after the same
+    training, with the widest nested slice that learned. Per run, the trained frontier is the
+    smallest over width dimensions of :func:`trained_frontier`, with the run's own bands (edges 0,
+    its distinct client widths, 1) and as reference the mean movement of the ``control`` run's
+    trained units (its ceil(B D) first, same seed), so the control's own frontier is B. A client is
+    evaluated at the widest width of the record's ``accuracy_sweep`` grid that is <= min(w_k,
+    frontier) (the narrowest grid width if none is).
+
+    Returns (one row per run and client: width, frontier, evaluation width, allocated and
+    trained-width accuracy in %; the paired tests on the mean client accuracy, per method:
+    trained − allocated (the recovery) and trained − ``control`` allocated, as ONE Holm family,
+    "Trained-width evaluation")."""
+    label = label or _method
+    mv = unit_movement_frame(records, label)
+    ref = {}
+    for (seed, dim), g in mv[mv["method"] == control].groupby(["seed", "dim"]):
+        budget = next(r["budget"] for r in records if label(r) == control and r["seed"] == seed)
+        ref[(seed, dim)] = g["movement"].iloc[:math.ceil(budget * len(g) - 1e-9)].mean()
+    rows = []
+    for r in records:
+        if "accuracy_sweep" not in r or "movement" not in r:
+            continue
+        mine = mv[(mv["method"] == label(r)) & (mv["seed"] == r["seed"])]
+        edges = sorted({0.0, 1.0, *r["widths"]})
+        frontier = min(trained_frontier(g["movement"], edges, ref[(r["seed"], dim)], fraction)
+                       for dim, g in mine.groupby("dim"))
+        grid = np.asarray(r["accuracy_sweep"]["grid"])
+        for k, (client, w) in enumerate(zip(r["clients"], r["widths"])):
+            i = max(int(np.searchsorted(grid, min(w, frontier) + 1e-9)) - 1, 0)
+            rows.append({"method": label(r), "seed": r["seed"], "client": client, "width": w, "frontier": frontier,
+                         "eval_width": float(grid[i]), "allocated": 100 * r["accuracy"][k],
+                         "trained": 100 * r["accuracy_sweep"]["accuracy"][k][i]})
+    per_client = pd.DataFrame(rows)
+    mean = per_client.groupby(["method", "seed"])[["allocated", "trained"]].mean()
+    tests = []
+    for m in [m for m in dict.fromkeys(per_client["method"]) if m != control]:
+        mine = mean.loc[m]
+        at = {"eval_width_median": float(per_client.loc[per_client["method"] == m, "eval_width"].median())}
+        tests.append({"comparison": f"{m}: trained − allocated", "metric": "mean",
+                      **paired_stats(mine["trained"], mine["allocated"]), **at})
+        tests.append({"comparison": f"{m} trained − {control}", "metric": "mean",
+                      **paired_stats(mine["trained"], mean.loc[control, "allocated"].reindex(mine.index)), **at})
+    tests = pd.DataFrame(tests)
+    tests["family"] = "Trained-width evaluation"
+    tests["p_holm"] = holm(tests["p_t"])
+    return per_client, tests
+
+
+def accuracy_sweep_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None
+                         ) -> pd.DataFrame:
+    """One row per (run, client, grid width) of each record's ``accuracy_sweep``: the accuracy (%)
+    of the trained model cut to that width, and the client's allocated width."""
+    label = label or _method
+    return pd.DataFrame([{"method": label(r), "seed": r["seed"], "client": c, "width": w, "eval_width": g,
+                          "accuracy": 100 * a}
+                         for r in records if "accuracy_sweep" in r
+                         for c, w, accs in zip(r["clients"], r["widths"], r["accuracy_sweep"]["accuracy"])
+                         for g, a in zip(r["accuracy_sweep"]["grid"], accs)])
 
 
 def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
@@ -990,16 +1106,19 @@ def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def spec_curve_headline_rows(table: pd.DataFrame, joint: pd.DataFrame) -> list[dict[str, Any]]:
+def spec_curve_headline_rows(table: pd.DataFrame, joint: pd.DataFrame, planned: int = SEEDS["paper"]
+                             ) -> list[dict[str, Any]]:
     """The robustness rows of the headline table: claim 1 at power under the ``selective`` protocol
     in the default setup (family "Claim 1 at power"; ``full`` at power is the Core row already),
     and per protocol the median effect across the specification curve with its joint sign-flip p
-    (no CI: the median of the specifications' estimates)."""
+    (no CI: the median of the specifications' estimates), labelled interim while the curve has
+    fewer seeds than ``planned``."""
     rows = []
     for j in joint.itertuples():
         power = table[(table["family"] == "Claim 1 at power") & (table["protocol"] == j.protocol)].iloc[0]
-        cases = [(f"1. robustness: median {j.comparison} over {j.specifications} setups", j.median, np.nan, np.nan,
-                  j.p_median, f"Specification curve ({j.protocol}), joint sign-flip", j.seeds, np.nan)]
+        interim = f" (interim: {j.seeds} of {planned} seeds)" if j.seeds < planned else ""
+        cases = [(f"1. robustness: median {j.comparison} over {j.specifications} setups{interim}", j.median,
+                  np.nan, np.nan, j.p_median, f"Specification curve ({j.protocol}), joint sign-flip", j.seeds, np.nan)]
         if j.protocol != "full":
             cases.insert(0, (f"1. mean: {j.comparison} (powered, `{j.protocol}`)", power["diff pp"], power["ci_low"],
                              power["ci_high"], power["p_holm"], "Claim 1 at power", power["n"], power["mde80"]))
@@ -1025,9 +1144,9 @@ def _spec_rows(frame: pd.DataFrame, target: float) -> list[dict[str, Any]]:
     rows = []
     for spec, f in frame.groupby("spec", sort=False):
         r_cal = calibrated_round(f, target)
+        final = f[f["final"]].pivot(index="seed", columns="method", values="mean")
+        at = f[f["round"] == r_cal].pivot(index="seed", columns="method", values="mean")
         for protocol, method in PROTOCOLS.items():
-            final = f[f["final"]].pivot(index="seed", columns="method", values="mean")
-            at = f[f["round"] == r_cal].pivot(index="seed", columns="method", values="mean")
             st, cal = paired_stats(final[method], final["uniform"]), paired_stats(at[method], at["uniform"])
             rows.append({"spec": spec, "protocol": protocol, "comparison": f"{method} − uniform", "n": st["n"],
                          "rounds": int(f["round"].max()), "uniform %": final["uniform"].mean(),
@@ -1384,6 +1503,26 @@ def plot_unit_movement(movement: pd.DataFrame, records: Sequence[dict[str, Any]]
     return fig
 
 
+def plot_accuracy_sweep(sweep: pd.DataFrame, budget: float, seeds_note: str = ""):
+    """Mean client accuracy (over clients, then mean ± sd over seeds) of each method's trained model
+    cut to every evaluation width of the sweep, one line per method; dashed at the budget B. Where
+    a method's line stops rising, wider slices carry nothing more of what was learned."""
+    import matplotlib.pyplot as plt
+    per_seed = sweep.groupby(["method", "seed", "eval_width"])["accuracy"].mean()
+    agg = per_seed.groupby(["method", "eval_width"]).agg(["mean", "std"]).reset_index()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for method, g in agg.groupby("method", sort=False):
+        ax.errorbar(g["eval_width"], g["mean"], yerr=g["std"], label=method, lw=1.2, capsize=2, marker=".")
+    ax.axvline(budget, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("evaluation width (nested slice of the trained model)")
+    ax.set_ylabel("mean client accuracy (%)")
+    ax.legend(fontsize=7)
+    if seeds_note:
+        ax.set_title(f"{seeds_note}; dashed: B = {budget:g}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
                         names: Sequence[str], seeds_note: str = ""):
     """One scatter per score: each (client, seed)'s score against its measured need for width,
@@ -1494,10 +1633,13 @@ def engine_text(_: Path) -> str:
     return f"Engine version {ENGINE_VERSION} (part of every cache key; `hasa_core.ENGINE_VERSION`)."
 
 
-def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
-    """One generated sentence per protocol: is claim 1's verdict robust to the setup?"""
+def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame, planned: int | None = None) -> list[str]:
+    """One generated sentence per protocol: is claim 1's verdict robust to the setup? With fewer
+    seeds than ``planned``, each says it is an interim result."""
     out = []
     for j in joint.itertuples():
+        interim = (f"**Interim: {j.seeds} of the planned {planned} seeds.** "
+                   if planned is not None and j.seeds < planned else "")
         t = table[(table["protocol"] == j.protocol) & table["family"].str.startswith("Specification curve")]
         positive = int((t["diff pp"] > 0).sum())
         holm_sig = int((t["p_holm"] < 0.05).sum())
@@ -1514,6 +1656,7 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
             verdict = (f"not robust: across setups there is no joint effect, and the sign depends on the setup "
                        f"({positive} of {len(t)} specifications positive)")
         out.append(
+            interim +
             f"**{j.comparison} (`{j.protocol}`), {j.specifications} specifications x {j.seeds} paired seeds:** "
             f"median effect {j.median:+.2f} pp (sign-flip joint p = {j.p_median:.3g}); "
             f"{j.significant_negative} specifications significantly below zero and {j.significant_positive} above "
@@ -1528,10 +1671,13 @@ def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame) -> list[str]:
 
 
 def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower: pd.DataFrame,
-                       budget: float, w_max: float) -> str:
+                       budget: float, w_max: float, trained_width: pd.DataFrame | None = None,
+                       sweep: pd.DataFrame | None = None) -> str:
     """The dilution explanation of claim 1's sign, in one generated paragraph (Medium): the
     movement of the extra width (the bands between B and w_max) against uniform's trained units,
-    the association, and the narrower-evaluation test."""
+    the association, the narrower-evaluation test at B and, where given, the decisive test at the
+    well-trained width (:func:`trained_width_evaluation`) and the accuracy sweep (see
+    :func:`trained_width_sentence`)."""
     hid = bands[bands["dim"] == "hid"]
     lo, hi = (np.array([float(str(b).strip("(]").split(",")[i]) for b in hid["band"]]) for i in (0, 1))
     extra, inside = (lo >= budget - 1e-9) & (hi <= w_max + 1e-9), hi <= budget + 1e-9
@@ -1552,12 +1698,15 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
     h_lo = np.array([float(str(b).strip("(]").split(",")[0]) for b in h["band"]])
     faded = h_lo[(h["mean"].to_numpy() < trained / 2) & (h_lo < w_max)]
     onset = float(faded.min()) if len(faded) else float("nan")
-    verdict = ("The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
-               if supported else
-               f"Cutting back to B does not recover `hasa`'s accuracy, so this test does **not support** the "
-               f"dilution explanation; but under `hasa` the hidden units' movement already falls below half of "
-               f"uniform's from width {onset:.2f}, below B, so the cut at B keeps diluted units and the test at "
-               f"the well-trained width is still to be run.")
+    if trained_width is not None:
+        verdict = trained_width_sentence(trained_width, onset, supported, sweep, budget)
+    elif supported:
+        verdict = "The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
+    else:
+        verdict = (f"Cutting back to B does not recover `hasa`'s accuracy, so this test does **not support** the "
+                   f"dilution explanation; but under `hasa` the hidden units' movement already falls below half of "
+                   f"uniform's from width {onset:.2f}, below B, so the cut at B keeps diluted units and the test at "
+                   f"the well-trained width is still to be run.")
     return (f"**Where the extra width goes** (notebook 10, Medium, LSTM hidden units): the units beyond "
             f"uniform's width (positions from B = {budget:g} to w_max = {w_max:g}) moved "
             f"{beyond('hasa'):.3f} on average under `hasa` (`full`) and {beyond('hasa·sel'):.3f} under "
@@ -1569,13 +1718,63 @@ def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower:
             + verdict)
 
 
+def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: bool,
+                           sweep: pd.DataFrame | None = None, budget: float = 0.5) -> str:
+    """The verdict of :func:`trained_width_evaluation` on the dilution explanation, in words
+    (``recovered_at_b``: whether the cut at B recovered accuracy; ``onset``: the width from which
+    HASA's units move less than half of uniform's). With ``sweep`` (mean accuracy %, index the
+    evaluation width, a column per method), also what the width past the frontier adds to `hasa`
+    against what uniform's width from the same point to ``budget`` adds to uniform."""
+    t = trained.set_index("comparison")
+
+    def say_t(c: str) -> str:
+        r = t.loc[c]
+        return (f"{r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.3g} "
+                f"in family 'Trained-width evaluation'")
+    rec = t.loc["hasa: trained − allocated"]
+    gap = rec["diff"] - t.loc["hasa trained − uniform", "diff"]  # uniform − hasa, as allocated
+    fade = (f"the movement of its hidden units falls below half of uniform's from width {onset:.2f}"
+            if np.isfinite(onset) else "none of its hidden-unit bands moves less than half of uniform's")
+    out = (f"Cutting back to B {'recovers' if recovered_at_b else 'does not recover'} `hasa`'s accuracy; {fade}. "
+           f"The decisive test cuts each client back to the widest slice whose width bands all moved on average "
+           f"at least half as far as uniform's trained units (median evaluation width "
+           f"{rec['eval_width_median']:.2f}): `hasa` changes by {say_t('hasa: trained − allocated')} "
+           f"(against uniform: {say_t('hasa trained − uniform')}), `hasa·sel` by "
+           f"{say_t('hasa·sel: trained − allocated')}. ")
+    if rec["p_holm"] < 0.05 and rec["diff"] > 0:
+        out += "So the under-trained extra width **harms**: removing it recovers accuracy. "
+    elif rec["p_holm"] < 0.05:
+        out += "So the slowly moving extra width does not harm: removing it costs accuracy. "
+    elif rec["ci_high"] < gap:
+        out += (f"No recovery is detected, and the 95 % CI excludes one that would close the {gap:+.2f} pp gap to "
+                f"uniform: the under-trained width does **not harm** enough to explain the loss. ")
+    else:
+        out += (f"With a minimum detectable effect of {rec['mde80']:.2f} pp, whether the under-trained width harms is "
+                "neither confirmed nor refuted. ")
+    if sweep is not None:
+        w = float(rec["eval_width_median"])
+        sw = sweep.set_index("eval_width") if "eval_width" in sweep.columns else sweep
+        near = sw.index[np.abs(sw.index.to_numpy() - w).argmin()]
+        b = sw.index[np.abs(sw.index.to_numpy() - budget).argmin()]
+        uni_gain, hasa_gain = sw.loc[b, "uniform"] - sw.loc[near, "uniform"], -rec["diff"]
+        kind = ("harmful on average: it costs accuracy" if hasa_gain < 0 else
+                "wasted rather than harmful: the budget HASA spends past the frontier buys little"
+                if hasa_gain < uni_gain / 2 else "not wasted")
+        out += (f"What the width past the frontier buys: {hasa_gain:+.2f} pp for `hasa`, against {uni_gain:+.2f} pp "
+                f"for uniform's width from {near:g} to B = {budget:g} (accuracy sweep, mean over seeds), so "
+                f"under `full` the extra width is {kind}.")
+    return out
+
+
 def mechanism_text(results_dir: Path) -> str:
     needed = [results_dir / f"mechanism_{t}.csv" for t in ("bands", "association", "narrower")]
     if not all(p.is_file() for p in needed):
         return "The mechanism analysis (notebook 10) has not been computed into `results/` yet."
     bands, association, narrower = (pd.read_csv(p) for p in needed)
+    trained, sweep = (pd.read_csv(p) if p.is_file() else None for p in
+                      (results_dir / "mechanism_trained_width.csv", results_dir / "mechanism_accuracy_sweep.csv"))
     cfg = config("paper")
-    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max)
+    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max, trained, sweep)
 
 
 def spec_curve_text(results_dir: Path) -> str:
@@ -1583,7 +1782,9 @@ def spec_curve_text(results_dir: Path) -> str:
     if not path.is_file():
         return ("The specification curve (notebook 09) has not been computed into `results/` yet: "
                 "`make reproduce` computes it.")
-    return "\n\n".join(spec_curve_sentences(pd.read_csv(results_dir / "spec_curve.csv"), pd.read_csv(path)))
+    sentences = spec_curve_sentences(pd.read_csv(results_dir / "spec_curve.csv"), pd.read_csv(path), SEEDS["paper"])
+    across = results_dir / "spec_curve_dilution_association.csv"
+    return "\n\n".join(sentences + ([dilution_across_sentence(pd.read_csv(across))] if across.is_file() else []))
 
 
 TEXTS: dict[str, Callable[[Path], str]] = {

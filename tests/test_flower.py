@@ -50,6 +50,43 @@ def test_flower_records_are_cached_apart_from_in_process_ones(tmp_path):
     assert F.cached_run(cfg, 0, tmp_path, backend="local") == rec
 
 
+def _serve_from_node_files(cfg, seed, out, shuffle=5):
+    """The server on Flower's message path, node k given partition file 6 - k (its partition id
+    comes from the file) and the vocabulary file, and no data set."""
+    nodes = [{"vocab-file": str(out / H.VOCAB_FILE), "partition-file": str(out / H.partition_file_name(6 - k))}
+             for k in range(7)]
+    with F._server_identity():
+        return F.serve(F.LocalGrid(F.client_app, 7, shuffle, node_configs=nodes), cfg, seed, 7)
+
+
+def test_flower_nodes_built_from_their_files_give_the_in_process_record(tmp_path, monkeypatch):
+    cfg = smoke(policy="hasa", extraction="rolling", rounds=1)
+    H.write_node_files(cfg, 0, tmp_path)
+    ref = H.run(cfg, 0)
+    monkeypatch.setattr(F, "_task", lambda *a: pytest.fail("a node with files built the whole benchmark"))
+    monkeypatch.setattr(H, "data_dir", lambda: pytest.fail("a node with files looked for the data set"))
+    assert_same_record(_serve_from_node_files(cfg, 0, tmp_path), ref)
+
+
+def test_flower_node_files_of_another_seed_fail_the_run_with_their_message(tmp_path):
+    cfg = smoke(policy="uniform", rounds=1)
+    H.write_node_files(cfg, 1, tmp_path)
+    with pytest.raises(H.NodeFilesError, match=r"written for another run: seed 1 \(this run: 0\)"):
+        _serve_from_node_files(cfg, 0, tmp_path)
+
+
+def test_node_files_command_writes_the_files_of_a_flwr_run_config(tmp_path, capsys):
+    """`python -m hasa_flower node-files` reads --run-config as `flwr run` does (over pyproject's
+    [tool.flwr.app.config]); a num-clients the benchmark does not have is an error."""
+    F._main(["node-files", "--out", str(tmp_path), "--run-config", "seed=2 policy='hasa'"])
+    assert "7 partition files" in capsys.readouterr().out
+    shared = json.loads((tmp_path / H.VOCAB_FILE).read_text())
+    assert shared["made_by"] == H.node_files_identity(H.config("smoke"), 2) and shared["num_clients"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([H.VOCAB_FILE, *map(H.partition_file_name, range(7))])
+    with pytest.raises(SystemExit, match="num-clients=7, but this benchmark has 282 clients"):
+        F._main(["node-files", "--out", str(tmp_path / "days"), "--run-config", "partition='publication_day'"])
+
+
 def test_flower_run_config_maps_to_a_run_config():
     cfg, seed, k, results = F._run_config_to_cfg({"profile": "smoke", "benchmark": "medium", "seed": 3,
                                                   "num-clients": 7, "policy": "hasa", "participation": 0.5})

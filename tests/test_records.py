@@ -59,6 +59,17 @@ def test_the_sealed_record_reads_back_and_its_extras_are_consistent(record, tiny
     assert len(record["accuracy_capped"]) == len(record["clients"])
 
 
+def test_the_accuracy_sweep_at_a_clients_own_width_is_its_accuracy(record):
+    sweep = record["accuracy_sweep"]
+    assert sweep["grid"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    on_grid = [(k, sweep["grid"].index(w)) for k, w in enumerate(record["widths"]) if w in sweep["grid"]]
+    assert on_grid, "the smoke config's uniform widths (B = 0.5) lie on the grid"
+    assert all(sweep["accuracy"][k][i] == record["accuracy"][k] for k, i in on_grid)
+    assert [a[-1] for a in sweep["accuracy"]] == record["accuracy_full_model"]
+    broken = H.sealed({**record, "accuracy_sweep": {**sweep, "accuracy": sweep["accuracy"][:-1]}})
+    assert "accuracy_sweep is not one accuracy per grid width" in " ".join(H.consistency_problems(broken))
+
+
 def test_the_flower_cache_serves_only_flower_records(record, tiny_cfg, tmp_path):
     path = H.record_path(tiny_cfg, 0, tmp_path)
     H.write_json_atomic(path, record)  # an in-process record copied into a Flower cache
@@ -141,3 +152,14 @@ def test_fill_extras_reruns_an_older_record_and_checks_its_parameters(tiny_cfg, 
     H.write_json_atomic(path, H.sealed({**older, "params_sha256": "a" * 64}))
     with pytest.raises(H.NotReproduced, match="does not reproduce it"):
         H.fill_extras(tiny_cfg, 0, tmp_path)
+
+
+def test_a_record_with_the_extras_but_no_sweep_stays_valid_until_the_sweep_is_asked_for(tiny_cfg, tmp_path, record):
+    no_sweep = H.sealed({k: v for k, v in record.items() if k not in H.SWEEP})
+    H.write_json_atomic(H.record_path(tiny_cfg, 0, tmp_path), no_sweep)
+    assert H.has_extras(no_sweep) and not H.has_extras(no_sweep, H.EXTRAS + H.SWEEP)
+    assert H.run_many(tiny_cfg, [0], 1, tmp_path, progress=False, extras=H.EXTRAS) == [no_sweep]  # not re-run
+    filled = H.run_many(tiny_cfg, [0], 1, tmp_path, progress=False, extras=H.EXTRAS + H.SWEEP)[0]
+    assert filled["accuracy_sweep"] == record["accuracy_sweep"]
+    assert {k: v for k, v in filled.items() if k not in ("accuracy_sweep", "digest")} == \
+        {k: v for k, v in no_sweep.items() if k != "digest"}

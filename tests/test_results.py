@@ -90,6 +90,13 @@ def test_spec_curve_table_calibrates_on_uniform_and_adjusts_per_protocol():
     few = R.spec_joint_table(f[f["seed"] < 4]).set_index("protocol")  # 4 seeds: the smallest joint p is 2/16
     few_t = R.spec_curve_table(f[f["seed"] < 4])
     assert "cannot exclude chance" in R.spec_curve_sentences(few_t, few.reset_index())[0]
+    assert R.spec_curve_sentences(few_t, few.reset_index(), planned=8)[0].startswith("**Interim: 4 of the planned 8")
+    assert "Interim" not in R.spec_curve_sentences(t.reset_index(), j.reset_index(), planned=8)[0]
+    claims = [r["claim"] for r in R.spec_curve_headline_rows(t.reset_index(), few.reset_index(), planned=8)]
+    assert "1. robustness: median hasa − uniform over 2 setups (interim: 4 of 8 seeds)" in claims
+    assert not any("interim" in r["claim"] for r in R.spec_curve_headline_rows(t.reset_index(), j.reset_index(), 8))
+    with pytest.raises(ValueError, match="n_seeds must be between 1 and 3"):
+        R.run_experiment("spec", "smoke", n_seeds=4)
 
 
 def test_compare_family_adjusts_within_its_family_only():
@@ -285,11 +292,14 @@ def _mechanism_records():
     hasa gives client a width 1/4 and client b width 1: units 0-1 move 1, units 2-3 only 0.1."""
     recs = []
     for seed in range(3):
-        for method, widths, norm, acc, capped in (
-                ("uniform", [0.5, 0.5], [1.0, 1.0, 0.0, 0.0], [0.20, 0.30], [0.20, 0.30]),
-                ("hasa", [0.25, 1.0], [1.0, 1.0, 0.1, 0.1], [0.19, 0.25 - 0.01 * seed], [0.19, 0.29])):
+        for method, widths, norm, acc, capped, sweep in (
+                ("uniform", [0.5, 0.5], [1.0, 1.0, 0.0, 0.0], [0.20, 0.30], [0.20, 0.30],
+                 [[0.15, 0.20, 0.20, 0.20], [0.25, 0.30, 0.30, 0.30]]),
+                ("hasa", [0.25, 1.0], [1.0, 1.0, 0.1, 0.1], [0.19, 0.25 - 0.01 * seed], [0.19, 0.29],
+                 [[0.19, 0.19, 0.19, 0.19], [0.26, 0.28, 0.27, 0.25 - 0.01 * seed]])):
             recs.append({"method": method, "seed": seed, "clients": ["a", "b"], "widths": widths, "budget": 0.5,
                          "accuracy": acc, "accuracy_capped": capped,
+                         "accuracy_sweep": {"grid": [0.25, 0.5, 0.75, 1.0], "accuracy": sweep},
                          "movement": [{"param": "w_ih", "axis": 0, "dim": "hid", "norm": norm}]})
     return recs
 
@@ -327,3 +337,64 @@ def test_the_report_finds_every_table_a_cell_saves_even_after_a_set_index():
     assert R._saved_tables(src) == ["table2_paired_tests", "table2_significance_counts"]
     assert R._saved_tables("%time not python") == []
     assert "`results/table2_paired_tests.md`" in R.report_text()  # it was missing from REPORT before
+
+
+def test_the_trained_frontier_is_the_upper_edge_of_the_last_band_that_moved_enough():
+    edges = [0, 0.25, 0.5, 1.0]                                        # D = 4: bands {0}, {1}, {2, 3}
+    assert R.trained_frontier([1.0, 0.9, 0.4, 1.0], edges, ref=1.0) == 1.0   # band {2, 3}: mean 0.7
+    assert R.trained_frontier([1.0, 0.9, 0.4, 0.4], edges, ref=1.0) == 0.5   # band {2, 3}: mean 0.4 < 0.5
+    assert R.trained_frontier([1.0, 0.4, 1.0, 1.0], edges, ref=1.0) == 0.25  # a later band does not count
+    assert R.trained_frontier([0.2, 1.0, 1.0, 1.0], edges, ref=1.0) == 0.0
+    assert R.trained_frontier([0.2, 1.0], [0, 1.0], ref=1.0) == 1.0         # one band: mean 0.6
+
+
+def test_trained_width_evaluation_cuts_each_client_to_its_well_trained_slice():
+    per_client, t = R.trained_width_evaluation(_mechanism_records())
+    h = per_client[per_client["method"] == "hasa"].set_index(["seed", "client"])
+    assert (h["frontier"] == 0.25).all()           # hasa's band (0.25, 1]: units 1-3 moved (1 + 0.1 + 0.1) / 3 < 0.5
+    assert (per_client.loc[per_client["method"] == "uniform", "frontier"] == 0.5).all()  # the control's is B
+    assert h.loc[(0, "a"), "eval_width"] == 0.25 and h.loc[(0, "b"), "eval_width"] == 0.25
+    assert h.loc[(1, "b"), "trained"] == pytest.approx(26.0) and h.loc[(1, "b"), "allocated"] == pytest.approx(24.0)
+    t = t.set_index("comparison")
+    assert list(t.index) == ["hasa: trained − allocated", "hasa trained − uniform"]
+    assert t.loc["hasa: trained − allocated", "diff"] == pytest.approx(100 * (0.01 + 0.01) / 2)  # mean over seeds
+    assert t.loc["hasa trained − uniform", "diff"] == pytest.approx(100 * (0.45 - 0.50) / 2)
+    assert (t["family"] == "Trained-width evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
+    sweep = R.accuracy_sweep_frame(_mechanism_records())
+    assert len(sweep) == 6 * 2 * 4 and sweep["accuracy"].max() == pytest.approx(30.0)
+
+
+def test_the_mechanism_sentence_states_the_decisive_test_with_its_family():
+    recs = _mechanism_records()
+    recs += [{**r, "method": "hasa·sel"} for r in recs if r["method"] == "hasa"]
+    bands = R.band_movement(R.unit_movement_frame(recs), R.band_edges(recs))
+    eff = R.effective_widths(recs)
+    association = pd.DataFrame([{"dim": "hid", **R.dilution_association(eff, "hid", n_resamples=99)}])
+    narrower, (_, trained) = R.narrower_evaluation(recs), R.trained_width_evaluation(recs)
+    before = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0)
+    assert "Trained-width" not in before
+    after = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained)
+    assert "in family 'Trained-width evaluation'" in after and "Cutting back to B recovers" in after
+    r = trained.set_index("comparison").loc["hasa: trained − allocated"]
+    assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.25" in after
+    sweep = R.accuracy_sweep_frame(recs).groupby(["eval_width", "method"])["accuracy"].mean().unstack("method")
+    with_sweep = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained, sweep)
+    # hasa loses 1.00 pp past its frontier 0.25; uniform's width 0.25 -> 0.5 gains (25 - 20) = +5.00 pp
+    assert "-1.00 pp for `hasa`, against +5.00 pp for uniform's width from 0.25 to B = 0.5" in with_sweep
+    assert "the extra width is harmful on average" in with_sweep
+    sel = trained.assign(diff=lambda t: -t["diff"])                    # had it gained 1 pp past the frontier
+    assert "wasted rather than harmful" in R.trained_width_sentence(sel, 0.25, False, sweep, 0.5)
+
+
+def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
+    table = pd.DataFrame({"spec": list("abcde") * 2, "protocol": ["full"] * 5 + ["selective"] * 5,
+                          "family": ["Specification curve (x)"] * 10,
+                          "diff pp": [-0.5, -0.3, -0.1, 0.1, 0.4, 0.3, 0.2, 0.1, 0.0, -0.1]})
+    dilution = pd.DataFrame({"spec": list("abcde") * 2, "protocol": ["full"] * 5 + ["selective"] * 5,
+                             "dilution_index": [0.1, 0.2, 0.3, 0.4, 0.5] * 2})
+    across = R.dilution_across_specs(dilution, table, n_resamples=999).set_index("protocol")
+    assert across.loc["full", "spearman"] == pytest.approx(1.0)
+    assert across.loc["selective", "spearman"] == pytest.approx(-1.0)
+    assert across.loc["full", "p_perm"] == pytest.approx(2 / 120, abs=0.02)  # 1 of 5! orders, two-sided
+    assert across.loc["full", "median"] == pytest.approx(0.3) and (across["specifications"] == 5).all()
+    assert "Spearman ρ = +1.00" in R.dilution_across_sentence(across.reset_index())
