@@ -1577,8 +1577,19 @@ def claim_sentences(results_dir: Path, claim: str) -> list[str]:
     paired difference with its 95 % CI, the Holm p of its family, n and the verdict."""
     rows = _claims(results_dir)
     rows = rows[rows["claim"].str.startswith(f"{claim}. ")]
-    return [f"{r.claim.split('. ', 1)[1]}: {r.diff:+.2f} pp [{r.ci_low:+.2f}, {r.ci_high:+.2f}], Holm p = "
-            f"{r.p_holm:.2g} (family '{r.family}', n = {r.n}): **{r.verdict}**" for r in rows.itertuples()]
+    return [headline_sentence(r._asdict(), numbered=False) for r in rows.itertuples()]
+
+
+def headline_sentence(r: dict[str, Any], numbered: bool = True) -> str:
+    """One headline row in words: the comparison, the paired difference with its 95 % CI, the Holm
+    p of its family, n and the verdict; a robustness row (the median over setups, no CI) with its
+    joint sign-flip p. ``numbered=False`` drops the claim number."""
+    claim = r["claim"] if numbered else r["claim"].split(". ", 1)[1]
+    if np.isnan(r["ci_low"]):
+        return (f"{claim}: {r['diff']:+.2f} pp, joint sign-flip p = {r['p_holm']:.2g} (n = {r['n']} seeds): "
+                f"**{r['verdict']}**")
+    return (f"{claim}: {r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.2g} "
+            f"(family '{r['family']}', n = {r['n']}): **{r['verdict']}**")
 
 
 def verdict_text(results_dir: Path, claim: str) -> str:

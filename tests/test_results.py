@@ -398,3 +398,13 @@ def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
     assert across.loc["full", "p_perm"] == pytest.approx(2 / 120, abs=0.02)  # 1 of 5! orders, two-sided
     assert across.loc["full", "median"] == pytest.approx(0.3) and (across["specifications"] == 5).all()
     assert "Spearman ρ = +1.00" in R.dilution_across_sentence(across.reset_index())
+
+
+def test_a_headline_robustness_row_is_said_with_its_joint_p_and_no_ci():
+    row = {"claim": "1. robustness: median x − y over 3 setups", "diff": -0.3, "ci_low": np.nan, "ci_high": np.nan,
+           "p_holm": 0.03, "n": 7, "family": "F", "verdict": "contradicted"}
+    assert R.headline_sentence(row) == ("1. robustness: median x − y over 3 setups: -0.30 pp, joint sign-flip "
+                                        "p = 0.03 (n = 7 seeds): **contradicted**")
+    row.update(ci_low=-0.5, ci_high=-0.1)
+    assert R.headline_sentence(row, numbered=False).startswith("robustness: median x − y over 3 setups: -0.30 pp "
+                                                               "[-0.50, -0.10], Holm p = 0.03 (family 'F'")
