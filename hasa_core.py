@@ -1815,13 +1815,15 @@ def accuracy_sweep(final: dict[str, torch.Tensor], task: Task,
 
 
 def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
-               widths: Sequence[float], budget: float) -> dict[str, Any]:
+               widths: Sequence[float], budget: float, sweep: bool = False) -> dict[str, Any]:
     """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
     each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``): the
-    allocated model cut back to the budget's width, and the :func:`accuracy_sweep`."""
+    allocated model cut back to the budget's width, and with ``sweep`` the :func:`accuracy_sweep`
+    (10 more evaluations, about 5 % of a paper-profile run: only where asked for)."""
     capped = [min(w, budget) for w in widths]
-    return {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
-            "accuracy_capped": evaluate(final, task, capped), "accuracy_sweep": accuracy_sweep(final, task)}
+    out = {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
+           "accuracy_capped": evaluate(final, task, capped)}
+    return {**out, "accuracy_sweep": accuracy_sweep(final, task)} if sweep else out
 
 
 EXTRAS = ("movement", "capped_widths", "accuracy_capped")
@@ -1829,7 +1831,7 @@ EXTRAS = ("movement", "capped_widths", "accuracy_capped")
 record's identity; a record made before them gets them from :func:`fill_extras`, which re-runs it
 and checks the parameters."""
 SWEEP = ("accuracy_sweep",)
-"""The :func:`accuracy_sweep` field, added later than :data:`EXTRAS`: required (and filled) only
+"""The :func:`accuracy_sweep` field: computed (``run(..., sweep=True)``), required and filled only
 where an experiment asks for it, so that records with the other extras stay valid without it."""
 
 
@@ -2041,20 +2043,21 @@ def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, wi
 
 
 def run(cfg: RunConfig, seed: int, task: Task | None = None, progress: bool = False,
-        client_jobs: int = 1) -> dict[str, Any]:
+        client_jobs: int = 1, sweep: bool = False) -> dict[str, Any]:
     """One federated training run: plan the widths, train ``cfg.rounds`` rounds, evaluate.
 
     In each round the :func:`participants` train (every client by default); every client's
     accuracy is measured every ``cfg.eval_every`` rounds and after the last. ``client_jobs > 1``
     trains the clients of a round in that many
-    processes (same record). Returns a JSON-able record."""
+    processes (same record). ``sweep`` adds the :func:`accuracy_sweep` to the record's extras.
+    Returns a JSON-able record."""
     tune_allocator()
     with single_thread(), client_pool(client_jobs) as pool:
-        return _run(cfg, seed, task, progress, pool)
+        return _run(cfg, seed, task, progress, pool, sweep)
 
 
 def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
-         pool: ProcessPoolExecutor | None) -> dict[str, Any]:
+         pool: ProcessPoolExecutor | None, sweep: bool = False) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), time.process_time()
     task = task or load_task(cfg, seed)
     p = plan(cfg, task, seed)
@@ -2065,7 +2068,7 @@ def _run(cfg: RunConfig, seed: int, task: Task | None, progress: bool,
                                  timings)
     return make_record(cfg, seed, [c.name for c in task.clients], task.sizes, p, params, curve,
                        evaluate(params, task, [1.0] * len(task.clients)), time.perf_counter() - t0, timings,
-                       extras={**run_extras(init, params, task, p["widths"], cfg.budget),
+                       extras={**run_extras(init, params, task, p["widths"], cfg.budget, sweep),
                                "cpu_seconds": time.process_time() - c0})
 
 
@@ -2392,11 +2395,12 @@ def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
     record made before them is re-run; the
     re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
     only then are the extras added and the record rewritten (atomically). Its numbers, and so every
-    table made from it, are unchanged."""
-    rec = cached_run(cfg, seed, results_dir)
+    table made from it, are unchanged. A record not yet made is made with them: one training."""
+    runner = functools.partial(run, sweep=any(f in SWEEP for f in fields))
+    rec = cached_run(cfg, seed, results_dir, runner)
     if has_extras(rec, fields):
         return rec
-    new = json.loads(json.dumps(run(cfg, seed)))
+    new = json.loads(json.dumps(runner(cfg, seed)))
     if new["params_sha256"] != rec["params_sha256"]:
         raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
                             f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
@@ -2515,10 +2519,7 @@ def write_golden(path: Path = GOLDEN) -> Path:
 
 
 def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> None:
-    if extras:  # the parent reads the record back
-        fill_extras(cfg, seed, results_dir, extras)
-    else:
-        cached_run(cfg, seed, results_dir)
+    fill_extras(cfg, seed, results_dir, extras)  # without extras, cached_run; the parent reads the record back
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,

@@ -412,6 +412,16 @@ def band_movement(movement: pd.DataFrame, edges: Sequence[float]) -> pd.DataFram
     return out
 
 
+def control_reference(records: Sequence[dict[str, Any]], movement: pd.DataFrame, label: Callable[[dict], str],
+                      control: str, stat: str) -> dict[tuple[int, str], float]:
+    """(seed, width dimension) -> ``stat`` ("median" or "mean") of the movement of the ``control``
+    run's trained units (its ceil(B D) first; :func:`unit_movement_frame` rows in ``movement``):
+    the yardstick a unit's or a band's movement is compared with."""
+    budget = {r["seed"]: r["budget"] for r in records if label(r) == control}
+    return {(seed, dim): float(g["movement"].iloc[:math.ceil(budget[seed] * len(g) - 1e-9)].agg(stat))
+            for (seed, dim), g in movement[movement["method"] == control].groupby(["seed", "dim"])}
+
+
 def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
                      label: Callable[[dict], str] | None = None) -> pd.DataFrame:
     """Per (run, client, width dimension): the client's evaluation slice (its ceil(w_k D) first
@@ -421,7 +431,7 @@ def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
     with was actually trained."""
     label = label or _method
     mv = unit_movement_frame(records, label)
-    uni = mv[mv["method"] == "uniform"]
+    ref = control_reference(records, mv, label, "uniform", "median")
     rows = []
     for r in records:
         if "movement" not in r:
@@ -429,9 +439,7 @@ def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
         mine = mv[(mv["method"] == label(r)) & (mv["seed"] == r["seed"])]
         for dim, units in mine.groupby("dim"):
             d = len(units)
-            ref_units = uni[(uni["seed"] == r["seed"]) & (uni["dim"] == dim)]
-            ref = ref_units["movement"].iloc[:math.ceil(r["budget"] * d - 1e-9)].median()
-            moved = units["movement"].to_numpy() >= fraction * ref
+            moved = units["movement"].to_numpy() >= fraction * ref[(r["seed"], dim)]
             for client, w, acc in zip(r["clients"], r["widths"], r["accuracy"]):
                 k = max(1, math.ceil(w * d - 1e-9))
                 share = float(moved[:k].mean())
@@ -781,10 +789,7 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
     "Trained-width evaluation")."""
     label = label or _method
     mv = unit_movement_frame(records, label)
-    ref = {}
-    for (seed, dim), g in mv[mv["method"] == control].groupby(["seed", "dim"]):
-        budget = next(r["budget"] for r in records if label(r) == control and r["seed"] == seed)
-        ref[(seed, dim)] = g["movement"].iloc[:math.ceil(budget * len(g) - 1e-9)].mean()
+    ref = control_reference(records, mv, label, control, "mean")
     rows = []
     for r in records:
         if "accuracy_sweep" not in r or "movement" not in r:

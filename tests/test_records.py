@@ -13,7 +13,7 @@ import hasa_core as H
 
 @pytest.fixture(scope="module")
 def record(tiny_cfg):
-    return H.sealed(H.run(tiny_cfg, 0))
+    return H.sealed(H.run(tiny_cfg, 0, sweep=True))
 
 
 def _edits():
@@ -160,6 +160,15 @@ def test_a_record_with_the_extras_but_no_sweep_stays_valid_until_the_sweep_is_as
     assert H.has_extras(no_sweep) and not H.has_extras(no_sweep, H.EXTRAS + H.SWEEP)
     assert H.run_many(tiny_cfg, [0], 1, tmp_path, progress=False, extras=H.EXTRAS) == [no_sweep]  # not re-run
     filled = H.run_many(tiny_cfg, [0], 1, tmp_path, progress=False, extras=H.EXTRAS + H.SWEEP)[0]
+    assert "accuracy_sweep" not in H.run(tiny_cfg, 0)  # only where asked for
     assert filled["accuracy_sweep"] == record["accuracy_sweep"]
     assert {k: v for k, v in filled.items() if k not in ("accuracy_sweep", "digest")} == \
         {k: v for k, v in no_sweep.items() if k != "digest"}
+
+
+def test_a_new_record_with_the_sweep_is_trained_once(tiny_cfg, tmp_path, record, monkeypatch):
+    calls = []
+    real = H.run
+    monkeypatch.setattr(H, "run", lambda *a, **k: calls.append(k) or real(*a, **k))
+    made = H.fill_extras(tiny_cfg, 0, tmp_path, H.EXTRAS + H.SWEEP)
+    assert calls == [{"sweep": True}] and made["accuracy_sweep"] == record["accuracy_sweep"]
