@@ -508,7 +508,8 @@ class StoppableGrid(Grid):
                 break
             if not got:
                 self.stop.wait(self.poll)
-        self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - t0
+        if kind:  # flwr also calls it with no messages (a round without evaluation)
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - t0
         return replies
 
 
@@ -682,13 +683,15 @@ class ResourceSampler:
     Use as a context manager; then ``peak_rss_mib`` (this process's memory from before included)
     and ``cpu_seconds``: the CPU time used inside the block, summed over every process seen (a
     process that ended between two samples counts up to its last sample); ``cpu_by_role``: the
-    same CPU time by :meth:`role` of the process."""
+    same CPU time by :meth:`role` of the process; ``peak_rss_by_role``: the peak of each role's
+    summed resident memory."""
 
     def __init__(self, interval: float = 0.2):
         import psutil
         self.interval, self._me = interval, psutil.Process()
         self.peak_rss_mib, self._cpu, self._stop, self._started = 0.0, {}, None, True
         self._role: dict[int, str] = {}
+        self.peak_rss_by_role = {"driver": 0.0, "Ray actors": 0.0, "Ray system": 0.0}
 
     def role(self, proc) -> str:
         """``driver`` (this process: the in-process engine, or Flower's server, link state and
@@ -700,18 +703,22 @@ class ResourceSampler:
 
     def _sample(self) -> None:
         import psutil
-        rss = 0
+        rss, by_role = 0, dict.fromkeys(self.peak_rss_by_role, 0)
         for proc in [self._me, *self._me.children(recursive=True)]:
             try:
                 if self._role.get(proc.pid, "Ray system") == "Ray system":  # an actor gets its title late
                     self._role[proc.pid] = self.role(proc)
-                rss += proc.memory_info().rss
+                mem = proc.memory_info().rss
+                rss += mem
+                by_role[self._role[proc.pid]] += mem
                 t = proc.cpu_times()
                 first, _ = self._cpu.get(proc.pid, (t.user + t.system if self._started else 0.0, None))
                 self._cpu[proc.pid] = (first, t.user + t.system)
             except psutil.Error:
                 continue
         self.peak_rss_mib = max(self.peak_rss_mib, rss / 2 ** 20)
+        for role, mem in by_role.items():
+            self.peak_rss_by_role[role] = max(self.peak_rss_by_role[role], mem / 2 ** 20)
 
     def __enter__(self) -> "ResourceSampler":
         import threading
@@ -813,7 +820,8 @@ def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | N
                         "CPU seconds (all processes)": res.cpu_seconds,
                         "peak RSS MiB (all processes)": res.peak_rss_mib,
                         "load average before": load0, "load average after": os.getloadavg()[0],
-                        **{f"CPU seconds: {role}": sec for role, sec in res.cpu_by_role.items()}}
+                        **{f"CPU seconds: {role}": sec for role, sec in res.cpu_by_role.items()},
+                        **{f"peak RSS MiB: {role}": mib for role, mib in res.peak_rss_by_role.items()}}
         if engine == "flower":
             rows[engine].update({"start-up and shut-down seconds": phases.get("start-up and shut-down"),
                                  "statistics query seconds": phases.get(MessageType.QUERY),

@@ -1471,7 +1471,10 @@ def scale_conclusion(measures: pd.DataFrame, overhead: dict[str, Any], targets: 
             f"evaluation {f['evaluation seconds']:.0f} s. CPU: driver {f['CPU seconds: driver']:.0f} s (server, "
             f"link state, engine threads), Ray actors {f['CPU seconds: Ray actors']:.0f} s, Ray's own processes "
             f"{f['CPU seconds: Ray system']:.0f} s, against {m.loc['in-process', 'CPU seconds (all processes)']:.0f} s "
-            f"in-process. Flower's own code: its link state spent {scan_s:.0f} s in {scan_n:,} scans for nodes' "
+            f"in-process. Peak memory: driver {f['peak RSS MiB: driver']:.0f} MiB, Ray actors "
+            f"{f['peak RSS MiB: Ray actors']:.0f} MiB (each holds the clients it served), Ray's own processes "
+            f"{f['peak RSS MiB: Ray system']:.0f} MiB. Flower's own code: its link state spent {scan_s:.0f} s in "
+            f"{scan_n:,} scans for nodes' "
             f"messages ({1000 * scan_s / o['messages']:.1f} ms per message), a cost of the engine that grows with "
             f"nodes × messages held and that no change of ours removes.")
     if compared is not None:
@@ -1480,7 +1483,11 @@ def scale_conclusion(measures: pd.DataFrame, overhead: dict[str, Any], targets: 
     text += ("\n\n**Window.** Wall seconds by messages in flight: "
              + ", ".join(f"{w}: {s:.0f} s" for w, s in sweep["wall seconds"].items())
              + f" (load average {sweep['load average before'].min():.2f}–{sweep['load average before'].max():.2f}); "
-             f"the shortest run had window {best}.")
+             f"the shortest run had window {best}, one run per window.")
+    window = str(o["messages in flight (window)"])
+    if window in sweep.index:
+        text += (f" The same window-{window} run took {f['wall seconds']:.0f} s in the comparison above and "
+                 f"{sweep.loc[window, 'wall seconds']:.0f} s here: differences of that size are run-to-run noise.")
     return text
 
 
