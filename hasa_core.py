@@ -4,9 +4,10 @@ The engine of the reproducible artifact of arXiv 2606.07621: everything that mak
 numbers, and nothing else (experiments, statistics, tables, figures and the README live in
 ``hasa_results``; the Flower app in ``hasa_flower``; both only call this module). Sections:
 
-    1. data          Medium titles (text) and five digit domains (images): checksums, clients,
-                     splits, the shareable per-client statistics, and the node files a deployed
-                     node builds its client from (its split examples, the shared vocabulary)
+    1. data          Medium titles (text) and five digit domains (images): checksums, the
+                     partition (who holds which examples; any one client built alone), splits,
+                     the shareable per-client statistics, and the node files a deployed node
+                     builds its client from (its split examples, the shared vocabulary)
     2. model         width-sliceable supernets (word LSTM, small CNN) as pure functions of a
                      parameter dict, the width -> index "extraction" rules, the cost model c(w)
     3. scores        per-client heterogeneity scores (the published Eq. 11 and controls), by name

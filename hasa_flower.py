@@ -790,43 +790,54 @@ def link_state_clock():
             setattr(InMemoryLinkState, name, method)
 
 
+def _measured_run(engine: str, cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None,
+                  window: int | None) -> tuple[dict[str, float], dict[str, Any], dict[str, tuple[int, float]]]:
+    """One engine's run of ``cfg`` in this process, under a :class:`ResourceSampler` and
+    :func:`link_state_clock`: (its row of :func:`compare_engines`' measurements, its record,
+    the link state's {method: (calls, seconds)})."""
+    load0, phases, t0 = os.getloadavg()[0], {}, time.perf_counter()
+    with ResourceSampler() as res, link_state_clock() as calls:
+        rec = (H.run(cfg, seed) if engine == "in-process" else
+               run(cfg, seed, backend="ray", backend_cfg=backend_cfg, window=window, timings=phases))
+    wall = time.perf_counter() - t0
+    rs = np.asarray(rec["round_seconds"])
+    row = {"wall seconds": wall, "seconds per round (median)": float(np.median(rs)),
+           "seconds per round (p90)": float(np.quantile(rs, 0.9)),
+           "seconds outside training rounds": wall - float(rs.sum()),
+           "CPU seconds (all processes)": res.cpu_seconds, "peak RSS MiB (all processes)": res.peak_rss_mib,
+           "load average before": load0, "load average after": os.getloadavg()[0],
+           **{f"CPU seconds: {role}": sec for role, sec in res.cpu_by_role.items()},
+           **{f"peak RSS MiB: {role}": mib for role, mib in res.peak_rss_by_role.items()}}
+    if engine == "flower":
+        row.update({"start-up and shut-down seconds": phases.get("start-up and shut-down"),
+                    "statistics query seconds": phases.get(MessageType.QUERY),
+                    "evaluation seconds": phases.get(MessageType.EVALUATE)})
+    return row, rec, {name: (n, sec) for name, (n, sec) in calls.items()}
+
+
 def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None = None,
                     window: int | None = WINDOW) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], dict[str, Any]]:
     """One run of ``cfg`` in-process (:func:`hasa_core.run`, one process) and one on Flower's
-    Simulation Engine (one actor per CPU, ``window`` messages in flight), back to back in this
-    process, each under a :class:`ResourceSampler`. Returns (measurements, one row per engine; the
-    records by engine; Flower's overhead and where its time goes). Timings depend on the machine
-    and its load: the load average before and after each run is a column.
+    Simulation Engine (one actor per CPU, ``window`` messages in flight), one after the other, each
+    in a fresh process of its own (so neither run's memory counts in the other's peak) under a
+    :class:`ResourceSampler`. Returns (measurements, one row per engine; the records by engine;
+    Flower's overhead). Timings depend on the machine and its load: the load average before and
+    after each run is a column.
 
     Overhead: per participant of a training round, (Flower's median round - the in-process
     median round) / participants; per message, the extra CPU seconds of all processes / the
     messages the server sent (one query per client, one per participant per round, one per client
     per evaluation). Where the time goes: the Flower run's phases (:func:`run`'s ``timings``) and
-    each run's CPU seconds by process (:meth:`ResourceSampler.role`) are columns of the
-    measurements; the calls and seconds of flwr's link state (:func:`link_state_clock`) are in
-    the overhead."""
-    rows, recs, phases = {}, {}, {}
+    each run's CPU seconds and peak memory by process (:meth:`ResourceSampler.role`) are columns
+    of the measurements; the calls and seconds of flwr's link state (:func:`link_state_clock`) are
+    in the overhead."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    rows, recs = {}, {}
     for engine in ("in-process", "flower"):
-        load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        with ResourceSampler() as res, link_state_clock() as calls:
-            rec = (H.run(cfg, seed) if engine == "in-process" else
-                   run(cfg, seed, backend="ray", backend_cfg=backend_cfg, window=window, timings=phases))
-        wall = time.perf_counter() - t0
-        rs = np.asarray(rec["round_seconds"])
-        rows[engine] = {"wall seconds": wall, "seconds per round (median)": float(np.median(rs)),
-                        "seconds per round (p90)": float(np.quantile(rs, 0.9)),
-                        "seconds outside training rounds": wall - float(rs.sum()),
-                        "CPU seconds (all processes)": res.cpu_seconds,
-                        "peak RSS MiB (all processes)": res.peak_rss_mib,
-                        "load average before": load0, "load average after": os.getloadavg()[0],
-                        **{f"CPU seconds: {role}": sec for role, sec in res.cpu_by_role.items()},
-                        **{f"peak RSS MiB: {role}": mib for role, mib in res.peak_rss_by_role.items()}}
-        if engine == "flower":
-            rows[engine].update({"start-up and shut-down seconds": phases.get("start-up and shut-down"),
-                                 "statistics query seconds": phases.get(MessageType.QUERY),
-                                 "evaluation seconds": phases.get(MessageType.EVALUATE)})
-        recs[engine] = rec
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as fresh:
+            rows[engine], recs[engine], calls = fresh.submit(_measured_run, engine, cfg, seed, backend_cfg,
+                                                             window).result()
     df = pd.DataFrame(rows).T
     k = len(recs["flower"]["clients"])
     per_round = [len(H.participants(cfg, seed, r, k)) for r in range(cfg.rounds)]
