@@ -1444,8 +1444,12 @@ def flower_scale_text(results_dir: Path) -> str:
     text = ("**Measured at 1,000 clients, 100 per round** (generated from `results/scale_targets.csv`, "
             f"notebook 08): {targets_sentence(targets)}")
     if (compared := current(results_dir / "scale_before_after.csv")).exists():
+        b = pd.read_csv(compared, index_col=0)
+        absolute = "; ".join(f"{TARGET_LABELS[name]} {r['flower before']:.4g} → {r['flower after']:.4g} "
+                             f"(in-process {r['in-process before']:.4g} → {r['in-process after']:.4g})"
+                             for name, r in b.iterrows())
         text += (" Before → after the changes of issue 20 (lazily built clients, a window of messages in "
-                 f"flight): {before_after_sentence(pd.read_csv(compared, index_col=0))}")
+                 f"flight), Flower / in-process: {before_after_sentence(b)} Flower itself (s, s, MiB): {absolute}.")
     return text
 
 
