@@ -4,9 +4,10 @@ The engine of the reproducible artifact of arXiv 2606.07621: everything that mak
 numbers, and nothing else (experiments, statistics, tables, figures and the README live in
 ``hasa_results``; the Flower app in ``hasa_flower``; both only call this module). Sections:
 
-    1. data          Medium titles (text) and five digit domains (images): checksums, clients,
-                     splits, the shareable per-client statistics, and the node files a deployed
-                     node builds its client from (its split examples, the shared vocabulary)
+    1. data          Medium titles (text) and five digit domains (images): checksums, the
+                     partition (who holds which examples; any one client built alone), splits,
+                     the shareable per-client statistics, and the node files a deployed node
+                     builds its client from (its split examples, the shared vocabulary)
     2. model         width-sliceable supernets (word LSTM, small CNN) as pure functions of a
                      parameter dict, the width -> index "extraction" rules, the cost model c(w)
     3. scores        per-client heterogeneity scores (the published Eq. 11 and controls), by name
@@ -354,7 +355,7 @@ def medium_clients(df: pd.DataFrame, partition: str = "natural") -> dict[str, li
 def medium_splits(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None
                   ) -> dict[str, tuple[list[list[str]], list[list[str]]]]:
     """Client name -> (training titles, test titles), each title a list of tokens: what each client
-    of :func:`medium_task` holds before encoding. The sample (``cfg.max_examples_per_client``) and
+    of :func:`medium_partition` holds before encoding. The sample (``cfg.max_examples_per_client``) and
     the split (``cfg.test_frac``) of every client are drawn from one generator of ``seed``, client
     after client, so a client's split depends on the clients before it: a node cannot draw its own
     (:func:`write_node_files` writes it for the node)."""
@@ -402,7 +403,7 @@ def medium_client(name: str, train: Sequence[list[str]], test: Sequence[list[str
                   np.bincount(torch.cat([x.reshape(-1) for x, _ in groups]).numpy(), minlength=len(vocab)))
 
 
-def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> Task:
+def medium_partition(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> "Partition":
     """The Medium next-word benchmark: 7 publications, or 282 (publication, day) clients.
 
     * Clients: :func:`medium_clients` of ``cfg.partition``, largest first.
@@ -418,8 +419,7 @@ def medium_task(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None) -> 
     """
     splits = medium_splits(cfg, seed, df)
     vocab = medium_vocabulary([train for train, _ in splits.values()], cfg.min_count)
-    clients = tuple(medium_client(pub, train, test, vocab) for pub, (train, test) in splits.items())
-    return medium_task_of(cfg, clients, vocab)
+    return Partition(cfg, tuple(splits), tuple(splits.values()), vocab)
 
 
 def medium_task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str]) -> Task:
@@ -468,64 +468,78 @@ def _image_client(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarra
     if len(y_tr) == 0:
         raise ValueError(f"client {name} has no training images: lower digits_clients_per_domain "
                          "or raise max_examples_per_client.")
-    xt = torch.from_numpy(x_tr) * 2 - 1
     feats = np.concatenate([np.histogram(x_tr[:, ch], bins=16, range=(0, 1))[0] for ch in range(3)])
-    return Client(name, ((xt, torch.from_numpy(y_tr).long()),),
-                  ((torch.from_numpy(x_te) * 2 - 1, torch.from_numpy(y_te).long()),),
+    return Client(name, ((torch.from_numpy(x_tr * 2 - 1), torch.from_numpy(y_tr).long()),),
+                  ((torch.from_numpy(x_te * 2 - 1), torch.from_numpy(y_te).long()),),
                   np.bincount(y_tr, minlength=10), feats)
 
 
-DigitSplit = tuple[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
-"""One digits client before normalisation: (name, x_train, y_train, x_test, y_test), images
-float32 (N, 3, 28, 28) in [0, 1] (:func:`to_grey28`), labels integers."""
+def digit_pool(domain: str, root: Path | None = None) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """A domain's raw images (uint8) and labels, each in one array: the official training part
+    first, then the official test part (Chars74K photos: 'good' then 'bad' crops), and the size of
+    the official training part (None where there is no official split)."""
+    x, y, x_te, y_te = digit_arrays(domain, root)
+    if x_te is None:
+        return x, y.astype(np.int64), None
+    return np.concatenate([x, x_te]), np.concatenate([y, y_te]).astype(np.int64), len(y)
 
 
-def digits_task(cfg: "RunConfig", seed: int, root: Path | None = None) -> Task:
-    """Cross-domain digits: MNIST, USPS, MNIST-M, Chars74K photos, Chars74K fonts.
+@dataclass(frozen=True, eq=False)
+class ImageRefs:
+    """Where one digits client's images sit in the raw domain arrays (:func:`digit_pool`): for its
+    training and its test part, (domain, indices) segments in the order the client holds them."""
+    name: str
+    train: tuple[tuple[str, np.ndarray], ...]
+    test: tuple[tuple[str, np.ndarray], ...]
 
-    * Every image becomes 3 x 28 x 28 (grey replicated to 3 channels, bilinear resize), in [-1, 1].
+
+def gather_images(segments: Sequence[tuple[str, np.ndarray]], pools: dict[str, tuple[np.ndarray, ...]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 (N, 3, 28, 28) in [0, 1] (:func:`to_grey28`), labels int64) of these
+    segments of the raw domain arrays. Converting only these images gives, bit for bit, the rows of
+    the whole domain's conversion (bilinear resizing acts on each image alone)."""
+    segments = [(d, i) for d, i in segments if len(i)]
+    if not segments:
+        return np.empty((0, 3, 28, 28), np.float32), np.empty(0, np.int64)
+    return (np.concatenate([to_grey28(pools[d][0][i]) for d, i in segments]),
+            np.concatenate([pools[d][1][i] for d, i in segments]))
+
+
+def digits_refs(cfg: "RunConfig", seed: int, pools: dict[str, tuple[np.ndarray, ...]]) -> list[ImageRefs]:
+    """Which raw images each client of the digits benchmark holds, from labels and counts alone.
+
+    * Every image becomes 3 x 28 x 28 (grey replicated to 3 channels, bilinear resize), in [-1, 1]
+      (when a client is built: :func:`gather_images`, :func:`_image_client`).
     * Split: the official train/test split where there is one; otherwise a seeded ``cfg.test_frac``.
       Each domain's train part is capped at ``cfg.max_examples_per_client`` (seeded sample) and
       its test part at ``cfg.max_test_per_domain``, so evaluation stays cheap.
     * Clients: one per domain, or with ``cfg.digits_clients_per_domain = m > 1``, m clients per
       domain with unequal shares 2^-i / sum_j 2^-j of the domain's training images (a seeded
       partition); the clients of a domain are evaluated on the domain's test set.
+      ``cfg.partition = "dirichlet"``: :func:`_dirichlet_digits_refs`.
 
-    The clients' examples come from :func:`digits_splits`, one client at a time."""
-    return digits_task_of(cfg, [_image_client(*split) for split in digits_splits(cfg, seed, root)])
-
-
-def digits_task_of(cfg: "RunConfig", clients: Sequence[Client]) -> Task:
-    """The digits :class:`Task` of these clients (10 classes)."""
-    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
-
-
-def digits_splits(cfg: "RunConfig", seed: int, root: Path | None = None) -> Iterator[DigitSplit]:
-    """Each client of :func:`digits_task` as a :data:`DigitSplit`, in client order, one at a time.
     Samples, splits and partitions are drawn from one generator of ``seed``, client after client:
     a node cannot draw its own (:func:`write_node_files` writes it for the node)."""
     rng = np.random.default_rng([seed, 1])
     if cfg.partition == "dirichlet":
-        yield from _dirichlet_digits_splits(cfg, rng, root)
-        return
+        return _dirichlet_digits_refs(cfg, rng, pools)
+    refs = []
     for dom in DIGIT_DOMAINS:
-        x, y, x_te, y_te = digit_arrays(dom, root)
-        if x_te is None:
+        _, y, n_train = pools[dom]
+        if n_train is None:
             tr, te = _split_indices(len(y), cfg.test_frac, rng)
-            x, y, x_te, y_te = x[tr], y[tr], x[te], y[te]
-        if cfg.max_examples_per_client is not None and len(y) > cfg.max_examples_per_client:
-            keep = np.sort(rng.choice(len(y), cfg.max_examples_per_client, replace=False))
-            x, y = x[keep], y[keep]
-        if len(y_te) > cfg.max_test_per_domain:
-            keep = np.sort(rng.choice(len(y_te), cfg.max_test_per_domain, replace=False))
-            x_te, y_te = x_te[keep], y_te[keep]
-        x, x_te = to_grey28(x), to_grey28(x_te)
+        else:
+            tr, te = np.arange(n_train), np.arange(n_train, len(y))
+        if cfg.max_examples_per_client is not None and len(tr) > cfg.max_examples_per_client:
+            tr = tr[np.sort(rng.choice(len(tr), cfg.max_examples_per_client, replace=False))]
+        if len(te) > cfg.max_test_per_domain:
+            te = te[np.sort(rng.choice(len(te), cfg.max_test_per_domain, replace=False))]
         m = cfg.digits_clients_per_domain
         share = 2.0 ** -np.arange(m)
-        cuts = np.round(np.cumsum(share / share.sum()) * len(y)).astype(int)[:-1]
-        for i, part in enumerate(np.split(rng.permutation(len(y)), cuts)):
-            part = np.sort(part)
-            yield (dom if m == 1 else f"{dom}#{i}"), x[part], y[part], x_te, y_te
+        cuts = np.round(np.cumsum(share / share.sum()) * len(tr)).astype(int)[:-1]
+        for i, part in enumerate(np.split(rng.permutation(len(tr)), cuts)):
+            refs.append(ImageRefs(dom if m == 1 else f"{dom}#{i}", ((dom, tr[np.sort(part)]),), ((dom, te),)))
+    return refs
 
 
 def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator,
@@ -557,25 +571,85 @@ def dirichlet_partition(labels: np.ndarray, num_clients: int, alpha: float, rng:
     return parts
 
 
-def _dirichlet_digits_splits(cfg: "RunConfig", rng: np.random.Generator, root: Path | None) -> Iterator[DigitSplit]:
+def _dirichlet_digits_refs(cfg: "RunConfig", rng: np.random.Generator,
+                           pools: dict[str, tuple[np.ndarray, ...]]) -> list[ImageRefs]:
     """``partition="dirichlet"``: every image of the five domains (official train and test parts
     pooled, each domain capped at ``cfg.max_examples_per_client`` images, a seeded sample) split
     over ``cfg.num_clients`` clients by :func:`dirichlet_partition` with ``cfg.dirichlet_alpha``;
     each client holds out a seeded ``cfg.test_frac`` of its own images (at least one) as its test set."""
-    xs, ys = [], []
+    kept = []
     for dom in DIGIT_DOMAINS:
-        x, y, x_te, y_te = digit_arrays(dom, root)
-        if x_te is not None:
-            x, y = np.concatenate([x, x_te]), np.concatenate([y, y_te])
-        if cfg.max_examples_per_client is not None and len(y) > cfg.max_examples_per_client:
-            keep = np.sort(rng.choice(len(y), cfg.max_examples_per_client, replace=False))
-            x, y = x[keep], y[keep]
-        xs.append(to_grey28(x))
-        ys.append(y.astype(np.int64))
-    x, y = np.concatenate(xs), np.concatenate(ys)
+        keep = np.arange(len(pools[dom][1]))
+        if cfg.max_examples_per_client is not None and len(keep) > cfg.max_examples_per_client:
+            keep = np.sort(rng.choice(len(keep), cfg.max_examples_per_client, replace=False))
+        kept.append(keep)
+    y = np.concatenate([pools[dom][1][keep] for dom, keep in zip(DIGIT_DOMAINS, kept)])
+    starts = np.cumsum([0, *map(len, kept)])
+
+    def segments(pooled: np.ndarray) -> tuple[tuple[str, np.ndarray], ...]:
+        """Sorted indices into the pooled images -> (domain, raw indices) segments, same order."""
+        return tuple((dom, keep[pooled[(pooled >= lo) & (pooled < hi)] - lo])
+                     for dom, keep, lo, hi in zip(DIGIT_DOMAINS, kept, starts[:-1], starts[1:]))
+
+    refs = []
     for k, part in enumerate(dirichlet_partition(y, cfg.num_clients, cfg.dirichlet_alpha, rng)):
         tr, te = _split_indices(len(part), cfg.test_frac, rng)
-        yield f"client{k:04d}", x[part[tr]], y[part[tr]], x[part[te]], y[part[te]]
+        refs.append(ImageRefs(f"client{k:04d}", segments(part[tr]), segments(part[te])))
+    return refs
+
+
+def digits_partition(cfg: "RunConfig", seed: int, root: Path | None = None) -> "Partition":
+    """Cross-domain digits: MNIST, USPS, MNIST-M, Chars74K photos, Chars74K fonts; which images
+    each client holds is :func:`digits_refs`. Only the raw domain arrays are read here (uint8, a few
+    MB); a client's images are converted when it is built (:meth:`Partition.client`)."""
+    pools = {dom: digit_pool(dom, root) for dom in DIGIT_DOMAINS}
+    refs = digits_refs(cfg, seed, pools)
+    return Partition(cfg, tuple(r.name for r in refs), tuple(refs), pools=pools)
+
+
+def digits_task_of(cfg: "RunConfig", clients: Sequence[Client]) -> Task:
+    """The digits :class:`Task` of these clients (10 classes)."""
+    return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
+
+
+@dataclass(frozen=True, eq=False)
+class Partition:
+    """A benchmark's clients for one (config, seed), drawn but not built: who holds which examples.
+
+    ``names[k]`` is client k's name and ``shares[k]`` its share (Medium: its training and test
+    titles; digits: its :class:`ImageRefs`, plus the raw domain arrays ``pools``); ``vocab`` is
+    Medium's shared vocabulary. :meth:`split` gives client k's split examples and :meth:`client`
+    its :class:`Client`, one client at a time, so a simulated node builds only the clients it
+    serves; :meth:`task` builds the :class:`Task` of any clients (:func:`load_task`: all of them)."""
+    cfg: "RunConfig"
+    names: tuple[str, ...]
+    shares: tuple[Any, ...]
+    vocab: tuple[str, ...] = ()
+    pools: dict[str, tuple[np.ndarray, ...]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def split(self, k: int) -> tuple[Any, ...]:
+        """Client k's split examples: Medium, (training titles, test titles); digits, (x_train,
+        y_train, x_test, y_test), images float32 (N, 3, 28, 28) in [0, 1], labels int64."""
+        if self.cfg.benchmark == "medium":
+            return self.shares[k]
+        refs = self.shares[k]
+        return (*gather_images(refs.train, self.pools), *gather_images(refs.test, self.pools))
+
+    def client(self, k: int) -> Client:
+        """Client k (:func:`medium_client` over ``vocab``, or :func:`_image_client`)."""
+        if self.cfg.benchmark == "medium":
+            return medium_client(self.names[k], *self.shares[k], self.vocab)
+        return _image_client(self.names[k], *self.split(k))
+
+    def task(self, ks: Sequence[int] | None = None) -> Task:
+        """The :class:`Task` of clients ``ks`` (all when None), in that order, on the CPU."""
+        clients = [self.client(k) for k in (range(len(self)) if ks is None else ks)]
+        if self.cfg.benchmark == "medium":
+            return medium_task_of(self.cfg, clients, self.vocab)
+        return digits_task_of(self.cfg, clients)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -644,7 +718,7 @@ def _titles(tokens: np.ndarray, lengths: np.ndarray) -> list[list[str]]:
 def client_arrays(benchmark: str, split: tuple[Any, ...]) -> dict[str, np.ndarray]:
     """One client's split examples as the arrays of its partition file. ``split``: Medium, (training
     titles, test titles) as in :func:`medium_splits`; digits, (x_train, y_train, x_test, y_test)
-    as in :func:`digits_splits`."""
+    as in :meth:`Partition.split`."""
     if benchmark == "medium":
         (train_tokens, train_lengths), (test_tokens, test_lengths) = map(_title_arrays, split)
         return {"train_tokens": train_tokens, "train_lengths": train_lengths,
@@ -701,23 +775,17 @@ def write_node_files(cfg: "RunConfig", seed: int, out: Path) -> list[Path]:
     """What a deployment gives its nodes instead of the data set, for (``cfg``, ``seed``): in
     ``out``, :data:`VOCAB_FILE` (:func:`write_vocab_file`) for every node and, per client k,
     :func:`partition_file_name` (k) (:func:`write_partition_file`) with exactly client k's split
-    examples as the central builder draws them (:func:`medium_splits`, :func:`digits_splits`), and
+    examples as the central builder draws them (:func:`partition`), and
     nothing of any other client. Each client is built once from its arrays first, so a client the
     central builder refuses (no training or test examples) fails here too. Returns the paths
     written, the vocabulary file first."""
-    made_by = node_files_identity(cfg, seed)
-    if cfg.benchmark == "medium":
-        splits = medium_splits(cfg, seed)
-        vocab = medium_vocabulary([train for train, _ in splits.values()], cfg.min_count)
-        clients: Iterator[tuple[str, tuple[Any, ...]]] = iter(splits.items())
-    else:
-        vocab, clients = (), ((name, tuple(arrays)) for name, *arrays in digits_splits(cfg, seed))
+    made_by, part = node_files_identity(cfg, seed), partition(cfg, seed)
     paths = []
-    for k, (name, split) in enumerate(clients):
-        arrays = client_arrays(cfg.benchmark, split)
-        client_of_arrays(cfg.benchmark, name, arrays, vocab)
+    for k, name in enumerate(part.names):
+        arrays = client_arrays(cfg.benchmark, part.split(k))
+        client_of_arrays(cfg.benchmark, name, arrays, part.vocab)
         paths.append(write_partition_file(out / partition_file_name(k), made_by, k, name, arrays))
-    return [write_vocab_file(out / VOCAB_FILE, made_by, vocab, len(paths)), *paths]
+    return [write_vocab_file(out / VOCAB_FILE, made_by, part.vocab, len(paths)), *paths]
 
 
 def node_task(cfg: "RunConfig", seed: int, vocab_file: Path, partition_file: Path) -> tuple[int, Task]:
@@ -1426,8 +1494,8 @@ class RunConfig:
         lookup(SCORES, self.score, "score")
         lookup(EXTRACTIONS, self.extraction, "extraction")
         _check(self.policy in POLICIES, f"unknown policy {self.policy!r}; valid names: {', '.join(POLICIES)}")
-        _check(self.benchmark in TASKS,
-               f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(TASKS))}")
+        _check(self.benchmark in BENCHMARKS,
+               f"unknown benchmark {self.benchmark!r}; valid names: {', '.join(sorted(BENCHMARKS))}")
         _check(self.aggregation in AGGREGATIONS,
                f"unknown aggregation {self.aggregation!r}; valid names: {', '.join(AGGREGATIONS)}")
         _check(self.weighting in WEIGHTINGS,
@@ -1853,12 +1921,17 @@ def client_accuracy(params: dict[str, torch.Tensor], arch: Architecture, client:
 # 8. The federated run
 # =============================================================================================
 
-TASKS: dict[str, Callable[..., Task]] = {"medium": medium_task, "digits": digits_task}
+BENCHMARKS: dict[str, Callable[..., Partition]] = {"medium": medium_partition, "digits": digits_partition}
+
+
+def partition(cfg: RunConfig, seed: int) -> Partition:
+    """Who holds which examples in the benchmark of ``cfg`` for this seed (no tensors built yet)."""
+    return BENCHMARKS[cfg.benchmark](cfg, seed)
 
 
 def load_task(cfg: RunConfig, seed: int) -> Task:
-    """The benchmark's clients for this seed's split, on ``cfg.device``."""
-    return on_device(TASKS[cfg.benchmark](cfg, seed), cfg.device)
+    """The benchmark's clients for this seed's split (every client of :func:`partition`), on ``cfg.device``."""
+    return on_device(partition(cfg, seed).task(), cfg.device)
 
 
 def on_device(task: Task, device: str) -> Task:
@@ -2693,7 +2766,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="steady-state training throughput vs matmul throughput "
                                      "(`python -m hasa_results bench` also writes results/bench.md)")
-    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
+    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(BENCHMARKS))
     b.add_argument("--policy", default="hasa", choices=POLICIES)
     b.add_argument("--extraction", default="static", choices=sorted(EXTRACTIONS))
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")

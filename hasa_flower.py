@@ -30,8 +30,9 @@ Engine, ``backend="local"`` delivers the same messages in this process, no Ray),
 (:func:`flwr_run`: its own SuperLink, ended afterwards, and an exit code that says whether the
 run failed; see the README).
 
-Where a node's data come from: in a simulation every node builds the whole benchmark from the data
-set and keeps its ``partition-id``'s client. A deployed SuperNode started with
+Where a node's data come from: in a simulation every node draws the benchmark's partition from the
+data set (who holds which examples: :func:`hasa_core.partition`) and builds only the clients it
+serves, the first time it serves each, keeping them. A deployed SuperNode started with
 ``--node-config "vocab-file=... partition-file=..."`` builds its client from those two files alone
 (:func:`hasa_core.node_task`; it never opens the data set), which ``python -m hasa_flower
 node-files --out DIR --run-config "..."`` writes for the run (:func:`write_node_files`); files
@@ -81,20 +82,32 @@ def from_record(record: ArrayRecord) -> dict[str, torch.Tensor]:
     return {n: t.clone() for n, t in record.to_torch_state_dict().items()}
 
 
+@functools.lru_cache(maxsize=8)
+def _config_json(cfg: H.RunConfig) -> str:
+    return json.dumps(cfg.as_dict())
+
+
+@functools.lru_cache(maxsize=8)
+def _config_of(text: str) -> H.RunConfig:
+    return H.RunConfig.from_dict(json.loads(text))
+
+
 def config_record(cfg: H.RunConfig, seed: int, **items: Any) -> ConfigRecord:
-    """The run's identity travels with every message, so a client needs no run_config."""
-    return ConfigRecord({"hasa-config": json.dumps(cfg.as_dict()), "seed": seed, **items})
+    """The run's identity travels with every message, so a client needs no run_config (its JSON
+    is made once per config, not once per message)."""
+    return ConfigRecord({"hasa-config": _config_json(cfg), "seed": seed, **items})
 
 
 def read_config(record: ConfigRecord) -> tuple[H.RunConfig, int]:
-    return H.RunConfig.from_dict(json.loads(str(record["hasa-config"]))), int(record["seed"])
+    """(config, seed) of a message; the config is parsed and validated once per process and config."""
+    return _config_of(str(record["hasa-config"])), int(record["seed"])
 
 
 def _int_array(x: np.ndarray) -> Array:
     return Array.from_numpy_ndarray(np.ascontiguousarray(x, dtype=np.int64))
 
 
-def _partition(reply: Message) -> int:
+def _partition_id(reply: Message) -> int:
     if reply.has_error():
         raise RuntimeError(f"node {reply.metadata.src_node_id} failed: {reply.error.reason}")
     return int(reply.content["reply"]["partition-id"])
@@ -108,10 +121,22 @@ client_app = ClientApp()
 
 
 @functools.lru_cache(maxsize=2)
-def _task(cfg: H.RunConfig, seed: int) -> H.Task:
-    """The benchmark as one node sees it: loaded once per process and (config, seed). A node
-    only ever touches its own partition of it."""
-    return H.load_task(cfg, seed)
+def _partition(cfg: H.RunConfig, seed: int) -> tuple[H.Partition, dict[int, H.Task]]:
+    """The benchmark's partition (:func:`hasa_core.partition`: who holds which examples, no
+    tensors), drawn once per process and (config, seed), and the clients built from it so far."""
+    return H.partition(cfg, seed), {}
+
+
+def _client_task(cfg: H.RunConfig, seed: int, k: int) -> H.Task:
+    """The one-client :class:`hasa_core.Task` of partition k, as a simulated node holds it: built
+    the first time this process serves client k, then kept (a Ray actor serving many clients
+    builds only those it serves; tensor for tensor client k of :func:`hasa_core.load_task`)."""
+    part, built = _partition(cfg, seed)
+    if not 0 <= k < len(part):
+        raise ValueError(f"partition-id {k} is outside the {len(part)} clients of this benchmark")
+    if k not in built:
+        built[k] = H.on_device(part.task([k]), cfg.device)
+    return built[k]
 
 
 @functools.lru_cache(maxsize=2)
@@ -123,12 +148,12 @@ def _node_task(cfg: H.RunConfig, seed: int, vocab_file: str, partition_file: str
 
 NODE_FILES = ("vocab-file", "partition-file")
 """Node-config keys of a deployed node's files (``python -m hasa_flower node-files`` writes them);
-a node without them has ``partition-id`` and builds the whole benchmark (simulation)."""
+a node without them has ``partition-id`` and builds its client from the data set (simulation)."""
 
 
 def _my_client(msg: Message, context: Context) -> tuple[H.RunConfig, int, H.Task, int, H.Client]:
     """(config, seed, task, partition id k, client k) of the node that got ``msg``: from its node
-    files when its node config names them, else client k of the whole benchmark."""
+    files when its node config names them, else client k of the benchmark's partition."""
     cfg, seed = read_config(msg.content["config"])
     node = context.node_config
     given = [key for key in NODE_FILES if key in node]
@@ -140,11 +165,9 @@ def _my_client(msg: Message, context: Context) -> tuple[H.RunConfig, int, H.Task
         if "partition-id" in node and int(node["partition-id"]) != k:
             raise ValueError(f"the node config says partition-id {node['partition-id']}, its partition file {k}")
         return cfg, seed, task, k, task.clients[0]
-    task = _task(cfg, seed)
     k = int(node["partition-id"])
-    if not 0 <= k < len(task.clients):
-        raise ValueError(f"partition-id {k} is outside the {len(task.clients)} clients of this benchmark")
-    return cfg, seed, task, k, task.clients[k]
+    task = _client_task(cfg, seed, k)
+    return cfg, seed, task, k, task.clients[0]
 
 
 def _reply(msg: Message, k: int, arrays: dict[str, ArrayRecord] | None = None, **metrics: float) -> Message:
@@ -234,7 +257,7 @@ class HasaStrategy(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates, expected, order = [], set(self._indices), []
         for reply in replies:
-            k = _partition(reply)
+            k = _partition_id(reply)
             expected.discard(k)
             order.append(k)
             updates.append((from_record(reply.content["subnet"]), self._indices[k],
@@ -255,10 +278,13 @@ class HasaStrategy(Strategy):
                 return RecordDict({"model": arrays, "config": config_record(self.cfg, self.seed, widths=[w, 1.0])})
             return [Message(content=whole(w), message_type=MessageType.EVALUATE, dst_node_id=node)
                     for node, w in zip(self.nodes, self.widths)]
-        params, messages = from_record(arrays), []
+        params, messages, slices = from_record(arrays), [], {}
         for node, w in zip(self.nodes, self.widths):  # only the static width-w_k slice the client is scored with
-            sub = H.extract(params, self.arch, H.client_indices("static", self.arch, w, 0, None))
-            messages.append(Message(content=RecordDict({"model": to_record(sub), "config": config_record(
+            units = tuple(sorted(self.arch.units(w).items()))
+            if units not in slices:  # clients with the same unit counts get the same slice: made once
+                idx = H.client_indices("static", self.arch, w, 0, None)
+                slices[units] = to_record(H.extract(params, self.arch, idx))
+            messages.append(Message(content=RecordDict({"model": slices[units], "config": config_record(
                 self.cfg, self.seed, widths=[w], sliced=True)}), message_type=MessageType.EVALUATE, dst_node_id=node))
         return messages
 
@@ -268,7 +294,7 @@ class HasaStrategy(Strategy):
         acc = [np.nan] * len(self.nodes)
         full = [np.nan] * len(self.nodes)
         for reply in replies:
-            k = _partition(reply)
+            k = _partition_id(reply)
             acc[k] = float(reply.content["metrics"]["accuracy-0"])
             if server_round == self.cfg.rounds:
                 full[k] = float(reply.content["metrics"]["accuracy-1"])
@@ -305,7 +331,7 @@ def query_statistics(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int,
                     dst_node_id=n) for n in nodes]
     by_k: dict[int, tuple[int, H.ClientStatistics, tuple[int, ...]]] = {}
     for reply in grid.send_and_receive(msgs, timeout=timeout):
-        k, info = _partition(reply), reply.content["reply"]
+        k, info = _partition_id(reply), reply.content["reply"]
         counts = reply.content["counts"]
         by_k[k] = (reply.metadata.src_node_id,
                    H.ClientStatistics(str(info["name"]), int(info["n-train"]), counts["label_counts"].numpy(),
@@ -415,14 +441,27 @@ class Stopped(RuntimeError):
     """Raised by :class:`StoppableGrid` once its stop event is set: the run was interrupted."""
 
 
+WINDOW = 64
+"""Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`): enough to keep the
+actors of a 2-core machine busy; chosen by measurement (``results/scale_window.md``)."""
+
+
 class StoppableGrid(Grid):
     """``inner`` (any Grid), except that every call raises :class:`Stopped` once ``stop`` is set,
-    and :meth:`send_and_receive` waits for replies in a loop that checks ``stop`` every
-    ``poll`` seconds (the loop of flwr's own grids, which can only end at their timeout). Replies are
-    the inner grid's, in the order it returns them; messages are not touched."""
+    and :meth:`send_and_receive` keeps at most ``window`` messages in flight (None: all at once),
+    waiting for replies in a loop that checks ``stop`` every ``poll`` seconds (the loop of flwr's
+    own grids, which can only end at their timeout). Replies are the inner grid's, in the order it
+    returns them; messages are not touched.
 
-    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.1):
-        self.inner, self.stop, self.poll = inner, stop, poll
+    Why a window: flwr's Simulation Engine (``vce_api.add_messages_to_queue``, flwr 1.42) looks for
+    each node's next message every 0.1 s by scanning every message the in-memory link state holds
+    (sent, and not yet answered and pulled), once per node: a cycle costs nodes x messages held.
+    At 1,000 nodes, the 1,000 messages of a query or evaluation round sent at once make each cycle
+    scan 10^6 entries; a window of a few dozen keeps the actors busy and the scans small."""
+
+    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.02, window: int | None = WINDOW):
+        self.inner, self.stop, self.poll, self.window = inner, stop, poll, window
+        self.seconds: dict[str, float] = {}  # message type -> seconds spent in send_and_receive
 
     def _check(self) -> None:
         if self.stop.is_set():
@@ -452,18 +491,25 @@ class StoppableGrid(Grid):
         return self.inner.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        """Push ``messages``, then pull until every reply came, ``timeout`` seconds passed (None:
-        no limit) or ``stop`` was set (:class:`Stopped`)."""
-        waiting = set(self.push_messages(messages))
-        end = None if timeout is None else time.monotonic() + timeout
-        replies: list[Message] = []
-        while waiting:
+        """Push ``messages`` (at most ``window`` unanswered at a time) and pull their replies until
+        every reply came, ``timeout`` seconds passed (None: no limit; the messages not pushed by
+        then get no reply) or ``stop`` was set (:class:`Stopped`)."""
+        todo, waiting, replies = list(messages)[::-1], set(), []
+        kind, t0 = (todo[0].metadata.message_type if todo else ""), time.perf_counter()
+        end = None if timeout is None else t0 + timeout
+        while todo or waiting:
+            room = len(todo) if self.window is None else self.window - len(waiting)
+            if todo and room > 0:
+                waiting.update(self.push_messages([todo.pop() for _ in range(min(room, len(todo)))]))
             got = list(self.pull_messages(waiting))
             replies.extend(got)
             waiting.difference_update(m.metadata.reply_to_message_id for m in got)
-            if not waiting or (end is not None and time.monotonic() >= end):
+            if not (todo or waiting) or (end is not None and time.perf_counter() >= end):
                 break
-            self.stop.wait(self.poll)
+            if not got:
+                self.stop.wait(self.poll)
+        if kind:  # flwr also calls it with no messages (a round without evaluation)
+            self.seconds[kind] = self.seconds.get(kind, 0.0) + time.perf_counter() - t0
         return replies
 
 
@@ -549,17 +595,21 @@ def backend_config(num_cpus_per_client: float = 1.0) -> dict[str, Any]:
 def num_clients(cfg: H.RunConfig, seed: int) -> int:
     """How many nodes a simulation of ``cfg`` needs (read off the task: the simulation's launcher
     knows the partition; the ServerApp itself never reads data)."""
-    return len(_task(cfg, seed).clients)
+    return len(_partition(cfg, seed)[0])
 
 
 def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None = None,
-        backend_cfg: dict[str, Any] | None = None, verbose: bool = False) -> dict[str, Any]:
+        backend_cfg: dict[str, Any] | None = None, verbose: bool = False, window: int | None = WINDOW,
+        timings: dict[str, float] | None = None) -> dict[str, Any]:
     """One federated run on Flower; returns the same record as :func:`hasa_core.run` (with
     ``provenance.runtime = "flower"``; ``round_seconds`` measured on the server).
 
     ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
     actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
-    replies shuffled with seed ``shuffle``.
+    replies shuffled with seed ``shuffle``. A Ray run keeps at most ``window`` messages in flight
+    (:class:`StoppableGrid`; None: every message of a round at once); ``timings``, when given, gets
+    the seconds of the Ray run's phases: ``start-up and shut-down`` (outside the ServerApp), and the
+    server's ``query``, ``train`` and ``evaluate`` messages (sending, waiting, replies).
 
     Ctrl-C (SIGINT) during a Ray run: the server stops at its next message, the client tasks in
     flight finish, Ray is shut down, and ``KeyboardInterrupt`` is raised (no record; records
@@ -586,22 +636,28 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
             # Ray logs a hint about ipywidgets at INFO when it is imported inside a notebook kernel
             logging.getLogger("ray.widgets.util").setLevel(logging.WARNING)
             from flwr.simulation import run_simulation
-            app, stop = ServerApp(), threading.Event()
+            app, stop, spent = ServerApp(), threading.Event(), {}
 
             @app.main()
             def _main(grid: Grid, context: Context) -> None:
+                t0, timed = time.perf_counter(), StoppableGrid(grid, stop, window=window)
                 try:
-                    records.append(serve(StoppableGrid(grid, stop), cfg, seed, k))
+                    records.append(serve(timed, cfg, seed, k))
+                    spent.update(server=time.perf_counter() - t0, **timed.seconds)
                 except Stopped:
                     # Ctrl-C: end the clients' tasks in flight now (their errors unlogged), and return
                     # rather than raise, so that flwr gets the server's context at once and shuts Ray down
                     logging.getLogger("flwr").setLevel(logging.CRITICAL)
                     end_ray_actors()
 
+            t0 = time.perf_counter()
             with warnings.catch_warnings(), stop_on_interrupt(stop):
                 warnings.simplefilter("ignore")  # run_simulation is deprecated: why it stays, see run()
                 run_simulation(server_app=app, client_app=client_app, num_supernodes=k,
                                backend_config=backend_cfg or backend_config(), verbose_logging=verbose)
+            if timings is not None and spent:
+                timings.update({"start-up and shut-down": time.perf_counter() - t0 - spent.pop("server"),
+                                **{str(kind): sec for kind, sec in spent.items()}})
             if stop.is_set():
                 raise KeyboardInterrupt("the Flower run was interrupted; Ray has been shut down")
     if not records:
@@ -626,25 +682,43 @@ class ResourceSampler:
     and all its descendants (Ray's GCS, raylet and actors included) and each process's CPU time.
     Use as a context manager; then ``peak_rss_mib`` (this process's memory from before included)
     and ``cpu_seconds``: the CPU time used inside the block, summed over every process seen (a
-    process that ended between two samples counts up to its last sample)."""
+    process that ended between two samples counts up to its last sample); ``cpu_by_role``: the
+    same CPU time by :meth:`role` of the process; ``peak_rss_by_role``: the peak of each role's
+    summed resident memory."""
 
     def __init__(self, interval: float = 0.2):
         import psutil
         self.interval, self._me = interval, psutil.Process()
         self.peak_rss_mib, self._cpu, self._stop, self._started = 0.0, {}, None, True
+        self._role: dict[int, str] = {}
+        self.peak_rss_by_role = {"driver": 0.0, "Ray actors": 0.0, "Ray system": 0.0}
+
+    def role(self, proc) -> str:
+        """``driver`` (this process: the in-process engine, or Flower's server, link state and
+        Simulation Engine threads), ``Ray actors`` (processes titled ``ray::``: the ClientApps)
+        or ``Ray system`` (GCS, raylet and Ray's other helpers)."""
+        if proc.pid == self._me.pid:
+            return "driver"
+        return "Ray actors" if proc.name().startswith("ray::") else "Ray system"
 
     def _sample(self) -> None:
         import psutil
-        rss = 0
+        rss, by_role = 0, dict.fromkeys(self.peak_rss_by_role, 0)
         for proc in [self._me, *self._me.children(recursive=True)]:
             try:
-                rss += proc.memory_info().rss
+                if self._role.get(proc.pid, "Ray system") == "Ray system":  # an actor gets its title late
+                    self._role[proc.pid] = self.role(proc)
+                mem = proc.memory_info().rss
+                rss += mem
+                by_role[self._role[proc.pid]] += mem
                 t = proc.cpu_times()
                 first, _ = self._cpu.get(proc.pid, (t.user + t.system if self._started else 0.0, None))
                 self._cpu[proc.pid] = (first, t.user + t.system)
             except psutil.Error:
                 continue
         self.peak_rss_mib = max(self.peak_rss_mib, rss / 2 ** 20)
+        for role, mem in by_role.items():
+            self.peak_rss_by_role[role] = max(self.peak_rss_by_role[role], mem / 2 ** 20)
 
     def __enter__(self) -> "ResourceSampler":
         import threading
@@ -668,11 +742,84 @@ class ResourceSampler:
     def cpu_seconds(self) -> float:
         return float(sum(last - first for first, last in self._cpu.values()))
 
+    @property
+    def cpu_by_role(self) -> dict[str, float]:
+        out = {"driver": 0.0, "Ray actors": 0.0, "Ray system": 0.0}
+        for pid, (first, last) in self._cpu.items():
+            out[self._role[pid]] += last - first
+        return out
 
-def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None = None
-                    ) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], dict[str, float]]:
+
+LINK_STATE_CALLS = {
+    "get_message_ins": "the engine's look for each node's next message (every 0.1 s, once per node)",
+    "get_message_res": "the server's pull of replies",
+    "store_message_ins": "the server's push of messages",
+    "store_message_res": "the engine's store of replies",
+}
+"""The methods of flwr's in-memory link state (the Simulation Engine's message store) that
+:func:`link_state_clock` times, and what calls them."""
+
+
+@contextlib.contextmanager
+def link_state_clock():
+    """While the block runs, count the calls and seconds of :data:`LINK_STATE_CALLS` in this
+    process (flwr 1.42's ``InMemoryLinkState``; the methods are wrapped for the block only): the
+    part of Flower's cost per message that is Flower's code, not ours. Yields {method: [calls,
+    seconds]}."""
+    from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
+    clock = {name: [0, 0.0] for name in LINK_STATE_CALLS}
+    saved = {name: getattr(InMemoryLinkState, name) for name in LINK_STATE_CALLS}
+
+    def timed(name, method):
+        @functools.wraps(method)
+        def wrapper(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:  # each method is called from one thread of the engine: no lost updates
+                clock[name][0] += 1
+                clock[name][1] += time.perf_counter() - t0
+        return wrapper
+
+    for name, method in saved.items():
+        setattr(InMemoryLinkState, name, timed(name, method))
+    try:
+        yield clock
+    finally:
+        for name, method in saved.items():
+            setattr(InMemoryLinkState, name, method)
+
+
+def _measured_run(engine: str, cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None,
+                  window: int | None) -> tuple[dict[str, float], dict[str, Any], dict[str, tuple[int, float]]]:
+    """One engine's run of ``cfg`` in this process, under a :class:`ResourceSampler` and
+    :func:`link_state_clock`: (its row of :func:`compare_engines`' measurements, its record,
+    the link state's {method: (calls, seconds)})."""
+    load0, phases, t0 = os.getloadavg()[0], {}, time.perf_counter()
+    with ResourceSampler() as res, link_state_clock() as calls:
+        rec = (H.run(cfg, seed) if engine == "in-process" else
+               run(cfg, seed, backend="ray", backend_cfg=backend_cfg, window=window, timings=phases))
+    wall = time.perf_counter() - t0
+    rs = np.asarray(rec["round_seconds"])
+    row = {"wall seconds": wall, "seconds per round (median)": float(np.median(rs)),
+           "seconds per round (p90)": float(np.quantile(rs, 0.9)),
+           "seconds outside training rounds": wall - float(rs.sum()),
+           "CPU seconds (all processes)": res.cpu_seconds, "peak RSS MiB (all processes)": res.peak_rss_mib,
+           "load average before": load0, "load average after": os.getloadavg()[0],
+           **{f"CPU seconds: {role}": sec for role, sec in res.cpu_by_role.items()},
+           **{f"peak RSS MiB: {role}": mib for role, mib in res.peak_rss_by_role.items()}}
+    if engine == "flower":
+        row.update({"start-up and shut-down seconds": phases.get("start-up and shut-down"),
+                    "statistics query seconds": phases.get(MessageType.QUERY),
+                    "evaluation seconds": phases.get(MessageType.EVALUATE)})
+    return row, rec, {name: (n, sec) for name, (n, sec) in calls.items()}
+
+
+def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | None = None,
+                    window: int | None = WINDOW) -> tuple[pd.DataFrame, dict[str, dict[str, Any]], dict[str, Any]]:
     """One run of ``cfg`` in-process (:func:`hasa_core.run`, one process) and one on Flower's
-    Simulation Engine (one actor per CPU), back to back in this process, each under a
+    Simulation Engine (one actor per CPU, ``window`` messages in flight), one after the other, each
+    in a fresh process of its own (so neither run's memory counts in the other's peak) under a
     :class:`ResourceSampler`. Returns (measurements, one row per engine; the records by engine;
     Flower's overhead). Timings depend on the machine and its load: the load average before and
     after each run is a column.
@@ -680,34 +827,32 @@ def compare_engines(cfg: H.RunConfig, seed: int, backend_cfg: dict[str, Any] | N
     Overhead: per participant of a training round, (Flower's median round - the in-process
     median round) / participants; per message, the extra CPU seconds of all processes / the
     messages the server sent (one query per client, one per participant per round, one per client
-    per evaluation)."""
+    per evaluation). Where the time goes: the Flower run's phases (:func:`run`'s ``timings``) and
+    each run's CPU seconds and peak memory by process (:meth:`ResourceSampler.role`) are columns
+    of the measurements; the calls and seconds of flwr's link state (:func:`link_state_clock`) are
+    in the overhead."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
     rows, recs = {}, {}
     for engine in ("in-process", "flower"):
-        load0 = os.getloadavg()[0]
-        t0 = time.perf_counter()
-        with ResourceSampler() as res:
-            rec = H.run(cfg, seed) if engine == "in-process" else run(cfg, seed, backend="ray", backend_cfg=backend_cfg)
-        wall = time.perf_counter() - t0
-        rs = np.asarray(rec["round_seconds"])
-        rows[engine] = {"wall seconds": wall, "seconds per round (median)": float(np.median(rs)),
-                        "seconds per round (p90)": float(np.quantile(rs, 0.9)),
-                        "seconds outside training rounds": wall - float(rs.sum()),
-                        "CPU seconds (all processes)": res.cpu_seconds,
-                        "peak RSS MiB (all processes)": res.peak_rss_mib,
-                        "load average before": load0, "load average after": os.getloadavg()[0]}
-        recs[engine] = rec
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as fresh:
+            rows[engine], recs[engine], calls = fresh.submit(_measured_run, engine, cfg, seed, backend_cfg,
+                                                             window).result()
     df = pd.DataFrame(rows).T
     k = len(recs["flower"]["clients"])
     per_round = [len(H.participants(cfg, seed, r, k)) for r in range(cfg.rounds)]
     messages = k + sum(per_round) + k * len(H.evaluation_rounds(cfg))
     overhead = {
         "clients": k, "participants per round": float(np.mean(per_round)), "messages": messages,
+        "messages in flight (window)": "all" if window is None else window,
         "ms per participant per round": 1000 * (df.loc["flower", "seconds per round (median)"]
                                                  - df.loc["in-process", "seconds per round (median)"])
         / np.mean(per_round),
         "extra CPU ms per message (start-up included)": 1000 * (df.loc["flower", "CPU seconds (all processes)"]
                                       - df.loc["in-process", "CPU seconds (all processes)"]) / messages,
         "identical parameters": recs["flower"]["params_sha256"] == recs["in-process"]["params_sha256"],
+        **{f"flwr link state: {name}, seconds": sec for name, (n, sec) in calls.items()},
+        **{f"flwr link state: {name}, calls": n for name, (n, sec) in calls.items()},
     }
     return df, recs, overhead
 
@@ -716,6 +861,54 @@ def overhead_table(overhead: dict[str, Any]) -> pd.DataFrame:
     """:func:`compare_engines`' overhead as a one-column table, numbers rounded, booleans as words."""
     return pd.Series({k: f"{v:.1f}" if isinstance(v, float) else str(v) for k, v in overhead.items()},
                      name="Flower vs in-process").to_frame()
+
+
+SCALE_TARGETS = {"seconds per round (median)": 1.5, "wall seconds": 2.0, "peak RSS MiB (all processes)": 2.0}
+"""The most Flower may cost against the in-process engine at 1,000 clients (issue 20), as the ratio
+Flower / in-process of :func:`compare_engines`' training rounds, wall time and peak memory."""
+
+
+def scale_targets(measures: pd.DataFrame) -> pd.DataFrame:
+    """One row per :data:`SCALE_TARGETS` entry: in-process, Flower, their ratio, the target ratio,
+    whether it is met and, if not, by how much Flower is over it (in % of the target)."""
+    rows = {}
+    for column, target in SCALE_TARGETS.items():
+        base, flower = measures.loc["in-process", column], measures.loc["flower", column]
+        ratio = flower / base
+        rows[column] = {"in-process": base, "flower": flower, "flower / in-process": ratio,
+                        "target": target, "met": bool(ratio <= target),
+                        "over target %": max(0.0, 100 * (ratio / target - 1))}
+    return pd.DataFrame(rows).T
+
+
+def before_after(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """:func:`scale_targets` of two :func:`compare_engines` measurements side by side: per target,
+    Flower and in-process before and after, Flower / in-process before and after, the target,
+    whether the after-measurement meets it and by how much it is over it."""
+    b, a = scale_targets(before), scale_targets(after)
+    return pd.DataFrame({"in-process before": b["in-process"], "flower before": b["flower"],
+                         "in-process after": a["in-process"], "flower after": a["flower"],
+                         "ratio before": b["flower / in-process"], "ratio after": a["flower / in-process"],
+                         "target": a["target"], "met after": a["met"], "over target % after": a["over target %"]})
+
+
+def window_sweep(cfg: H.RunConfig, seed: int, windows: Sequence[int | None],
+                 backend_cfg: dict[str, Any] | None = None) -> pd.DataFrame:
+    """One Ray run of ``cfg`` per window (messages in flight; None: all of a round at once), one
+    after another: wall seconds, median training round, seconds by phase (:func:`run`'s
+    ``timings``) and the load average before each run. Every run must give the same parameters
+    (the window changes only the order of delivery); a difference raises RuntimeError."""
+    rows, digests = [], set()
+    for w in windows:
+        load0, timings, t0 = os.getloadavg()[0], {}, time.perf_counter()
+        rec = run(cfg, seed, backend="ray", backend_cfg=backend_cfg, window=w, timings=timings)
+        rows.append({"window": "all" if w is None else str(w), "wall seconds": time.perf_counter() - t0,
+                     "seconds per round (median)": float(np.median(rec["round_seconds"])),
+                     **{f"{phase} seconds": sec for phase, sec in timings.items()}, "load average before": load0})
+        digests.add(rec["params_sha256"])
+    if len(digests) > 1:
+        raise RuntimeError(f"the window changed the parameters: {sorted(digests)}")
+    return pd.DataFrame(rows).set_index("window")
 
 
 # =============================================================================================

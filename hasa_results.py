@@ -16,7 +16,7 @@ numerics. The notebooks in ``notebooks/`` import both modules. Sections:
 
 The map: how one number travels from the data to the README (the Table 1 HASA - uniform mean).
 
-    data      hasa_core.load_medium -> medium_task(cfg, seed): the 7 clients' splits and vocabulary
+    data      hasa_core.load_medium -> medium_partition(cfg, seed): the 7 clients' splits and vocabulary
     task      hasa_core.load_task(cfg, seed)
     plan      hasa_core.plan(cfg, task, seed): scores (Eq. 11) -> widths (Eqs. 13-17)
     run       hasa_core.run(cfg, seed): 30 rounds of local SGD + aggregation -> per-client accuracy
@@ -51,13 +51,13 @@ import pandas as pd
 from scipy import stats
 
 from hasa_core import (
+    BENCHMARKS,
     DEFAULT_RESULTS_DIR,
     ENGINE_VERSION,
     EXTRAS,
     PROFILES,
     REPO,
     SWEEP,
-    TASKS,
     RunConfig,
     Task,
     bench,
@@ -69,6 +69,7 @@ from hasa_core import (
     load_task,
     lookup,
     many_clients_config,
+    partition,
     plan,
     run_many,
     summarize_accuracies,
@@ -452,7 +453,7 @@ def test_targets(cfg: RunConfig, seeds: Sequence[int]) -> pd.DataFrame:
     """Each client's number of test targets (n_test) per seed's split: the weights of a
     test-token-weighted mean."""
     return pd.DataFrame([{"seed": s, "client": c.name, "n_test": c.n_test}
-                         for s in seeds for c in TASKS[cfg.benchmark](cfg, s).clients])
+                         for s in seeds for c in partition(cfg, s).task().clients])
 
 
 def summaries_from_clients(cdf: pd.DataFrame, value: str = "accuracy") -> pd.DataFrame:
@@ -1420,10 +1421,101 @@ def plot_many_clients(records: Sequence[dict[str, Any]], label: Callable[[dict],
     return fig
 
 
+TARGET_LABELS = {"seconds per round (median)": "training round (median)", "wall seconds": "wall time",
+                 "peak RSS MiB (all processes)": "peak memory"}
+
+
+def targets_sentence(targets: pd.DataFrame) -> str:
+    """``hasa_flower.scale_targets`` in one sentence: each ratio, its target, met or missed by how much."""
+    said = [f"{TARGET_LABELS[name]} {r['flower / in-process']:.2f}× (target ≤ {r['target']:.1f}×: "
+            + ("met" if r["met"] else f"missed by {r['over target %']:.0f} %") + ")" for name, r in targets.iterrows()]
+    return "Flower / in-process: " + "; ".join(said) + "."
+
+
+def before_after_sentence(compared: pd.DataFrame) -> str:
+    """``hasa_flower.before_after`` in one sentence: each target's Flower / in-process ratio before → after."""
+    return "; ".join(f"{TARGET_LABELS[name]} {r['ratio before']:.2f}× → {r['ratio after']:.2f}×"
+                     for name, r in compared.iterrows()) + "."
+
+
+def flower_scale_text(results_dir: Path) -> str:
+    """The README's sentence on Flower at 1,000 clients (notebook 08's targets, before and after)."""
+    targets = pd.read_csv(current(results_dir / "scale_targets.csv"), index_col=0)
+    text = ("**Measured at 1,000 clients, 100 per round** (generated from `results/scale_targets.csv`, "
+            f"notebook 08): {targets_sentence(targets)}")
+    if (compared := current(results_dir / "scale_before_after.csv")).exists():
+        b = pd.read_csv(compared, index_col=0)
+        absolute = "; ".join(f"{TARGET_LABELS[name]} {r['flower before']:.4g} → {r['flower after']:.4g} "
+                             f"(in-process {r['in-process before']:.4g} → {r['in-process after']:.4g})"
+                             for name, r in b.iterrows())
+        text += (" Before → after the changes of issue 20 (lazily built clients, a window of messages in "
+                 f"flight), Flower / in-process: {before_after_sentence(b)} Flower itself (s, s, MiB): {absolute}.")
+    return text
+
+
+def scale_conclusion(measures: pd.DataFrame, overhead: dict[str, Any], targets: pd.DataFrame,
+                     compared: pd.DataFrame | None, sweep: pd.DataFrame) -> str:
+    """Notebook 08's conclusion from its numbers: both engines, the targets, before and after,
+    where Flower's time goes and what the window sweep found."""
+    m, o, f = measures, overhead, measures.loc["flower"]
+    scan_s, scan_n = o["flwr link state: get_message_ins, seconds"], o["flwr link state: get_message_ins, calls"]
+    rounds_s = f["wall seconds"] - f["seconds outside training rounds"]
+    text = (f"**Measured ({o['clients']} clients, {o['participants per round']:.0f} per round, "
+            f"{o['messages']} messages; "
+            f"load average {m['load average before'].min():.2f}–{m['load average after'].max():.2f}).** "
+            f"In-process: {m.loc['in-process', 'seconds per round (median)']:.2f} s per training round (median), "
+            f"{m.loc['in-process', 'wall seconds']:.0f} s in all, peak memory "
+            f"{m.loc['in-process', 'peak RSS MiB (all processes)']:.0f} MiB. Flower's Simulation Engine "
+            f"(window {o['messages in flight (window)']}): {f['seconds per round (median)']:.2f} s per round, "
+            f"{f['wall seconds']:.0f} s in all, peak memory {f['peak RSS MiB (all processes)']:.0f} MiB over all "
+            f"processes; parameters identical: {o['identical parameters']}. {targets_sentence(targets)}\n\n"
+            f"**Where Flower's time goes.** Start-up and shut-down {f['start-up and shut-down seconds']:.0f} s, "
+            f"statistics query {f['statistics query seconds']:.0f} s (it includes the actors' start: Ray "
+            f"starts them when the first messages arrive), training rounds {rounds_s:.0f} s, "
+            f"evaluation {f['evaluation seconds']:.0f} s. CPU: driver {f['CPU seconds: driver']:.0f} s (server, "
+            f"link state, engine threads), Ray actors {f['CPU seconds: Ray actors']:.0f} s, Ray's own processes "
+            f"{f['CPU seconds: Ray system']:.0f} s, against {m.loc['in-process', 'CPU seconds (all processes)']:.0f} s "
+            f"in-process. Peak memory: driver {f['peak RSS MiB: driver']:.0f} MiB, Ray actors "
+            f"{f['peak RSS MiB: Ray actors']:.0f} MiB (each holds the clients it served), Ray's own processes "
+            f"{f['peak RSS MiB: Ray system']:.0f} MiB. Flower's own code: its link state spent {scan_s:.0f} s in "
+            f"{scan_n:,} scans for nodes' "
+            f"messages ({1000 * scan_s / o['messages']:.1f} ms per message), a cost of the engine that grows with "
+            f"nodes × messages held and that no change of ours removes.")
+    if compared is not None:
+        text += f"\n\n**Before → after (Flower / in-process).** {before_after_sentence(compared)}"
+    best = sweep["wall seconds"].idxmin()
+    text += ("\n\n**Window.** Wall seconds by messages in flight: "
+             + ", ".join(f"{w}: {s:.0f} s" for w, s in sweep["wall seconds"].items())
+             + f" (load average {sweep['load average before'].min():.2f}–{sweep['load average before'].max():.2f}); "
+             f"the shortest run had window {best}, one run per window.")
+    window = str(o["messages in flight (window)"])
+    if window in sweep.index:
+        text += (f" The same window-{window} run took {f['wall seconds']:.0f} s in the comparison above and "
+                 f"{sweep.loc[window, 'wall seconds']:.0f} s here: differences of that size are run-to-run noise.")
+    return text
+
+
+ENGINE_PHASES = ("start-up and shut-down seconds", "statistics query seconds", "evaluation seconds")
+"""Columns of ``hasa_flower.compare_engines``' measurements that split a Flower run's wall time."""
+
+
+def engine_phases(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float]]) -> pd.DataFrame:
+    """Wall seconds of each engine's run by phase: training rounds (the sum of ``round_seconds``),
+    the :data:`ENGINE_PHASES` columns where measured (Flower), and ``other``: the rest of the wall time."""
+    rows = {}
+    for engine in measures.index:
+        row = {"training rounds": float(np.sum(round_seconds[engine]))}
+        row.update({c.removesuffix(" seconds"): float(np.nan_to_num(measures.loc[engine, c]))
+                    for c in ENGINE_PHASES if c in measures.columns})
+        row["other"] = measures.loc[engine, "wall seconds"] - sum(row.values())
+        rows[engine] = row
+    return pd.DataFrame(rows).T
+
+
 def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float]], title: str = ""):
     """The two engines side by side. Left: wall seconds of each training round. Right: wall
-    seconds of the run split into training rounds and everything else (start-up, statistics,
-    evaluation), with the peak resident memory of all processes written on each bar."""
+    seconds of the run by phase (:func:`engine_phases`), with the peak resident memory of all
+    processes written on each bar."""
     import matplotlib.pyplot as plt
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for engine, rs in round_seconds.items():
@@ -1432,10 +1524,12 @@ def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float
     a.set_ylabel("seconds (training + aggregation)")
     a.set_ylim(bottom=0)
     a.legend(fontsize=8)
-    rounds = [float(np.sum(round_seconds[e])) for e in measures.index]
-    other = [measures.loc[e, "wall seconds"] - r for e, r in zip(measures.index, rounds)]
-    b.bar(measures.index, rounds, label="training rounds")
-    b.bar(measures.index, other, bottom=rounds, label="start-up, statistics, evaluation")
+    split = engine_phases(measures, round_seconds)
+    split = split.loc[:, (split.abs() > 0).any()]
+    bottom = np.zeros(len(split))
+    for phase in split.columns:
+        b.bar(split.index, split[phase].clip(lower=0), bottom=bottom, label=phase)
+        bottom += split[phase].clip(lower=0).to_numpy()
     for i, e in enumerate(measures.index):
         b.text(i, measures.loc[e, "wall seconds"], f"{measures.loc[e, 'peak RSS MiB (all processes)']:.0f} MiB",
                ha="center", va="bottom", fontsize=8)
@@ -1806,6 +1900,7 @@ def spec_curve_text(results_dir: Path) -> str:
 TEXTS: dict[str, Callable[[Path], str]] = {
     "verdicts": verdicts_text, "paper": paper_text, "setup": setup_text, "engine": engine_text,
     "many-clients": many_clients_text, "spec-curve": spec_curve_text, "mechanism": mechanism_text,
+    "flower-scale": flower_scale_text,
     **{f"verdict-{k}": functools.partial(verdict_text, claim=k) for k in "1234"},
 }
 """The README's generated sentences: ``<!-- text: NAME -->`` blocks, filled by ``TEXTS[NAME]``."""
@@ -1980,7 +2075,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     pb = sub.add_parser("publish", help="move a notebook's staged outputs into place (make reproduce does it)")
     pb.add_argument("stage", help="the staging folder, results/.stage-* (relative: to the repository)")
     b = sub.add_parser("bench", help="hasa_core.bench for each benchmark, written to results/bench.md")
-    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(TASKS))
+    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(BENCHMARKS))
     b.add_argument("--policy", default="hasa")
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import hasa_core as H
 
@@ -94,3 +95,34 @@ def test_dirichlet_partition_uses_every_example_once_with_skewed_labels():
 def test_unknown_partition_is_named():
     with pytest.raises(ValueError, match="unknown partition 'dirichlet' for benchmark 'medium'"):
         H.config("smoke", partition="dirichlet")
+
+
+@pytest.mark.parametrize("benchmark, changes", [
+    ("medium", {"partition": "publication_day"}),
+    ("digits", {"digits_clients_per_domain": 3}),
+    ("digits", {"partition": "dirichlet", "num_clients": 40})])
+def test_a_client_built_alone_is_the_client_of_the_whole_task(benchmark, changes):
+    """A node builds only the clients it serves (Partition.task([k])); each is, tensor for tensor,
+    client k of load_task, although images are converted per client instead of per domain."""
+    cfg = H.config("smoke", benchmark, **changes)
+    part, whole = H.partition(cfg, 2), H.load_task(cfg, 2)
+    assert part.names == tuple(c.name for c in whole.clients)
+    for k in (0, len(part) // 2, len(part) - 1):
+        alone = part.task([k])
+        assert alone.vocab == whole.vocab and alone.arch.dims == whole.arch.dims
+        a, b = alone.clients[0], whole.clients[k]
+        assert a.name == b.name and np.array_equal(a.label_counts, b.label_counts)
+        assert np.array_equal(a.feature_counts, b.feature_counts)
+        for ga, gb in ((a.train, b.train), (a.test, b.test)):
+            assert len(ga) == len(gb) and all(torch.equal(x, y) and torch.equal(u, v) for (x, u), (y, v) in zip(ga, gb))
+
+
+def test_images_gathered_per_client_are_the_rows_of_the_whole_conversion():
+    """Resizing acts on each image alone: converting a few images gives the rows of the whole array."""
+    for domain in ("usps", "mnist_m"):
+        x, y, n_train = H.digit_pool(domain)
+        idx = np.array([3, 17, 18, 400, len(y) - 1])
+        got, labels = H.gather_images([(domain, idx[:2]), (domain, idx[2:])], {domain: (x, y, n_train)})
+        assert np.array_equal(got, H.to_grey28(x)[idx]) and np.array_equal(labels, y[idx])
+    empty, none = H.gather_images([("usps", np.array([], dtype=np.int64))], {})
+    assert empty.shape == (0, 3, 28, 28) and none.shape == (0,)

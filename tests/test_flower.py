@@ -6,6 +6,7 @@ import contextlib
 import json
 
 import pytest
+import torch
 from helpers import smoke
 
 import hasa_core as H
@@ -63,7 +64,7 @@ def test_flower_nodes_built_from_their_files_give_the_in_process_record(tmp_path
     cfg = smoke(policy="hasa", extraction="rolling", rounds=1)
     H.write_node_files(cfg, 0, tmp_path)
     ref = H.run(cfg, 0)
-    monkeypatch.setattr(F, "_task", lambda *a: pytest.fail("a node with files built the whole benchmark"))
+    monkeypatch.setattr(F, "_partition", lambda *a: pytest.fail("a node with files read the data set"))
     monkeypatch.setattr(H, "data_dir", lambda: pytest.fail("a node with files looked for the data set"))
     assert_same_record(_serve_from_node_files(cfg, 0, tmp_path), ref)
 
@@ -268,3 +269,62 @@ def test_failed_runs_reads_flwr_ls():
     assert F.failed_runs(json.dumps({"runs": [ok, bad]})) == ["run 2 finished:failed Simulation failed"]
     assert F.failed_runs(json.dumps({"runs": []})) == ["no run was recorded"]
     assert F.failed_runs("not json")[0].startswith("`flwr ls` gave no run list")
+
+
+class _FakeGrid:
+    """A grid whose pull answers at most three of the asked messages, oldest first; it counts the
+    messages pushed and not yet answered."""
+
+    def __init__(self):
+        self.unanswered, self.most, self.pushed = {}, 0, 0
+
+    def push_messages(self, messages):
+        ids = []
+        for m in messages:
+            m.metadata.__dict__["_message_id"] = mid = f"m{self.pushed}"
+            self.pushed += 1
+            self.unanswered[mid] = m
+            ids.append(mid)
+        self.most = max(self.most, len(self.unanswered))
+        return ids
+
+    def pull_messages(self, message_ids):
+        ready = [mid for mid in self.unanswered if mid in set(message_ids)][:3]
+        return [F.Message(F.RecordDict(), reply_to=self.unanswered.pop(mid)) for mid in ready]
+
+
+@pytest.mark.parametrize("window, most", [(5, 5), (None, 23)])
+def test_the_grid_keeps_at_most_window_messages_in_flight_and_returns_every_reply(window, most):
+    import threading
+    inner, stop = _FakeGrid(), threading.Event()
+    grid = F.StoppableGrid(inner, stop, poll=0.0, window=window)
+    with F._server_identity():  # messages read their run id from it
+        sent = [F.Message(F.RecordDict(), dst_node_id=k + 1, message_type=F.MessageType.QUERY) for k in range(23)]
+        replies = grid.send_and_receive(sent)
+        assert inner.most == most and len(replies) == 23
+        assert sorted(r.metadata.reply_to_message_id for r in replies) == sorted(f"m{i}" for i in range(23))
+        assert set(grid.seconds) == {F.MessageType.QUERY}
+        stop.set()
+        with pytest.raises(F.Stopped):
+            grid.send_and_receive(sent[:1])
+
+
+def test_a_simulated_node_builds_only_the_clients_it_serves():
+    cfg = H.config("smoke", "digits", partition="dirichlet", num_clients=30)
+    F._partition.cache_clear()
+    task = F._client_task(cfg, 0, 7)
+    assert F._client_task(cfg, 0, 7) is task and list(F._partition(cfg, 0)[1]) == [7]
+    assert torch.equal(task.clients[0].train[0][0], H.load_task(cfg, 0).clients[7].train[0][0])
+    with pytest.raises(ValueError, match="partition-id 30 is outside the 30 clients"):
+        F._client_task(cfg, 0, 30)
+
+
+def test_scale_targets_say_which_target_is_met_and_by_how_much_one_is_missed():
+    import pandas as pd
+    measures = pd.DataFrame({"seconds per round (median)": [0.5, 0.7], "wall seconds": [10.0, 25.0],
+                             "peak RSS MiB (all processes)": [1000.0, 1500.0]}, index=["in-process", "flower"])
+    t = F.scale_targets(measures)
+    assert t["met"].tolist() == [True, False, True]
+    assert t.loc["wall seconds", "flower / in-process"] == pytest.approx(2.5)
+    assert t.loc["wall seconds", "over target %"] == pytest.approx(25.0)
+    assert t.loc["seconds per round (median)", "over target %"] == 0.0

@@ -101,8 +101,8 @@ def test_node_files_serve_every_config_that_agrees_on_the_data(smoke_files):
 
 def test_data_fields_name_every_config_field_the_task_builders_read():
     """A field the builders read but DATA_FIELDS lacks would let stale node files through."""
-    builders = {"medium": (H.medium_splits, H.medium_task),
-                "digits": (H.digits_splits, H._dirichlet_digits_splits, H.digits_task)}
+    builders = {"medium": (H.medium_splits, H.medium_partition),
+                "digits": (H.digits_refs, H._dirichlet_digits_refs, H.digits_partition)}
     for benchmark, functions in builders.items():
         read = {f for fn in functions for f in re.findall(r"\bcfg\.(\w+)", inspect.getsource(fn))}
         assert read <= set(H.DATA_FIELDS[benchmark]), f"{benchmark}: {read - set(H.DATA_FIELDS[benchmark])}"
