@@ -442,8 +442,9 @@ class Stopped(RuntimeError):
 
 
 WINDOW = 64
-"""Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`): enough to keep the
-actors of a 2-core machine busy; chosen by measurement (``results/scale_window.md``)."""
+"""Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`). Set before notebook
+08's sweep (``results/scale_window.md``: one 1,000-client run per window on 2 cores), where windows
+of 32 to 128 were within run-to-run noise of each other and sending a round at once was slower."""
 
 
 class StoppableGrid(Grid):
