@@ -646,10 +646,12 @@ class Partition:
 
     def task(self, ks: Sequence[int] | None = None) -> Task:
         """The :class:`Task` of clients ``ks`` (all when None), in that order, on the CPU."""
-        clients = [self.client(k) for k in (range(len(self)) if ks is None else ks)]
-        if self.cfg.benchmark == "medium":
-            return medium_task_of(self.cfg, clients, self.vocab)
-        return digits_task_of(self.cfg, clients)
+        return task_of(self.cfg, [self.client(k) for k in (range(len(self)) if ks is None else ks)], self.vocab)
+
+
+def task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str] = ()) -> Task:
+    """The :class:`Task` of ``cfg``'s benchmark made of these clients (Medium: over ``vocab``)."""
+    return medium_task_of(cfg, clients, vocab) if cfg.benchmark == "medium" else digits_task_of(cfg, clients)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -798,7 +800,7 @@ def node_task(cfg: "RunConfig", seed: int, vocab_file: Path, partition_file: Pat
     if not 0 <= k < num_clients:
         raise NodeFilesError(f"{partition_file}: partition {k} is outside the {num_clients} clients of {vocab_file}")
     client = client_of_arrays(cfg.benchmark, name, arrays, vocab)
-    task = medium_task_of(cfg, [client], vocab) if cfg.benchmark == "medium" else digits_task_of(cfg, [client])
+    task = task_of(cfg, [client], vocab)
     return k, on_device(task, cfg.device)
 
 

@@ -678,6 +678,10 @@ def cached_run(cfg: H.RunConfig, seed: int, results_dir: Path | None = None, **k
 # Measuring both engines
 # =============================================================================================
 
+ROLES = ("driver", "Ray actors", "Ray system")
+"""What a process is to :class:`ResourceSampler` (:meth:`ResourceSampler.role`)."""
+
+
 class ResourceSampler:
     """Samples, every ``interval`` seconds in a thread, the resident memory summed over this process
     and all its descendants (Ray's GCS, raylet and actors included) and each process's CPU time.
@@ -692,7 +696,7 @@ class ResourceSampler:
         self.interval, self._me = interval, psutil.Process()
         self.peak_rss_mib, self._cpu, self._stop, self._started = 0.0, {}, None, True
         self._role: dict[int, str] = {}
-        self.peak_rss_by_role = {"driver": 0.0, "Ray actors": 0.0, "Ray system": 0.0}
+        self.peak_rss_by_role = dict.fromkeys(ROLES, 0.0)
 
     def role(self, proc) -> str:
         """``driver`` (this process: the in-process engine, or Flower's server, link state and
@@ -745,7 +749,7 @@ class ResourceSampler:
 
     @property
     def cpu_by_role(self) -> dict[str, float]:
-        out = {"driver": 0.0, "Ray actors": 0.0, "Ray system": 0.0}
+        out = dict.fromkeys(ROLES, 0.0)
         for pid, (first, last) in self._cpu.items():
             out[self._role[pid]] += last - first
         return out
