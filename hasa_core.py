@@ -827,6 +827,20 @@ class Axis:
         return ((b * size + idx.view(1, -1, 1)) * self.inner + s).reshape(-1)
 
 
+UNIT_TOL = 1e-9
+"""The one tolerance of width arithmetic: w D within it below an integer counts as that integer
+(0.29 x 100 is 28.999999999999996 in floating point), and two widths within it are one width."""
+
+
+def units_of(width: float, size: int) -> int:
+    """Units a width-``width`` slice keeps of a dimension of ``size`` units: floor(w D), at least 1.
+
+    The published rule's rounding: FedProC's partial-training helper keeps "the manuscript's exact
+    floor(beta * K) width" (``strategies/ptFL.py``, ``ptFLShared._pt_retained_width``, at the commit
+    the HASA strategy cites), and refuses a width that keeps no unit; here such a width keeps one."""
+    return max(1, math.floor(width * size + UNIT_TOL))
+
+
 @dataclass(frozen=True)
 class Architecture:
     """A supernet as data: width dimensions, how each parameter's axes follow them, and pure
@@ -850,8 +864,8 @@ class Architecture:
         return F.linear(self.body(params, x), params[self.head[0]], params[self.head[1]])
 
     def units(self, width: float) -> dict[str, int]:
-        """Units kept of each dimension at width multiplier w: ceil(w * D), at least 1."""
-        return {d: max(1, math.ceil(width * size - 1e-9)) for d, size in self.dims.items()}
+        """Units kept of each dimension at width multiplier w: :func:`units_of` (floor(w D), at least 1)."""
+        return {d: units_of(width, size) for d, size in self.dims.items()}
 
     def relative_cost(self, width: float) -> float:
         """c(w) = FLOPs per target of the width-w subnet / FLOPs of the full supernet.
@@ -1038,11 +1052,20 @@ def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
     return lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
 
 
+def fjord_max_width(width: float, levels: Sequence[float]) -> float:
+    """A FjORD client's maximum width p_max: the largest level at or below ``width`` (the smallest
+    level where ``width`` lies below it). Official FjORD gives each client a level as its p_max
+    (the device tiers of its ``main.py``); a width off the levels is snapped down to one."""
+    lv = sorted(levels)
+    return max([v for v in lv if v <= width + UNIT_TOL], default=lv[0])
+
+
 def fjord_widths(width: float, levels: Sequence[float]) -> list[float]:
     """The widths a FjORD client of maximum width ``width`` draws from, uniformly, per batch: the
-    levels below ``width``, and ``width`` itself (so every unit of the slice it is evaluated with
-    is trained, also when ``width`` is not a level)."""
-    return [lv for lv in levels if lv < width - 1e-12] + [width]
+    levels up to its :func:`fjord_max_width` (official FjORD's ``ODSampler``: ``p_s`` up to
+    ``max_p``). Distinct levels, so no slice size is drawn twice as often as another."""
+    top = fjord_max_width(width, levels)
+    return [v for v in sorted(levels) if v <= top + UNIT_TOL]
 
 
 def fjord_draw(widths: Sequence[float], gen: torch.Generator) -> float:
@@ -1177,6 +1200,17 @@ def _warmup_losses(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np
     return np.array([mean_loss(sub, arch, c.train) for c in task.clients])
 
 
+def score_given(task: "Task | Statistics", cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
+    """Scores given in the config, ``cfg.score_values``, one per client in client order: an
+    allocation by a quantity measured outside the run (the positive control of the image study
+    allocates by the clients' need for width, measured on other seeds). Raises ValueError unless
+    there is exactly one value per client."""
+    if len(cfg.score_values) != len(task.clients):
+        raise ValueError(f"score 'given' needs one value per client: score_values has {len(cfg.score_values)}, "
+                         f"the benchmark has {len(task.clients)} clients")
+    return np.asarray(cfg.score_values, dtype=float)
+
+
 def score_random(task: Task, cfg: "RunConfig", rng: np.random.Generator) -> np.ndarray:
     """A control: i.i.d. U(0, 1) scores from the run's score generator."""
     return rng.random(len(task.clients))
@@ -1191,6 +1225,7 @@ SCORES: dict[str, Callable[[Task, "RunConfig", np.random.Generator], np.ndarray]
     "loss": score_loss,
     "size": score_size,
     "random": score_random,
+    "given": score_given,              # values from the config (a measured quantity)
 }
 
 
@@ -1276,11 +1311,11 @@ def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Calla
     within ``budget`` (bisection; spend is non-decreasing in b). Used for FjORD, whose expected
     width is below its maximum width."""
     lo = budget
-    if spend(widths_for(hi)) <= budget * (1 + 1e-12):
+    if spend(widths_for(hi)) <= budget + UNIT_TOL:
         return widths_for(hi)
     for _ in range(60):
         mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if spend(widths_for(mid)) <= budget * (1 + 1e-12) else (lo, mid)
+        lo, hi = (mid, hi) if spend(widths_for(mid)) <= budget + UNIT_TOL else (lo, mid)
     return widths_for(lo)
 
 
@@ -1384,15 +1419,50 @@ and stored in every record, so no record made by other code is ever reused.
        channels-last CNN; the published rule (Eqs. 11-17) and the aggregation protocol"""
 
 
-COMPONENT_VERSIONS = {"ordered": 2}
+COMPONENT_VERSIONS = {"ordered": 3}
 """Versions of one extraction rule's numerics, in the cache key of that rule's configs only (a
 change to FjORD's training re-runs FjORD configs and leaves every other record valid).
     ordered 2  a client of width w draws per batch from the levels below w and w itself (the draw
-               the budget counts); the nested sub-slice is taken by views"""
+               the budget counts); the nested sub-slice is taken by views
+    ordered 3  a client's maximum width is a level (:func:`fjord_max_width`) and it draws from the
+               levels up to it, as official FjORD does; the budget is fitted over snapped widths"""
+
+
+UNITS_VERSION = 2
+"""Version of the width -> units rounding (:func:`units_of`), in the cache key of exactly the
+configs whose numbers it can change (:func:`rounding_matters`); every other record stays valid.
+    (absent)  ceil(w D), the rule of the first engine-2 tables
+    2         floor(w D), at least 1: the published rule's (FedProC ``ptFLShared._pt_retained_width``)"""
+
+
+def width_dims(cfg: "RunConfig") -> tuple[int, ...]:
+    """The sizes of the width dimensions of ``cfg``'s supernet (text: E, H; images: the CNN's widths)."""
+    return (cfg.emb_dim, cfg.hidden_dim) if cfg.benchmark == "medium" else tuple(cfg.cnn_widths)
+
+
+def slice_widths(cfg: "RunConfig") -> frozenset[float] | None:
+    """Every width at which a run of ``cfg`` cuts a nested slice, where ``cfg`` alone fixes them: the
+    clients' widths, the budget (the capped evaluation min(w_k, B)), 1 (the full model), the levels
+    of a level rule and the warm-up width of the ``loss`` score. None where they depend on the
+    data: the published rule's continuous widths and FjORD's fitted maximum widths."""
+    if cfg.policy in ("hasa", "reverse") or cfg.extraction == "ordered":
+        return None
+    common = {"uniform": (cfg.budget,), "smallest": (cfg.w_min,), "full": (1.0,)}.get(cfg.policy, cfg.levels)
+    warmup = (min(cfg.levels),) if cfg.score == "loss" else ()
+    return frozenset({*common, *warmup, cfg.budget, 1.0})
+
+
+def rounding_matters(cfg: "RunConfig") -> bool:
+    """Whether floor(w D) and the earlier ceil(w D) can differ in a run of ``cfg``: some width it
+    slices at (:func:`slice_widths`) is not a whole number of units of some dimension, or the
+    widths depend on the data."""
+    widths = slice_widths(cfg)
+    return widths is None or any(abs(w * d - round(w * d)) > UNIT_TOL for w in widths for d in width_dims(cfg))
 
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
-                      "dirichlet_alpha": 0.5, "momentum": 0.0, "weighting": "n_k", "row_masking": False}
+                      "dirichlet_alpha": 0.5, "momentum": 0.0, "weighting": "n_k", "row_masking": False,
+                      "score_values": ()}
 """Fields whose default value leaves the computation unchanged (tested by the golden record): at
 that default they are left out of a config's identity and cache key, so records made before the
 field existed stay valid. A non-default value enters the key."""
@@ -1478,6 +1548,7 @@ class RunConfig:
     hidden_dim: int = 128
     score_draw: int = 0                # selects an independent draw of a random score
     shuffle_scores: bool = False       # control: permute the scores across clients
+    score_values: tuple[float, ...] = ()  # score "given": one value per client, in client order
     warmup_rounds: int = 2             # warm-up FedAvg rounds of the model-based "loss" score
     digits_clients_per_domain: int = 1  # digits: 1, or several clients of unequal size per domain
     cnn_widths: tuple[int, int, int] = (16, 32, 64)
@@ -1515,6 +1586,9 @@ class RunConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1; got {value!r}")
         _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
+        _check((self.score == "given") == bool(self.score_values),
+               f"score_values go with score 'given' and only with it; got score {self.score!r} and "
+               f"{len(self.score_values)} values")
         _check(0 < self.lr <= LR_MAX, f"lr must be in (0, {LR_MAX:g}] (lr = 0 never trains; larger diverges); "
                f"got {self.lr}")
         _check(0 <= self.momentum < 1, f"momentum must be in [0, 1); got {self.momentum}")
@@ -1565,6 +1639,8 @@ class RunConfig:
         versions = {"engine": ENGINE_VERSION}
         if self.extraction in COMPONENT_VERSIONS:
             versions["component"] = COMPONENT_VERSIONS[self.extraction]
+        if rounding_matters(self):
+            versions["units"] = UNITS_VERSION
         blob = json.dumps({**versions, **self.as_dict()}, sort_keys=True).encode()
         return f"{self.benchmark}-{self.policy}-{self.extraction}-{self.score}-{hashlib.sha256(blob).hexdigest()[:10]}"
 
@@ -1870,18 +1946,28 @@ def unit_movement(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor],
     return out
 
 
-SWEEP_WIDTHS = tuple(round(0.1 * i, 1) for i in range(1, 11))
-"""The evaluation widths of :func:`accuracy_sweep`: 0.1, 0.2, ..., 1.0."""
+SWEEP_VERSION = 2
+"""Version of :func:`accuracy_sweep`'s grid, stored in the sweep; a record whose sweep has another
+version lacks the sweep (:func:`has_extras`) and is re-run to fill it (:func:`fill_extras`).
+    1  widths 0.1, 0.2, ..., 1.0 (under ceil(w D) units)
+    2  every distinct nested slice (:func:`sweep_widths`), under floor(w D) units"""
 
 
-def accuracy_sweep(final: dict[str, torch.Tensor], task: Task,
-                   grid: Sequence[float] = SWEEP_WIDTHS) -> dict[str, Any]:
-    """Each client's accuracy with the nested slice of every width g of ``grid`` (the same trained
-    model cut to g, whatever width the client was allocated): ``{"grid": [g_1, ...], "accuracy":
-    [[acc of client k at g_1, ...] for each client k]}``. It tells how much of the width a client
-    is evaluated with carries what it learned."""
+def sweep_widths(arch: Architecture) -> tuple[float, ...]:
+    """Every distinct nested slice of ``arch``, each named by the smallest width that cuts it: k / D
+    for every dimension size D and k = 1..D (LSTM E = H = 128: 1/128, 2/128, ..., 1)."""
+    return tuple(sorted({k / d for d in arch.dims.values() for k in range(1, d + 1)}))
+
+
+def accuracy_sweep(final: dict[str, torch.Tensor], task: Task, grid: Sequence[float] | None = None) -> dict[str, Any]:
+    """Each client's accuracy with the nested slice of every width g of ``grid`` (default
+    :func:`sweep_widths`: every slice), the same trained model cut to g whatever width the client
+    was allocated: ``{"grid": [g_1, ...], "accuracy": [[acc of client k at g_1, ...] for each client
+    k], "version": SWEEP_VERSION}``. It tells how much of the width a client is evaluated with
+    carries what it learned, at any width an analysis asks for exactly."""
+    grid = sweep_widths(task.arch) if grid is None else tuple(grid)
     per_width = [evaluate(final, task, [g] * len(task.clients)) for g in grid]
-    return {"grid": list(grid), "accuracy": [list(a) for a in zip(*per_width)]}
+    return {"grid": list(grid), "accuracy": [list(a) for a in zip(*per_width)], "version": SWEEP_VERSION}
 
 
 def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], task: Task,
@@ -1889,7 +1975,7 @@ def run_extras(init: dict[str, torch.Tensor], final: dict[str, torch.Tensor], ta
     """What a record holds beyond its numbers, for the mechanism analysis: :func:`unit_movement`,
     each client's accuracy with the nested slice of width min(w_k, B) (``accuracy_capped``): the
     allocated model cut back to the budget's width, and with ``sweep`` the :func:`accuracy_sweep`
-    (10 more evaluations, about 5 % of a paper-profile run: only where asked for)."""
+    (one evaluation per distinct slice, 128 for the text model, about 0.2 s each: only where asked for)."""
     capped = [min(w, budget) for w in widths]
     out = {"movement": unit_movement(init, final, task.arch), "capped_widths": capped,
            "accuracy_capped": evaluate(final, task, capped)}
@@ -1960,8 +2046,9 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
     * ``uniform``: every client at width B; ``smallest``: every client at w_min;
     * ``full``: every client at width 1 (unconstrained FedAvg, outside the budget).
 
-    For FjORD the rule is applied to the maximum widths with the budget argument raised until
-    the expected widths spend B (:func:`_fit_expected_budget`). ``budget_frac`` = spend / B is
+    For FjORD the rule gives the maximum widths, each snapped down to a level
+    (:func:`fjord_max_width`), with the budget argument raised as far as the snapped widths'
+    expected widths stay within B (:func:`_fit_expected_budget`). ``budget_frac`` = spend / B is
     reported, never corrected: the published rule's two passes can miss B.
 
     Our level rule (``*_levels``, FLOP budget sum_k n_k c(w_k) <= sum_k n_k c(w_ref)): see
@@ -1990,8 +2077,10 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
 
     def widths_for(b: float) -> np.ndarray:
         if signed is not None:
-            return published_widths(signed, sizes, budget=b, w_min=cfg.w_min, w_max=cfg.w_max, caps=cfg.cap)
-        return np.full(k, {"uniform": b, "smallest": cfg.w_min, "full": 1.0}[cfg.policy])
+            w = published_widths(signed, sizes, budget=b, w_min=cfg.w_min, w_max=cfg.w_max, caps=cfg.cap)
+        else:
+            w = np.full(k, {"uniform": b, "smallest": cfg.w_min, "full": 1.0}[cfg.policy])
+        return np.array([fjord_max_width(x, cfg.levels) for x in w]) if cfg.extraction == "ordered" else w
 
     hi = cfg.cap if signed is not None else 1.0
     if cfg.extraction == "ordered" and cfg.policy in ("hasa", "reverse", "uniform"):
@@ -2461,7 +2550,9 @@ class NotReproduced(RuntimeError):
 
 
 def has_extras(rec: dict[str, Any], fields: Sequence[str] = EXTRAS) -> bool:
-    return all(f in rec for f in fields)
+    """Whether ``rec`` holds every run-extra field of ``fields``, its sweep of :data:`SWEEP_VERSION`."""
+    return all(f in rec for f in fields) and (
+        "accuracy_sweep" not in fields or rec["accuracy_sweep"].get("version") == SWEEP_VERSION)
 
 
 def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
@@ -2587,9 +2678,11 @@ def golden_config() -> RunConfig:
 
 
 def write_golden(path: Path = GOLDEN) -> Path:
+    """Write the golden record: :func:`golden_config`'s seed-0 record with its cache ``key`` (the
+    versions that made it), without the wall seconds."""
     rec = run(golden_config(), 0)
     rec.pop("seconds")
-    write_json_atomic(path, rec)
+    write_json_atomic(path, {"key": golden_config().key(), **rec})
     return path
 
 

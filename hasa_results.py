@@ -58,6 +58,7 @@ from hasa_core import (
     PROFILES,
     REPO,
     SWEEP,
+    UNIT_TOL,
     RunConfig,
     Task,
     bench,
@@ -73,6 +74,7 @@ from hasa_core import (
     plan,
     run_many,
     summarize_accuracies,
+    units_of,
     write_text_atomic,
 )
 
@@ -108,7 +110,8 @@ def method_label(cfg: RunConfig) -> str:
         label += "·as published"
     elif cfg.weighting == "count" or cfg.row_masking:
         label += "·count" if cfg.weighting == "count" else "·row-masked"
-    score = f"shuffled {cfg.score}" if cfg.shuffle_scores else cfg.score
+    name = SCORE_LABELS.get(cfg.score, cfg.score)
+    score = f"shuffled {name}" if cfg.shuffle_scores else name
     if cfg.score == "random":
         score += f" #{cfg.score_draw}"
     scored = cfg.policy not in ("uniform", "uniform_levels", "smallest", "full")
@@ -124,6 +127,11 @@ def method_label(cfg: RunConfig) -> str:
     if cfg.participation < 1:
         extras.append(f"{cfg.participation:.0%}/round")
     return label + (f" ({', '.join(extras)})" if extras else "")
+
+
+SCORE_LABELS = {"given": "need"}
+"""Display names of scores whose engine name says how, not what: the image study's ``given``
+scores are the clients' measured need for width (:func:`measured_need`)."""
 
 
 def _profile_of(cfg: RunConfig) -> str:
@@ -174,12 +182,36 @@ def spec_label(spec: str, cfg: RunConfig) -> str:
     return method_label(cfg) if spec == "default" else f"{method_label(cfg)} [{spec}]"
 
 
+NEED_SEEDS = {"paper": list(range(100, 110)), "smoke": [100, 101]}
+"""Seeds on which the image study measures each client's need for width for the positive control:
+disjoint from every test seed (0-29), so the allocation by need never sees the runs it is judged on."""
+
+CLAIM4_SCORES = ("random", "js", "feature_js", "loss", "given")
+"""The score variants of claim 4's dependence test, from no information to the measured need."""
+
+
+def measured_need(profile: str, results_dir: Path | None = None) -> tuple[float, ...] | None:
+    """Each digits client's need for width (pp, client order): its accuracy with every client at
+    full width minus with every client at w_min, averaged over :data:`NEED_SEEDS` (the
+    ``need_digits`` experiment's records). None until those records exist: the positive control's
+    configs depend on them, so :func:`precompute` makes them first."""
+    d = functools.partial(config, profile, "digits")
+    root = results_dir or output_dirs(profile)[0]
+    recs = {(p, s): cached_record(canonical(d(policy=p)), s, root) for p in ("smallest", "full")
+            for s in NEED_SEEDS[profile]}
+    if any(r is None for r in recs.values()):
+        return None
+    need = np.mean([np.subtract(recs["full", s]["accuracy"], recs["smallest", s]["accuracy"])
+                    for s in NEED_SEEDS[profile]], axis=0)
+    return tuple(round(100 * float(v), 6) for v in need)
+
+
 AS_PUBLISHED = {"weighting": "count", "row_masking": True}
 """HeteroFL's and FedRolex's official aggregation: each client counted once per element, and the
 vocabulary rows averaged over the clients whose data hold them (absent classes masked in training)."""
 
 
-def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
+def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
     """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
 
     ``table1`` HASA vs uniform (both protocols, our level rule as a variant); ``core`` uniform, HASA
@@ -191,7 +223,12 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     participation; ``mechanism`` / ``mechanism_digits`` where the extra width goes (records
     with the run extras); ``spec`` the specification curve (every :func:`specifications` setup x
     :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
-    the powered seeds. Labels come from :func:`method_label`, so one run has one name everywhere."""
+    the powered seeds. ``claims`` holds every Medium run of the declared primary tests of claims 1-3
+    (both protocols, the powered seeds); ``need_digits`` measures the digits clients' need for width
+    on :data:`NEED_SEEDS`; ``claim4`` holds the image study's runs of claim 4's dependence test (every
+    :data:`CLAIM4_SCORES` variant, both protocols; the ``given`` variant, the positive control,
+    only once ``need_digits`` is computed, see :func:`measured_need`). Labels come from
+    :func:`method_label`, so one run has one name everywhere."""
     def group(*cfgs: RunConfig) -> dict[str, RunConfig]:
         cfgs = [canonical(c) for c in cfgs]
         return {method_label(c): c for c in cfgs}
@@ -200,7 +237,12 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
     d = functools.partial(config, profile, "digits")
     d3 = functools.partial(config, profile, "digits", digits_clients_per_domain=3)
     n = list(range(SEEDS[profile]))
+    powered = list(range(POWER_SEEDS[profile]))
     levels = m(policy="hasa_levels", score="js_targets", aggregation="selective")
+    protocols = ("full", "selective")
+    need = measured_need(profile, results_dir)
+    claim4_scores = [(s, {}) for s in CLAIM4_SCORES if s != "given"]
+    claim4_scores += [("given", {"score_values": need})] if need else []
     table2 = [m(policy=p, extraction=e, aggregation="selective")
               for e in ("static", "rolling", "random", "ordered") for p in ("uniform", "hasa")]
     table2 += [m(policy=p, extraction=e, aggregation="selective", **AS_PUBLISHED)  # HeteroFL, FedRolex
@@ -228,6 +270,14 @@ def experiments(profile: str) -> dict[str, tuple[dict[str, RunConfig], list[int]
                       n),
         "mechanism_digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),
                                    d(policy="reverse", score="feature_js")), n),
+        "claims": (group(m(), *(m(policy=p, aggregation=a) for p in ("hasa", "reverse") for a in protocols),
+                         *(m(extraction=e, aggregation=a) for e in ("rolling", "ordered", "random")
+                           for a in protocols)),
+                   powered),
+        "need_digits": (group(d(policy="smallest"), d(policy="full")), NEED_SEEDS[profile]),
+        "claim4": (group(d(), d(policy="smallest"), d(policy="full"),
+                         *(d(policy="hasa", score=s, aggregation=a, **extra) for s, extra in claim4_scores
+                           for a in protocols)), powered),
     }
 
 
@@ -241,34 +291,41 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
                only: Sequence[str] | None = None) -> int:
     """Every (config, seed) that the profile's experiments need, in one pool of ``n_jobs``
     processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
-    the powered comparisons); the notebooks then only read the cache. Returns the number of
-    distinct runs."""
-    jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
-    unknown = sorted(set(only or ()) - set(experiments(profile)))
-    if unknown:
-        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: {', '.join(experiments(profile))}")
-    for name, (methods, seeds) in experiments(profile).items():
-        if not only or name in only:
-            for c in methods.values():
-                for s in seeds:
-                    before = jobs.get((c.key(), s), (c, s, ()))[2]
-                    jobs[(c.key(), s)] = (c, s, tuple(dict.fromkeys(before + WITH_EXTRAS.get(name, ()))))
+    the powered comparisons); the notebooks then only read the cache. Experiments whose configs
+    are made from other runs' records (the positive control of claim 4, :func:`measured_need`)
+    appear once those are cached: precompute repeats until nothing is pending. Returns the number
+    of distinct runs."""
     results_dir = results_dir or output_dirs(profile)[0]
+    unknown = sorted(set(only or ()) - set(experiments(profile, results_dir)))
+    if unknown:
+        raise ValueError(f"unknown experiment(s) {', '.join(unknown)}; valid names: "
+                         f"{', '.join(experiments(profile, results_dir))}")
 
     def done(c: RunConfig, s: int, extras: tuple[str, ...]) -> bool:
         rec = cached_record(c, s, results_dir)
         return rec is not None and has_extras(rec, extras)
-    pending = [job for job in jobs.values() if not done(*job)]
-    missing = len(pending)
-    print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - missing} reused from the cache, "
-          f"{missing} to compute (or to re-run for their extras)")
-    for seed in sorted({s for _, s, _ in pending}):
-        for extras in sorted({e for _, s, e in pending if s == seed}, key=len, reverse=True):
-            cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
-                          key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
-            # the longest first, so that the pool's last minutes are not one long run
-            run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
-    print(f"precompute ({profile}): done; {len(jobs) - missing} records reused, {missing} computed")
+    computed = 0
+    while True:
+        jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
+        for name, (methods, seeds) in experiments(profile, results_dir).items():
+            if not only or name in only:
+                for c in methods.values():
+                    for s in seeds:
+                        before = jobs.get((c.key(), s), (c, s, ()))[2]
+                        jobs[(c.key(), s)] = (c, s, tuple(dict.fromkeys(before + WITH_EXTRAS.get(name, ()))))
+        pending = [job for job in jobs.values() if not done(*job)]
+        if not pending:
+            break
+        print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - len(pending)} reused from the "
+              f"cache, {len(pending)} to compute (or to re-run for their extras)")
+        for seed in sorted({s for _, s, _ in pending}):
+            for extras in sorted({e for _, s, e in pending if s == seed}, key=len, reverse=True):
+                cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
+                              key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
+                # the longest first, so that the pool's last minutes are not one long run
+                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
+        computed += len(pending)
+    print(f"precompute ({profile}): done; {len(jobs) - computed} records reused, {computed} computed")
     return len(jobs)
 
 
@@ -395,6 +452,13 @@ def unit_movement_frame(records: Sequence[dict[str, Any]], label: Callable[[dict
     return pd.DataFrame(rows)
 
 
+def kept_units(width: float, size: int) -> int:
+    """How many of a dimension's ``size`` units the nested slice of ``width`` keeps (the engine's
+    :func:`hasa_core.units_of`; none at width 0): a band (lo, hi] of widths holds units
+    kept_units(lo, D) .. kept_units(hi, D) - 1."""
+    return 0 if width <= 0 else units_of(width, size)
+
+
 def band_edges(records: Sequence[dict[str, Any]]) -> list[float]:
     """Width bands between consecutive distinct client widths: 0, every width any method gives a
     client in the first seed's records (2 decimals), and 1."""
@@ -408,7 +472,7 @@ def band_movement(movement: pd.DataFrame, edges: Sequence[float]) -> pd.DataFram
     m = movement.assign(band=pd.cut(movement["position"], list(edges), include_lowest=True))
     per_seed = m.groupby(["dim", "method", "band", "seed"], observed=True)["movement"].mean()
     out = per_seed.groupby(["dim", "method", "band"], observed=True).agg(["mean", "std"]).reset_index()
-    out["units"] = [f"{math.ceil(b.left * d)}–{math.ceil(b.right * d) - 1}" for b, d in
+    out["units"] = [f"{kept_units(b.left, d)}–{kept_units(b.right, d) - 1}" for b, d in
                     zip(out["band"], out["dim"].map(movement.groupby("dim")["unit"].max() + 1))]
     return out
 
@@ -416,18 +480,19 @@ def band_movement(movement: pd.DataFrame, edges: Sequence[float]) -> pd.DataFram
 def control_reference(records: Sequence[dict[str, Any]], movement: pd.DataFrame, label: Callable[[dict], str],
                       control: str, stat: str) -> dict[tuple[int, str], float]:
     """(seed, width dimension) -> ``stat`` ("median" or "mean") of the movement of the ``control``
-    run's trained units (its ceil(B D) first; :func:`unit_movement_frame` rows in ``movement``):
+    run's trained units (its first :func:`kept_units` (B, D); :func:`unit_movement_frame` rows in ``movement``):
     the yardstick a unit's or a band's movement is compared with."""
     budget = {r["seed"]: r["budget"] for r in records if label(r) == control}
-    return {(seed, dim): float(g["movement"].iloc[:math.ceil(budget[seed] * len(g) - 1e-9)].agg(stat))
+    return {(seed, dim): float(g["movement"].iloc[:kept_units(budget[seed], len(g))].agg(stat))
             for (seed, dim), g in movement[movement["method"] == control].groupby(["seed", "dim"])}
 
 
 def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
                      label: Callable[[dict], str] | None = None) -> pd.DataFrame:
-    """Per (run, client, width dimension): the client's evaluation slice (its ceil(w_k D) first
-    units) and the share of it whose units moved at least ``fraction`` x the reference movement,
-    the median movement of the trained units (the ceil(B D) first) of the ``uniform`` run of the
+    """Per (run, client, width dimension): the client's evaluation slice (its first
+    :func:`kept_units` (w_k, D) units) and the share of it whose units moved at least ``fraction`` x
+    the reference movement, the median movement of the trained units (the first
+    :func:`kept_units` (B, D)) of the ``uniform`` run of the
     same seed. ``effective_width`` = that share x w_k: how much of the width a client is evaluated
     with was actually trained."""
     label = label or _method
@@ -442,7 +507,7 @@ def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
             d = len(units)
             moved = units["movement"].to_numpy() >= fraction * ref[(r["seed"], dim)]
             for client, w, acc in zip(r["clients"], r["widths"], r["accuracy"]):
-                k = max(1, math.ceil(w * d - 1e-9))
+                k = kept_units(w, d)
                 share = float(moved[:k].mean())
                 rows.append({"method": label(r), "seed": r["seed"], "client": client, "dim": dim, "width": w,
                              "trained_share": share, "effective_width": share * w, "accuracy": 100 * acc})
@@ -672,7 +737,7 @@ def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.Da
         if entry is None:
             continue
         norm, d = np.asarray(entry["norm"]), len(entry["norm"])
-        inner, outer = math.ceil(r["budget"] * d - 1e-9), math.ceil(max(r["widths"]) * d - 1e-9)
+        inner, outer = kept_units(r["budget"], d), kept_units(max(r["widths"]), d)
         ratio = norm[inner:outer].mean() / norm[:inner].mean() if outer > inner else np.nan
         rows.append({"method": _method(r), "seed": r["seed"], "dilution_index": float(ratio)})
     return pd.DataFrame(rows)
@@ -764,7 +829,7 @@ def trained_frontier(norms: Sequence[float], edges: Sequence[float], ref: float,
     of every run's trained units move a third of the median), a band's mean is not."""
     norms, d, frontier = np.asarray(norms, float), len(norms), 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
-        units = norms[math.ceil(lo * d - 1e-9):math.ceil(hi * d - 1e-9)]
+        units = norms[kept_units(lo, d):kept_units(hi, d)]
         if len(units) == 0:
             continue
         if units.mean() < fraction * ref:
@@ -780,9 +845,9 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
     training, with the widest nested slice that learned. Per run, the trained frontier is the
     smallest over width dimensions of :func:`trained_frontier`, with the run's own bands (edges 0,
     its distinct client widths, 1) and as reference the mean movement of the ``control`` run's
-    trained units (its ceil(B D) first, same seed), so the control's own frontier is B. A client is
-    evaluated at the widest width of the record's ``accuracy_sweep`` grid that is <= min(w_k,
-    frontier) (the narrowest grid width if none is).
+    trained units (its first :func:`kept_units` (B, D), same seed), so the control's own frontier is B.
+    A client is evaluated with the slice of width min(w_k, frontier), read off the record's
+    ``accuracy_sweep``, which holds every distinct slice (its widest grid width <= min(w_k, frontier)).
 
     Returns (one row per run and client: width, frontier, evaluation width, allocated and
     trained-width accuracy in %; the paired tests on the mean client accuracy, per method:
@@ -801,7 +866,7 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
                        for dim, g in mine.groupby("dim"))
         grid = np.asarray(r["accuracy_sweep"]["grid"])
         for k, (client, w) in enumerate(zip(r["clients"], r["widths"])):
-            i = max(int(np.searchsorted(grid, min(w, frontier) + 1e-9)) - 1, 0)
+            i = max(int(np.searchsorted(grid, min(w, frontier) + UNIT_TOL)) - 1, 0)
             rows.append({"method": label(r), "seed": r["seed"], "client": client, "width": w, "frontier": frontier,
                          "eval_width": float(grid[i]), "allocated": 100 * r["accuracy"][k],
                          "trained": 100 * r["accuracy_sweep"]["accuracy"][k][i]})

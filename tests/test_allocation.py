@@ -46,13 +46,32 @@ def test_published_widths_budget_errors_and_per_client_caps():
 
 def test_fjord_expected_width_spends_the_budget(tiny_cfg):
     assert H.expected_width(0.75, "ordered", (0.25, 0.5, 0.75, 1.0)) == pytest.approx(0.5)
-    assert H.expected_width(0.6, "ordered", (0.25, 0.5, 0.75, 1.0)) == pytest.approx((0.25 + 0.5 + 0.6) / 3)
+    assert H.expected_width(0.6, "ordered", (0.25, 0.5, 0.75, 1.0)) == pytest.approx((0.25 + 0.5) / 2)  # p_max 0.5
     assert H.expected_width(0.6, "static", (0.25, 0.5)) == 0.6
     task = H.load_task(tiny_cfg, 0)
     uni = H.plan(tiny_cfg.replace(extraction="ordered"), task, 0)
-    assert uni["widths"] == pytest.approx([0.75] * 7) and uni["budget_frac"] == pytest.approx(1.0)
+    assert uni["widths"] == [0.75] * 7 and uni["budget_frac"] == pytest.approx(1.0)
     has = H.plan(tiny_cfg.replace(extraction="ordered", policy="hasa"), task, 0)
-    assert has["budget_frac"] <= 1 + 1e-9 and max(has["widths"]) > 0.5
+    assert has["budget_frac"] <= 1 + H.UNIT_TOL and set(has["widths"]) <= set(tiny_cfg.levels)
+
+
+def test_fjord_maximum_width_is_a_level_and_no_slice_size_is_drawn_twice():
+    """Official FjORD: p_max is a level and a client draws the levels up to it. A width off the
+    levels snaps down (0.6 -> 0.5; 0.75 + 1.5e-12, the old bisection's overshoot, -> 0.75; below
+    the smallest level -> the smallest level); every client of every seed's plan draws distinct
+    slice sizes."""
+    lv = (0.25, 0.5, 0.75, 1.0)
+    snapped = [H.fjord_max_width(w, lv) for w in (0.6, 0.75 + 1.5e-12, 0.75 - 1e-12, 0.2, 1.0)]
+    assert snapped == [0.5, 0.75, 0.75, 0.25, 1.0]
+    assert H.fjord_widths(0.75 + 1.5e-12, lv) == [0.25, 0.5, 0.75]
+    arch = H.lstm_arch(10, 128, 128)
+    cfg = H.config("smoke", extraction="ordered")
+    for seed in range(3):
+        task = H.load_task(cfg, seed)
+        for policy in ("uniform", "hasa", "reverse"):
+            for w in H.plan(cfg.replace(policy=policy), task, seed)["widths"]:
+                sizes = [arch.units(v)["hid"] for v in H.fjord_widths(w, cfg.levels)]
+                assert len(sizes) == len(set(sizes)) and w in cfg.levels
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -120,4 +139,21 @@ def test_plan_from_uploaded_statistics_equals_plan_from_the_data(benchmark):
             with pytest.raises(ValueError, match="needs the clients' training data"):
                 H.plan(cfg.replace(score=score), task.statistics(), 0)
             continue
-        assert H.plan(cfg.replace(score=score), task.statistics(), 0) == H.plan(cfg.replace(score=score), task, 0)
+        given = {"score_values": tuple(range(len(task.clients)))} if score == "given" else {}
+        c = cfg.replace(score=score, **given)
+        assert H.plan(c, task.statistics(), 0) == H.plan(c, task, 0)
+
+
+def test_given_scores_allocate_by_the_values_and_need_one_per_client():
+    """score 'given': the published rule on the config's values (larger value, wider), one per client."""
+    cfg = H.config("smoke", "digits", policy="hasa", score="given", score_values=(5.0, 1.0, 4.0, 2.0, 3.0))
+    task = H.load_task(cfg, 0)
+    p = H.plan(cfg, task, 0)
+    assert p["scores"] == [5.0, 1.0, 4.0, 2.0, 3.0]
+    w, v = p["widths"], cfg.score_values
+    assert all(w[i] >= w[j] for i in range(5) for j in range(5) if v[i] > v[j]) and w[0] > w[1]
+    with pytest.raises(ValueError, match="one value per client: score_values has 2"):
+        H.plan(cfg.replace(score_values=(1.0, 2.0)), task, 0)
+    for bad in ({"score_values": ()}, {"score": "js"}):
+        with pytest.raises(ValueError, match="score_values go with score 'given' and only with it"):
+            cfg.replace(**bad)

@@ -61,9 +61,10 @@ def test_the_sealed_record_reads_back_and_its_extras_are_consistent(record, tiny
 
 def test_the_accuracy_sweep_at_a_clients_own_width_is_its_accuracy(record):
     sweep = record["accuracy_sweep"]
-    assert sweep["grid"] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert sweep["grid"] == [k / 16 for k in range(1, 17)] and sweep["version"] == H.SWEEP_VERSION  # E = H = 16
     on_grid = [(k, sweep["grid"].index(w)) for k, w in enumerate(record["widths"]) if w in sweep["grid"]]
     assert on_grid, "the smoke config's uniform widths (B = 0.5) lie on the grid"
+    assert not H.has_extras({**record, "accuracy_sweep": {**sweep, "version": 1}}, H.EXTRAS + H.SWEEP)
     assert all(sweep["accuracy"][k][i] == record["accuracy"][k] for k, i in on_grid)
     assert [a[-1] for a in sweep["accuracy"]] == record["accuracy_full_model"]
     broken = H.sealed({**record, "accuracy_sweep": {**sweep, "accuracy": sweep["accuracy"][:-1]}})

@@ -98,9 +98,9 @@ def test_unknown_names_list_the_valid_ones():
 def test_new_fields_at_their_defaults_keep_every_cache_key():
     """participation, partition, num_clients and dirichlet_alpha were added after engine 2: at their
     defaults they are not in the key (the committed engine-2 records stay valid); otherwise they are."""
-    cfg = H.config("paper", policy="hasa")
+    cfg = H.config("paper")
     assert "participation" not in cfg.as_dict() and "partition" not in cfg.as_dict()
-    assert H.record_path(cfg, 0).is_file(), "the committed engine-2 record of paper HASA seed 0 must be found"
+    assert H.record_path(cfg, 0).is_file(), "the committed engine-2 record of paper uniform seed 0 must be found"
     assert cfg.replace(participation=0.5).key() != cfg.key()
     assert cfg.replace(partition="publication_day").key() != cfg.key()
     assert H.RunConfig.from_dict(json.loads(json.dumps(cfg.replace(participation=0.5).as_dict()))) == \
@@ -110,16 +110,41 @@ def test_new_fields_at_their_defaults_keep_every_cache_key():
 
 
 def test_fjords_component_version_keys_only_fjord_configs(monkeypatch):
-    """The FjORD fix changed FjORD's numbers only: its version is in the key of ordered configs;
-    static, rolling and random keys (and their committed records) are untouched."""
-    assert H.COMPONENT_VERSIONS == {"ordered": 2}
-    keys = {e: H.config("paper", policy="hasa", extraction=e, aggregation="selective").key()
-            for e in H.EXTRACTIONS}
-    for e in ("static", "rolling", "random"):
-        assert H.record_path(H.config("paper", policy="hasa", extraction=e, aggregation="selective"), 0).is_file()
-    monkeypatch.setattr(H, "COMPONENT_VERSIONS", {"ordered": 3})
-    after = {e: H.config("paper", policy="hasa", extraction=e, aggregation="selective").key() for e in H.EXTRACTIONS}
+    """A change to FjORD's numbers changes FjORD's keys only: its version is in the key of ordered
+    configs; static, rolling and random keys (and their committed records) are untouched."""
+    assert H.COMPONENT_VERSIONS == {"ordered": 3}
+    uniform = {e: H.config("paper", extraction=e, aggregation="selective" if e == "random" else "full")
+               for e in H.EXTRACTIONS}  # the committed uniform-width rows of Table 2
+    keys = {e: c.key() for e, c in uniform.items()}
+    assert all(H.record_path(uniform[e], 0).is_file() for e in ("static", "rolling", "random"))
+    monkeypatch.setattr(H, "COMPONENT_VERSIONS", {"ordered": 4})
+    after = {e: c.key() for e, c in uniform.items()}
     assert [e for e in keys if keys[e] != after[e]] == ["ordered"]
+
+
+def test_the_rounding_version_keys_exactly_the_configs_whose_units_it_changes(monkeypatch):
+    """floor(w D) and ceil(w D) differ only off whole units: uniform at B = 0.5 of 128 units (64),
+    full width and the levels keep their keys (and their committed records); the published rule,
+    w_min = 0.2 (25.6 units) and B = 0.3 get the rounding version in their keys."""
+    same = [H.config("paper"), H.config("paper", policy="full"), H.config("paper", extraction="rolling"),
+            H.config("paper", policy="hasa_levels", score="js_targets", aggregation="selective"),
+            H.config("paper", "digits"), H.config("paper", emb_dim=64, hidden_dim=64)]
+    changed = [H.config("paper", policy="hasa"), H.config("paper", policy="reverse", aggregation="selective"),
+               H.config("paper", policy="smallest"), H.config("paper", budget=0.3),
+               H.config("paper", "digits", policy="smallest"), H.config("paper", extraction="ordered")]
+    assert not any(H.rounding_matters(c) for c in same) and all(H.rounding_matters(c) for c in changed)
+    assert all(H.record_path(c, 0).is_file() for c in same)
+    before = {c: c.key() for c in same + changed}
+    monkeypatch.setattr(H, "UNITS_VERSION", 3)
+    assert [c for c in before if c.key() != before[c]] == changed
+
+
+def test_units_are_floor_of_width_times_size_at_least_one():
+    """Hand-computed: 0.3153 x 128 = 40.36 -> 40 (ceil gave 41); 0.8 x 128 = 102.4 -> 102; 0.5 x 128 = 64;
+    0.29 x 100 = 28.999999999999996 in floating point -> 29; 0.001 x 128 -> 1."""
+    assert [H.units_of(w, d) for w, d in ((0.3153, 128), (0.8, 128), (0.5, 128), (0.29, 100), (0.001, 128))] == \
+        [40, 102, 64, 29, 1]
+    assert H.lstm_arch(10, 128, 64).units(0.8) == {"emb": 102, "hid": 51}
 
 
 def test_cache_is_written_atomically_and_reused(tiny_cfg, tmp_path, monkeypatch):
@@ -150,16 +175,18 @@ def test_record_provenance_and_engine_version_in_key(tiny_cfg, monkeypatch):
 
 
 def test_golden_record_reproduces():
-    """An unversioned change to anything that makes numbers fails here: bump ENGINE_VERSION and
-    rewrite the golden record with `python -m hasa_core golden`."""
+    """An unversioned change to anything that makes numbers fails here: a change that changes
+    results must change the cache key of the configs it changes (ENGINE_VERSION, a component or
+    the rounding version), then the golden record is rewritten with `python -m hasa_core golden`."""
     golden = json.loads(H.GOLDEN.read_text())
-    assert golden["provenance"]["engine"] == H.ENGINE_VERSION, (
-        "ENGINE_VERSION changed: rewrite the golden record with `python -m hasa_core golden`")
+    assert golden["key"] == H.golden_config().key(), (
+        "the golden config's cache key changed (a version was bumped): rewrite the golden record with "
+        "`python -m hasa_core golden`")
     rec = json.loads(json.dumps(H.run(H.golden_config(), 0)))
     assert rec["config"] == golden["config"]
     for key in ("widths", "scores", "accuracy", "curve", "params_sha256"):
         assert rec[key] == golden[key], (
-            f"{key} differs from the golden record: results changed without an ENGINE_VERSION bump")
+            f"{key} differs from the golden record: results changed, but the cache key did not")
 
 
 @pytest.mark.parametrize("content", [b"", b'{"seed": 0, "config": {', b"\x80\x81\xfe binary", b'{"seed": 3}',
