@@ -62,20 +62,20 @@ data: venv
 	  echo "make data: HASA_DATA_DIR=$$HASA_DATA_DIR is not a folder (it does not exist); create it, or unset HASA_DATA_DIR to use data/" >&2; exit 2; fi
 	@if [ -n "$(HASA_DATA)" ]; then \
 	  if [ ! -d "$(HASA_DATA)" ]; then echo "make data: HASA_DATA=$(HASA_DATA) is not a folder (it does not exist)" >&2; exit 2; fi; \
-	  $(PY) -m hasa_core install-data "$(HASA_DATA)"; \
+	  $(PY) data/install.py "$(HASA_DATA)"; \
 	else \
 	  $(PY) data/fetch_medium.py --download '$(MEDIUM_DOWNLOAD)'; \
 	fi
-	$(PY) -m hasa_core check-data
+	$(PY) data/install.py --check
 
 check-data: venv
-	$(PY) -m hasa_core check-data
+	$(PY) data/install.py --check
 
 # Every run that any notebook of the profile needs, in one pool of $(JOBS) processes (cached in
 # results/runs/, so an interrupted run resumes where it stopped).
 precompute: venv
 	$(PY) -m hasa_results precompute --profile $(PROFILE) --jobs $(JOBS)
-	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_core manifest; fi
+	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_records manifest; fi
 
 # Every notebook, in order, through papermill with the chosen profile. A notebook's outputs appear
 # only when the whole notebook succeeded: it executes into a temporary .partial.ipynb, and the tables
@@ -117,8 +117,8 @@ unit: venv
 # Every committed record matches its digest and results/records.manifest; the cheapest record of
 # this engine is re-run and must give the same parameters bit for bit.
 records: venv
-	$(PY) -m hasa_core manifest --check
-	$(PY) -m hasa_core audit --sample 1 --cheapest
+	$(PY) -m hasa_records manifest --check
+	$(PY) -m hasa_records audit --sample 1 --cheapest
 
 # Fails when README.md or results/REPORT.md differ from what results/ produce, or a number is typed by hand.
 report-check: venv
@@ -129,7 +129,7 @@ nbval: venv
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 bench: venv
-	$(PY) -m hasa_results bench
+	$(PY) -m hasa_bench throughput --out results/bench.md
 
 # The Flower app through `flwr run` (pyproject's [tool.flwr.app]) on a SuperLink of its own, in
 # simulation mode with FLWR_SUPERNODES SuperNodes; afterwards that SuperLink's process group (and

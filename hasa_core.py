@@ -1,42 +1,44 @@
 """HASA: heterogeneity-aware subnet allocation for model-heterogeneous federated learning.
 
-The engine of the reproducible artifact of arXiv 2606.07621: everything that makes a run's
-numbers, and nothing else (experiments, statistics, tables, figures and the README live in
-``hasa_results``; the Flower app in ``hasa_flower``; both only call this module). Sections:
+The engine of the reproducible artifact of arXiv 2606.07621: it makes a run's numbers and
+returns its record (a dict), and nothing else. It reads the data; it writes no file and has no
+command line (records are :mod:`hasa_records`'s; the study is :mod:`hasa_results`; the Flower app
+:mod:`hasa_flower`; timing :mod:`hasa_bench`). Imports: no project module. Sections:
 
-    1. data          Medium titles (text) and five digit domains (images): checksums, the
-                     partition (who holds which examples; any one client built alone), splits,
-                     the shareable per-client statistics, and the node files a deployed node
-                     builds its client from (its split examples, the shared vocabulary)
+    0. determinism   one thread per run, glibc's allocator kept from returning memory
+    1. data          the benchmarks' data files and checksums; the partition (who holds which
+                     examples; any one client built alone); splits; the shareable per-client
+                     statistics; a client as arrays (what a deployed node's files hold)
     2. model         width-sliceable supernets (word LSTM, small CNN) as pure functions of a
-                     parameter dict, the width -> index "extraction" rules, the cost model c(w)
+                     parameter dict; width -> units (floor(w D)); the extraction rules (a table:
+                     HeteroFL, FedRolex, Federated Dropout, FjORD); the cost model c(w)
     3. scores        per-client heterogeneity scores (the published Eq. 11 and controls), by name
-    4. allocation    the published rule (Eqs. 13-17, linear budget sum_k (n_k/N) w_k = B) and the
-                     level rule (FLOP budget sum_k n_k c(w_k) <= B), a labelled variant
-    5. configuration :class:`RunConfig` (every setting of a run, validated), the profiles, and
-                     :data:`ENGINE_VERSION`, which is part of every cache key
+    4. allocation    the published rule (Eqs. 13-17, linear budget sum_k (n_k/N) w_k = B), the
+                     level rule (FLOP budget), and the policy table
+    5. configuration :class:`RunConfig` (every setting of a run, validated), the profiles, and the
+                     versions that are part of every cache key
     6. training      local SGD on a subnet (fused output layer + cross-entropy) and FedAvg
                      aggregation under the ``full`` or ``selective`` protocol
-    7. evaluation    per-client top-1 accuracy and the mean / worst / tail summaries
-    8. the run       plan (scores -> widths), per-client randomness, the federated loop, a record
-    9. records       the cache (one sealed, checked JSON per (config, seed), written atomically,
-                     claimed while computed), its provenance, parallel runs, the manifest, the
-                     audit, and the golden record
-   10. bench / CLI   ``python -m hasa_core bench | check-data | install-data | golden | migrate |
-                     manifest [--check] | audit``
+    7. evaluation    per-client top-1 accuracy, the mean / worst / tail summaries, the run extras
+    8. the run       the benchmark table; plan (scores -> widths); per-client randomness; the
+                     federated loop; the record and its provenance
+
+A new allocation policy is one entry of :data:`POLICIES` plus its rule; a new benchmark is one
+entry of :data:`BENCHMARKS` plus its builders; a new extraction rule one of :data:`EXTRACTIONS`.
 
 Which function runs what, for whom:
-    :func:`run`         one federated run in this process, returns its record (no cache);
-    :func:`cached_run`  the record of (config, seed) from the cache, running it only if missing;
-    :func:`run_many`    many (config, seed) pairs through the cache, in worker processes;
-    ``hasa_results.run_experiment``  a named experiment of the artifact (for the notebooks);
-    ``hasa_flower.run`` the same federation on Flower (bit-identical records).
+    :func:`run`                    one federated run in this process, returns its record;
+    ``hasa_records.cached_run``    the record of (config, seed) from the cache, run only if missing;
+    ``hasa_records.run_many``      many (config, seed) pairs through the cache, in worker processes;
+    ``hasa_results.run_experiment`` a named experiment of the artifact (for the notebooks);
+    ``hasa_flower.run``            the same federation on Flower (bit-identical records).
 
 Everything random is drawn from generators derived from the run's seed (a client's randomness in
 a round from (seed, round, client) alone); nothing here keeps global mutable state (the memo of
 :func:`flat_index` caches a pure function). Every run executes single-threaded
 (``torch.set_num_threads(1)``) so that the same (config, seed) gives bit-identical numbers whatever
-the machine's core count; the two cores of the reference machine run two seeds at once.
+the machine's core count, on machines of one class (:func:`same_machine_class`); the two cores of
+the reference machine run two seeds at once.
 
 Where the paper (or its public re-implementation) says how, this module does it that way; where
 both are silent (model sizes, hyper-parameters) the choice is written in the docstring of the
@@ -47,22 +49,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
-import fcntl
 import functools
 import hashlib
 import html
-import io
-import itertools
 import json
 import math
 import multiprocessing as mp
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,7 +73,6 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = REPO / "data"
-DEFAULT_RESULTS_DIR = REPO / "results"
 
 
 def lookup(registry: dict, name: str, kind: str):
@@ -155,42 +151,6 @@ def data_dir() -> Path:
         raise DataError(f"HASA_DATA_DIR={chosen!r} is not a folder. Point HASA_DATA_DIR at the folder "
                         f"holding {MEDIUM_FILE} and digits/, or unset it to use {DEFAULT_DATA_DIR}.")
     return Path(chosen)
-
-
-def data_files() -> dict[str, str]:
-    """Every reference data file, as path relative to the data folder -> sha256."""
-    return {MEDIUM_FILE: MEDIUM_SHA256, **{f"digits/{f}": sha for f, sha in DIGIT_FILES.values()}}
-
-
-def install_data(source: Path, dest: Path | None = None) -> dict[str, str]:
-    """Copy into ``dest`` (default: the data folder) every reference file that is missing there
-    or has the wrong sha256, from ``source`` (or ``source/digits`` laid flat), when the source's
-    copy has the right sha256; good files are left alone. Each copy goes to a temporary name
-    first and is then renamed, so a half-copied file never has the final name. Returns
-    file -> 'ok' | 'copied' | 'wrong sha256 in source' | 'not in source'."""
-    import shutil
-    dest = dest or data_dir()
-    status = {}
-    for rel, sha in data_files().items():
-        target = dest / rel
-        if target.is_file() and sha256_of(target) == sha:
-            status[rel] = "ok"
-            continue
-        candidates = [source / rel, source / Path(rel).name]
-        src = next((c for c in candidates if c.is_file()), None)
-        if src is None:
-            status[rel] = "not in source"
-        elif sha256_of(src) != sha:
-            status[rel] = "wrong sha256 in source"
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".tmp-{target.name}")
-            shutil.copyfile(src, tmp)
-            if target.is_symlink():
-                target.unlink()
-            os.replace(tmp, target)
-            status[rel] = "copied"
-    return status
 
 
 def sha256_of(path: Path) -> str:
@@ -607,7 +567,7 @@ def digits_partition(cfg: "RunConfig", seed: int, root: Path | None = None) -> "
     return Partition(cfg, tuple(r.name for r in refs), tuple(refs), pools=pools)
 
 
-def digits_task_of(cfg: "RunConfig", clients: Sequence[Client]) -> Task:
+def digits_task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str] = ()) -> Task:
     """The digits :class:`Task` of these clients (10 classes)."""
     return Task("digits", tuple(clients), build_arch(cfg, 10), 10)
 
@@ -631,18 +591,14 @@ class Partition:
         return len(self.names)
 
     def split(self, k: int) -> tuple[Any, ...]:
-        """Client k's split examples: Medium, (training titles, test titles); digits, (x_train,
-        y_train, x_test, y_test), images float32 (N, 3, 28, 28) in [0, 1], labels int64."""
-        if self.cfg.benchmark == "medium":
-            return self.shares[k]
-        refs = self.shares[k]
-        return (*gather_images(refs.train, self.pools), *gather_images(refs.test, self.pools))
+        """Client k's split examples (the benchmark's ``split``: Medium, (training titles, test
+        titles); digits, (x_train, y_train, x_test, y_test), images float32 (N, 3, 28, 28) in
+        [0, 1], labels int64)."""
+        return BENCHMARKS[self.cfg.benchmark].split(self, k)
 
     def client(self, k: int) -> Client:
-        """Client k (:func:`medium_client` over ``vocab``, or :func:`_image_client`)."""
-        if self.cfg.benchmark == "medium":
-            return medium_client(self.names[k], *self.shares[k], self.vocab)
-        return _image_client(self.names[k], *self.split(k))
+        """Client k, built from its split examples by the benchmark's ``client``."""
+        return BENCHMARKS[self.cfg.benchmark].client(self.names[k], self.split(k), self.vocab)
 
     def task(self, ks: Sequence[int] | None = None) -> Task:
         """The :class:`Task` of clients ``ks`` (all when None), in that order, on the CPU."""
@@ -651,60 +607,12 @@ class Partition:
 
 def task_of(cfg: "RunConfig", clients: Sequence[Client], vocab: Sequence[str] = ()) -> Task:
     """The :class:`Task` of ``cfg``'s benchmark made of these clients (Medium: over ``vocab``)."""
-    return medium_task_of(cfg, clients, vocab) if cfg.benchmark == "medium" else digits_task_of(cfg, clients)
+    return BENCHMARKS[cfg.benchmark].task(cfg, clients, vocab)
 
 
 # ---------------------------------------------------------------------------------------------
 # Node files: what a deployed node holds instead of the data set
 # ---------------------------------------------------------------------------------------------
-
-NODE_FILES_FORMAT = 1
-"""Version of the node files' layout (:func:`write_node_files`); bump it with any change to it."""
-
-VOCAB_FILE = "vocab.json"
-
-DATA_FIELDS = {"medium": ("partition", "max_examples_per_client", "test_frac", "min_count"),
-               "digits": ("partition", "max_examples_per_client", "test_frac", "max_test_per_domain",
-                          "digits_clients_per_domain", "num_clients", "dirichlet_alpha")}
-"""The :class:`RunConfig` fields that a benchmark's clients and vocabulary depend on (the others
-shape the model and the training only): node files written for one config serve every config of
-the same benchmark that agrees on these."""
-
-
-class NodeFilesError(ValueError):
-    """A node file was written for another run: another seed, data config, data set, engine or layout."""
-
-
-def data_checksums(benchmark: str) -> dict[str, str]:
-    """The sha256 of every data file a benchmark reads, by path relative to the data folder."""
-    if benchmark == "medium":
-        return {MEDIUM_FILE: MEDIUM_SHA256}
-    return {f"digits/{f}": sha for f, sha in DIGIT_FILES.values()}
-
-
-def node_files_identity(cfg: "RunConfig", seed: int) -> dict[str, Any]:
-    """What node files written for (``cfg``, ``seed``) record as their maker: the files' layout
-    (:data:`NODE_FILES_FORMAT`), :data:`ENGINE_VERSION`, the benchmark, the sha256 of its data
-    files, the config fields its data depend on (:data:`DATA_FIELDS`), their key (a sha256 of those
-    fields) and the seed. JSON-safe, and equal after a JSON round trip."""
-    fields = {f: getattr(cfg, f) for f in DATA_FIELDS[cfg.benchmark]}
-    key = hashlib.sha256(json.dumps({"benchmark": cfg.benchmark, **fields}, sort_keys=True).encode()).hexdigest()
-    return {"format": NODE_FILES_FORMAT, "engine": ENGINE_VERSION, "benchmark": cfg.benchmark,
-            "data_sha256": data_checksums(cfg.benchmark), "data_config": fields, "config_key": key[:16],
-            "seed": seed}
-
-
-def check_node_file(path: Path, made_by: Any, cfg: "RunConfig", seed: int) -> None:
-    """Raise :class:`NodeFilesError`, naming every entry that differs, unless ``made_by`` (what
-    the file at ``path`` says made it) is :func:`node_files_identity` of (``cfg``, ``seed``)."""
-    want = node_files_identity(cfg, seed)
-    if made_by == want:
-        return
-    got = made_by if isinstance(made_by, dict) else {}
-    diffs = [f"{k} {got.get(k)!r} (this run: {v!r})" for k, v in want.items() if got.get(k) != v] or [
-        f"made_by {made_by!r} (this run: {want!r})"]
-    raise NodeFilesError(f"{path} was written for another run: {'; '.join(diffs)}. Write this node's files "
-                         f"again for this run's config and seed (python -m hasa_flower node-files).")
 
 
 def _title_arrays(titles: Sequence[list[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -717,91 +625,31 @@ def _titles(tokens: np.ndarray, lengths: np.ndarray) -> list[list[str]]:
     return [part.tolist() for part in np.split(tokens, np.cumsum(lengths)[:-1])] if len(lengths) else []
 
 
+def medium_arrays(split: tuple[Any, ...]) -> dict[str, np.ndarray]:
+    """A Medium client's split examples (training titles, test titles) as arrays (a node file's)."""
+    (train_tokens, train_lengths), (test_tokens, test_lengths) = map(_title_arrays, split)
+    return {"train_tokens": train_tokens, "train_lengths": train_lengths,
+            "test_tokens": test_tokens, "test_lengths": test_lengths}
+
+
+def medium_split_of_arrays(arrays: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """Inverse of :func:`medium_arrays`."""
+    return (_titles(arrays["train_tokens"], arrays["train_lengths"]),
+            _titles(arrays["test_tokens"], arrays["test_lengths"]))
+
+
+IMAGE_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+
+
 def client_arrays(benchmark: str, split: tuple[Any, ...]) -> dict[str, np.ndarray]:
-    """One client's split examples as the arrays of its partition file. ``split``: Medium, (training
-    titles, test titles) as in :func:`medium_splits`; digits, (x_train, y_train, x_test, y_test)
-    as in :meth:`Partition.split`."""
-    if benchmark == "medium":
-        (train_tokens, train_lengths), (test_tokens, test_lengths) = map(_title_arrays, split)
-        return {"train_tokens": train_tokens, "train_lengths": train_lengths,
-                "test_tokens": test_tokens, "test_lengths": test_lengths}
-    return dict(zip(("x_train", "y_train", "x_test", "y_test"), split))
+    """One client's split examples (:meth:`Partition.split`) as the arrays of its partition file."""
+    return BENCHMARKS[benchmark].to_arrays(split)
 
 
 def client_of_arrays(benchmark: str, name: str, arrays: dict[str, np.ndarray], vocab: Sequence[str]) -> Client:
-    """The :class:`Client` that the central builder makes of these split examples
-    (:func:`medium_client` over ``vocab``, or :func:`_image_client`)."""
-    if benchmark == "medium":
-        return medium_client(name, _titles(arrays["train_tokens"], arrays["train_lengths"]),
-                             _titles(arrays["test_tokens"], arrays["test_lengths"]), vocab)
-    return _image_client(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
-
-
-def partition_file_name(k: int) -> str:
-    return f"partition-{k}.npz"
-
-
-def write_vocab_file(path: Path, made_by: dict[str, Any], vocab: Sequence[str], num_clients: int) -> Path:
-    """The file every node gets: its maker (:func:`node_files_identity`), the number of clients
-    and the shared vocabulary (digits: none), as JSON, written atomically. Returns ``path``."""
-    write_json_atomic(path, {"made_by": made_by, "num_clients": num_clients, "vocab": list(vocab)})
-    return path
-
-
-def read_vocab_file(path: Path, cfg: "RunConfig", seed: int) -> tuple[tuple[str, ...], int]:
-    """(vocabulary, number of clients) of a vocabulary file, after :func:`check_node_file`."""
-    d = json.loads(Path(path).read_text(encoding="utf-8"))
-    check_node_file(path, d.get("made_by"), cfg, seed)
-    return tuple(d["vocab"]), int(d["num_clients"])
-
-
-def write_partition_file(path: Path, made_by: dict[str, Any], k: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
-    """Client ``k``'s file: a compressed ``.npz`` (no pickled objects) of its :func:`client_arrays`
-    and a ``header`` (JSON: its maker, ``partition_id`` and ``name``), written atomically."""
-    buf = io.BytesIO()
-    header = json.dumps({"made_by": made_by, "partition_id": k, "name": name})
-    np.savez_compressed(buf, header=np.array(header), **arrays)
-    return write_bytes_atomic(path, buf.getvalue())
-
-
-def read_partition_file(path: Path, cfg: "RunConfig", seed: int) -> tuple[int, str, dict[str, np.ndarray]]:
-    """(partition id, client name, arrays) of a partition file, after :func:`check_node_file`."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {n: z[n] for n in z.files}
-    header = json.loads(str(arrays.pop("header")))
-    check_node_file(path, header.get("made_by"), cfg, seed)
-    return int(header["partition_id"]), str(header["name"]), arrays
-
-
-def write_node_files(cfg: "RunConfig", seed: int, out: Path) -> list[Path]:
-    """What a deployment gives its nodes instead of the data set, for (``cfg``, ``seed``): in
-    ``out``, :data:`VOCAB_FILE` (:func:`write_vocab_file`) for every node and, per client k,
-    :func:`partition_file_name` (k) (:func:`write_partition_file`) with exactly client k's split
-    examples as the central builder draws them (:func:`partition`), and
-    nothing of any other client. Each client is built once from its arrays first, so a client the
-    central builder refuses (no training or test examples) fails here too. Returns the paths
-    written, the vocabulary file first."""
-    made_by, part = node_files_identity(cfg, seed), partition(cfg, seed)
-    paths = []
-    for k, name in enumerate(part.names):
-        arrays = client_arrays(cfg.benchmark, part.split(k))
-        client_of_arrays(cfg.benchmark, name, arrays, part.vocab)
-        paths.append(write_partition_file(out / partition_file_name(k), made_by, k, name, arrays))
-    return [write_vocab_file(out / VOCAB_FILE, made_by, part.vocab, len(paths)), *paths]
-
-
-def node_task(cfg: "RunConfig", seed: int, vocab_file: Path, partition_file: Path) -> tuple[int, Task]:
-    """A deployed node's view of the benchmark, from its two files alone (no data set is read):
-    (its partition id k, a :class:`Task` whose one client is client k, tensor for tensor the
-    client k of :func:`load_task` (``cfg``, ``seed``), with the same vocabulary and architecture).
-    Raises :class:`NodeFilesError` when either file was written for another run."""
-    vocab, num_clients = read_vocab_file(vocab_file, cfg, seed)
-    k, name, arrays = read_partition_file(partition_file, cfg, seed)
-    if not 0 <= k < num_clients:
-        raise NodeFilesError(f"{partition_file}: partition {k} is outside the {num_clients} clients of {vocab_file}")
-    client = client_of_arrays(cfg.benchmark, name, arrays, vocab)
-    task = task_of(cfg, [client], vocab)
-    return k, on_device(task, cfg.device)
+    """The :class:`Client` that the central builder makes of these split examples."""
+    b = BENCHMARKS[benchmark]
+    return b.client(name, b.from_arrays(arrays), vocab)
 
 
 # =============================================================================================
@@ -953,9 +801,7 @@ def cnn_arch(c1: int, c2: int, fc: int, classes: int = 10) -> Architecture:
 
 def build_arch(cfg: "RunConfig", num_classes: int) -> Architecture:
     """The benchmark's supernet for ``num_classes`` outputs (text: the vocabulary size)."""
-    if cfg.benchmark == "medium":
-        return lstm_arch(num_classes, cfg.emb_dim, cfg.hidden_dim)
-    return cnn_arch(*cfg.cnn_widths, classes=num_classes)
+    return BENCHMARKS[cfg.benchmark].arch(cfg, num_classes)
 
 
 Indices = dict[str, torch.Tensor]  # width dimension -> sorted unit indices a client trains
@@ -1034,12 +880,34 @@ def _random(arch, width, rnd, rng):
             for d, k in arch.units(width).items()}
 
 
-EXTRACTIONS: dict[str, Callable[..., Indices]] = {
-    "static": _static,    # HeteroFL (Diao et al. 2021): the nested top-left slice, every round
-    "rolling": _rolling,  # FedRolex (Alam et al. 2022): window start advances by 1 per round, wraps
-    "random": _random,    # Federated Dropout (Caldas et al. 2018): fresh random units per round
-    "ordered": _static,   # FjORD (Horvath et al. 2021): nested slices, width drawn per batch
+@dataclass(frozen=True)
+class Extraction:
+    """An extraction rule: ``indices(arch, width, round, rng)`` gives the units a client of that
+    width trains in that round; ``baseline`` names the method it comes from; ``same_units``: every
+    client of one width trains the same units in a round (so with one common width the ``full``
+    and ``selective`` protocols are the same arithmetic); ``nested_draw``: a client trains, per
+    batch, the nested slice of a width drawn from the levels up to its maximum (FjORD)."""
+    indices: Callable[..., Indices]
+    baseline: str
+    same_units: bool = True
+    nested_draw: bool = False
+
+
+EXTRACTIONS: dict[str, Extraction] = {
+    # HeteroFL (Diao et al. 2021): the nested top-left slice, every round
+    "static": Extraction(_static, "HeteroFL"),
+    # FedRolex (Alam et al. 2022): window start advances by 1 per round, wraps
+    "rolling": Extraction(_rolling, "FedRolex"),
+    # Federated Dropout, per client (FjORD's "extended FD"; Caldas et al. 2018): fresh random units per round
+    "random": Extraction(_random, "FedDropout", same_units=False),
+    # FjORD (Horvath et al. 2021): nested slices, width drawn per batch up to the client's level
+    "ordered": Extraction(_static, "FjORD", nested_draw=True),
 }
+
+
+def nested_draw(extraction: str) -> bool:
+    """Whether clients of ``extraction`` draw a nested width per batch (:class:`Extraction`)."""
+    return lookup(EXTRACTIONS, extraction, "extraction").nested_draw
 
 
 def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
@@ -1049,7 +917,7 @@ def client_indices(extraction: str, arch: Architecture, width: float, rnd: int,
     ``static``/``ordered``: units 0..k-1. ``rolling``: units (r, r+1, ..., r+k-1) mod D.
     ``random``: k units drawn without replacement from ``rng``. For ``ordered`` these are the
     client's maximum-width units; :func:`local_train` draws a nested sub-width per batch."""
-    return lookup(EXTRACTIONS, extraction, "extraction")(arch, width, rnd, rng)
+    return lookup(EXTRACTIONS, extraction, "extraction").indices(arch, width, rnd, rng)
 
 
 def fjord_max_width(width: float, levels: Sequence[float]) -> float:
@@ -1074,9 +942,9 @@ def fjord_draw(widths: Sequence[float], gen: torch.Generator) -> float:
 
 
 def effective_cost(arch: Architecture, width: float, extraction: str, levels: Sequence[float]) -> float:
-    """Expected relative cost of a client of width ``width``: for ``ordered`` (FjORD) the mean of
+    """Expected relative cost of a client of width ``width``: with a nested draw (FjORD) the mean of
     c(l) over :func:`fjord_widths`; for every other rule c(width)."""
-    if extraction == "ordered":
+    if nested_draw(extraction):
         return float(np.mean([arch.relative_cost(lv) for lv in fjord_widths(width, levels)]))
     return arch.relative_cost(width)
 
@@ -1300,7 +1168,7 @@ def expected_width(width: float, extraction: str, levels: Sequence[float]) -> fl
     """The width a client of maximum width ``width`` trains on average, for the linear budget:
     for FjORD (``ordered``) the mean of :func:`fjord_widths`, which is what its training draws;
     every other rule trains ``width``."""
-    if extraction != "ordered":
+    if not nested_draw(extraction):
         return width
     return float(np.mean(fjord_widths(width, levels)))
 
@@ -1400,10 +1268,59 @@ def allocate(scores: Sequence[float], sizes: Sequence[int], *, levels: Sequence[
 
 
 LEVEL_RULES = ("uniform", "hasa_levels", "reverse_levels", "smallest", "full")  # allocate()'s policies
-# RunConfig.policy: the published rule and its matched baselines under the linear budget
-# sum_k (n_k/N) w_k = B, then our level rule and its uniform under the FLOP budget.
-POLICIES = ("uniform", "hasa", "reverse", "smallest", "full", "uniform_levels", "hasa_levels", "reverse_levels")
 
+
+# --- the policy table: a new allocation policy is one entry plus its rule ----------------------
+
+@dataclass(frozen=True)
+class Policy:
+    """An allocation policy of :func:`plan`. ``rule(scores, sizes, cfg, budget, cost)`` gives the
+    clients' widths: under the linear budget (``budget="linear"``, Eq. 16) ``budget`` is the B of
+    Eq. 16 (raised for FjORD, see :func:`plan`) and ``cost`` is unused; under the FLOP budget
+    (``"flops"``, our level rule) ``budget`` is sum_k n_k c(w_ref) and ``cost`` is c.
+    ``scored``: the widths follow the scores. ``common``: every client gets one width.
+    ``slices(cfg)``: every width the rule can give, where ``cfg`` alone fixes them (None where they
+    depend on the data). ``matched``: held to the budget (the references ``smallest`` and ``full``
+    are fixed widths, whatever they spend)."""
+    rule: Callable[..., Sequence[float]]
+    scored: bool
+    common: bool
+    slices: Callable[["RunConfig"], tuple[float, ...]] | None
+    budget: str = "linear"
+    matched: bool = True
+
+
+def _published(sign: float) -> Callable[..., np.ndarray]:
+    def rule(scores, sizes, cfg, budget, cost=None):
+        return published_widths(sign * np.asarray(scores), sizes, budget=budget, w_min=cfg.w_min,
+                                w_max=cfg.w_max, caps=cfg.cap)
+    return rule
+
+
+def _common(width_of: Callable[["RunConfig", float], float]) -> Callable[..., np.ndarray]:
+    def rule(scores, sizes, cfg, budget, cost=None):
+        return np.full(len(sizes), width_of(cfg, budget))
+    return rule
+
+
+def _level_rule(name: str) -> Callable[..., list[float]]:
+    def rule(scores, sizes, cfg, budget, cost):
+        return allocate(scores, sizes, levels=cfg.levels, cost=cost, budget=budget, policy=name)
+    return rule
+
+
+POLICIES: dict[str, Policy] = {
+    # the published rule and its matched baselines, under the linear budget sum_k (n_k/N) w_k = B
+    "uniform": Policy(_common(lambda cfg, b: b), False, True, lambda cfg: (cfg.budget,)),
+    "hasa": Policy(_published(+1), True, False, None),
+    "reverse": Policy(_published(-1), True, False, None),
+    "smallest": Policy(_common(lambda cfg, b: cfg.w_min), False, True, lambda cfg: (cfg.w_min,), matched=False),
+    "full": Policy(_common(lambda cfg, b: 1.0), False, True, lambda cfg: (1.0,), matched=False),
+    # our earlier level rule and its uniform, under the FLOP budget sum_k n_k c(w_k) <= sum_k n_k c(w_ref)
+    "uniform_levels": Policy(_level_rule("uniform"), False, True, lambda cfg: cfg.levels, "flops"),
+    "hasa_levels": Policy(_level_rule("hasa_levels"), True, False, lambda cfg: cfg.levels, "flops"),
+    "reverse_levels": Policy(_level_rule("reverse_levels"), True, False, lambda cfg: cfg.levels, "flops"),
+}
 
 
 # =============================================================================================
@@ -1435,21 +1352,16 @@ configs whose numbers it can change (:func:`rounding_matters`); every other reco
     2         floor(w D), at least 1: the published rule's (FedProC ``ptFLShared._pt_retained_width``)"""
 
 
-def width_dims(cfg: "RunConfig") -> tuple[int, ...]:
-    """The sizes of the width dimensions of ``cfg``'s supernet (text: E, H; images: the CNN's widths)."""
-    return (cfg.emb_dim, cfg.hidden_dim) if cfg.benchmark == "medium" else tuple(cfg.cnn_widths)
-
-
 def slice_widths(cfg: "RunConfig") -> frozenset[float] | None:
     """Every width at which a run of ``cfg`` cuts a nested slice, where ``cfg`` alone fixes them: the
     clients' widths, the budget (the capped evaluation min(w_k, B)), 1 (the full model), the levels
     of a level rule and the warm-up width of the ``loss`` score. None where they depend on the
     data: the published rule's continuous widths and FjORD's fitted maximum widths."""
-    if cfg.policy in ("hasa", "reverse") or cfg.extraction == "ordered":
+    policy = POLICIES[cfg.policy]
+    if policy.slices is None or nested_draw(cfg.extraction):
         return None
-    common = {"uniform": (cfg.budget,), "smallest": (cfg.w_min,), "full": (1.0,)}.get(cfg.policy, cfg.levels)
     warmup = (min(cfg.levels),) if cfg.score == "loss" else ()
-    return frozenset({*common, *warmup, cfg.budget, 1.0})
+    return frozenset({*policy.slices(cfg), *warmup, cfg.budget, 1.0})
 
 
 def rounding_matters(cfg: "RunConfig") -> bool:
@@ -1457,7 +1369,8 @@ def rounding_matters(cfg: "RunConfig") -> bool:
     slices at (:func:`slice_widths`) is not a whole number of units of some dimension, or the
     widths depend on the data."""
     widths = slice_widths(cfg)
-    return widths is None or any(abs(w * d - round(w * d)) > UNIT_TOL for w in widths for d in width_dims(cfg))
+    dims = BENCHMARKS[cfg.benchmark].dims(cfg)
+    return widths is None or any(abs(w * d - round(w * d)) > UNIT_TOL for w in widths for d in dims)
 
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
@@ -1466,11 +1379,6 @@ KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients
 """Fields whose default value leaves the computation unchanged (tested by the golden record): at
 that default they are left out of a config's identity and cache key, so records made before the
 field existed stay valid. A non-default value enters the key."""
-
-PARTITIONS = {"medium": ("natural", "publication_day"), "digits": ("natural", "dirichlet")}
-"""Who the clients are. medium: ``natural`` = the 7 publications, ``publication_day`` = one client
-per (publication, day) with at least 2 titles; digits: ``natural`` = one client per domain (or
-``digits_clients_per_domain``), ``dirichlet`` = ``num_clients`` clients with Dirichlet label mixes."""
 
 
 def _check(ok: bool, message: str) -> None:
@@ -1557,7 +1465,7 @@ class RunConfig:
     # Many-client federations (at their defaults they change nothing and are left out of the cache
     # key, see KEY_OMITS_DEFAULTS):
     participation: float = 1.0         # share of clients drawn (seeded) to train in each round
-    partition: str = "natural"         # see PARTITIONS: who the clients are
+    partition: str = "natural"         # who the clients are: see BENCHMARKS (partitions)
     num_clients: int = 1000            # digits "dirichlet" partition: number of clients
     dirichlet_alpha: float = 0.5       # digits "dirichlet" partition: concentration over labels
 
@@ -1604,7 +1512,7 @@ class RunConfig:
                f"device must be 'cpu', 'cuda' or 'cuda:N'; got {self.device!r}")
         _check(0 < self.participation <= 1,
                f"participation (share of clients per round) must be in (0, 1]; got {self.participation}")
-        valid = PARTITIONS.get(self.benchmark, ())
+        valid = BENCHMARKS[self.benchmark].partitions
         _check(self.partition in valid, f"unknown partition {self.partition!r} for benchmark "
                f"{self.benchmark!r}; valid names: {', '.join(valid)}")
         _check(isinstance(self.num_clients, int) and self.num_clients >= 2,
@@ -1615,7 +1523,7 @@ class RunConfig:
     def level_rule(self) -> bool:
         """True for our earlier level rule and its uniform (FLOP budget), False for the published
         rule and its baselines (linear budget)."""
-        return self.policy.endswith("_levels")
+        return POLICIES[self.policy].budget == "flops"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
@@ -2009,12 +1917,67 @@ def client_accuracy(params: dict[str, torch.Tensor], arch: Architecture, client:
 # 8. The federated run
 # =============================================================================================
 
-BENCHMARKS: dict[str, Callable[..., Partition]] = {"medium": medium_partition, "digits": digits_partition}
+@dataclass(frozen=True)
+class Benchmark:
+    """A benchmark of the engine: a new benchmark is one entry of :data:`BENCHMARKS` plus its
+    functions. ``partition(cfg, seed)``: who holds which examples (:class:`Partition`);
+    ``split(part, k)``: client k's split examples; ``client(name, split, vocab)``: a client from
+    them; ``task(cfg, clients, vocab)``: the :class:`Task` of some clients; ``arch(cfg, classes)``:
+    the supernet; ``dims(cfg)``: the sizes of its width dimensions; ``to_arrays(split)`` /
+    ``from_arrays(arrays)``: split examples <-> the arrays of a node's partition file; ``files``:
+    the data files it reads (path in the data folder -> sha256); ``source``: where to get them;
+    ``partitions``: who the clients
+    can be (``cfg.partition``); ``data_fields``: the config fields its clients and vocabulary
+    depend on (the others shape the model and the training only)."""
+    partition: Callable[["RunConfig", int], Partition]
+    split: Callable[[Partition, int], tuple[Any, ...]]
+    client: Callable[[str, tuple[Any, ...], Sequence[str]], Client]
+    task: Callable[["RunConfig", Sequence[Client], Sequence[str]], Task]
+    arch: Callable[["RunConfig", int], Architecture]
+    dims: Callable[["RunConfig"], tuple[int, ...]]
+    to_arrays: Callable[[tuple[Any, ...]], dict[str, np.ndarray]]
+    from_arrays: Callable[[dict[str, np.ndarray]], tuple[Any, ...]]
+    files: dict[str, str]
+    source: str
+    partitions: tuple[str, ...]
+    data_fields: tuple[str, ...]
+
+
+def _image_split(part: Partition, k: int) -> tuple[np.ndarray, ...]:
+    refs = part.shares[k]
+    return (*gather_images(refs.train, part.pools), *gather_images(refs.test, part.pools))
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    # Medium titles, next word: ``natural`` = the 7 publications, ``publication_day`` = one client
+    # per (publication, day) with at least 2 titles
+    "medium": Benchmark(
+        medium_partition, lambda part, k: part.shares[k],
+        lambda name, split, vocab: medium_client(name, *split, vocab), medium_task_of,
+        lambda cfg, classes: lstm_arch(classes, cfg.emb_dim, cfg.hidden_dim),
+        lambda cfg: (cfg.emb_dim, cfg.hidden_dim), medium_arrays, medium_split_of_arrays,
+        {MEDIUM_FILE: MEDIUM_SHA256}, MEDIUM_SOURCE, ("natural", "publication_day"),
+        ("partition", "max_examples_per_client", "test_frac", "min_count")),
+    # five digit domains: ``natural`` = one client per domain (or ``digits_clients_per_domain``),
+    # ``dirichlet`` = ``num_clients`` clients with Dirichlet label mixes
+    "digits": Benchmark(
+        digits_partition, _image_split, lambda name, split, vocab: _image_client(name, *split), digits_task_of,
+        lambda cfg, classes: cnn_arch(*cfg.cnn_widths, classes=classes), lambda cfg: tuple(cfg.cnn_widths),
+        lambda split: dict(zip(IMAGE_ARRAYS, split)), lambda arrays: tuple(arrays[n] for n in IMAGE_ARRAYS),
+        {f"digits/{f}": sha for f, sha in DIGIT_FILES.values()}, DIGITS_SOURCE, ("natural", "dirichlet"),
+        ("partition", "max_examples_per_client", "test_frac", "max_test_per_domain", "digits_clients_per_domain",
+         "num_clients", "dirichlet_alpha")),
+}
+
+
+def data_files() -> dict[str, str]:
+    """Every reference data file of every benchmark, as path relative to the data folder -> sha256."""
+    return {rel: sha for b in BENCHMARKS.values() for rel, sha in b.files.items()}
 
 
 def partition(cfg: RunConfig, seed: int) -> Partition:
     """Who holds which examples in the benchmark of ``cfg`` for this seed (no tensors built yet)."""
-    return BENCHMARKS[cfg.benchmark](cfg, seed)
+    return BENCHMARKS[cfg.benchmark].partition(cfg, seed)
 
 
 def load_task(cfg: RunConfig, seed: int) -> Task:
@@ -2039,8 +2002,9 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
     participation (``cfg.participation < 1``) they are allocated once over all K clients (Eq. 16
     with N the total over all clients); :func:`round_spend` records what each round spends.
 
-    Published rule and its baselines (linear budget, Eq. 16: sum_k (n_k/N) E[w_k] = B, with
-    E[w] = :func:`expected_width`, i.e. w itself except for FjORD):
+    The widths are the rule of ``cfg.policy``'s :class:`Policy` (:data:`POLICIES`). The published
+    rule and its baselines spend the linear budget, Eq. 16: sum_k (n_k/N) E[w_k] = B, with
+    E[w] = :func:`expected_width`, i.e. w itself except for FjORD:
 
     * ``hasa``: :func:`published_widths` of the scores; ``reverse``: of the negated scores;
     * ``uniform``: every client at width B; ``smallest``: every client at w_min;
@@ -2060,30 +2024,24 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
     scores = compute_scores(cfg.score, task, cfg, rng)
     if cfg.shuffle_scores:
         scores = np.random.default_rng([seed, 4, cfg.score_draw]).permutation(scores)
-    arch, sizes = task.arch, task.sizes
-    if cfg.level_rule:
+    arch, sizes, policy = task.arch, task.sizes, POLICIES[cfg.policy]
+    if policy.budget == "flops":
         cost = lambda w: effective_cost(arch, w, cfg.extraction, cfg.levels)  # noqa: E731
         budget = budget_of(sizes, arch.relative_cost, cfg.w_ref)
-        widths = allocate(scores, sizes, levels=cfg.levels, cost=cost, budget=budget,
-                          policy={"uniform_levels": "uniform"}.get(cfg.policy, cfg.policy))
+        widths = policy.rule(scores, sizes, cfg, budget, cost)
         used = budget_used(widths, sizes, cost)
         if used > budget * (1 + 1e-9):
             raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
         return {"scores": scores.tolist(), "widths": [float(w) for w in widths], "budget": budget,
                 "budget_used": used, "budget_frac": used / budget, "budget_kind": "flops"}
-    k = len(sizes)
     spend = lambda ws: linear_budget_used([expected_width(w, cfg.extraction, cfg.levels) for w in ws], sizes)  # noqa: E731
-    signed = {"hasa": scores, "reverse": -scores}.get(cfg.policy)
 
     def widths_for(b: float) -> np.ndarray:
-        if signed is not None:
-            w = published_widths(signed, sizes, budget=b, w_min=cfg.w_min, w_max=cfg.w_max, caps=cfg.cap)
-        else:
-            w = np.full(k, {"uniform": b, "smallest": cfg.w_min, "full": 1.0}[cfg.policy])
-        return np.array([fjord_max_width(x, cfg.levels) for x in w]) if cfg.extraction == "ordered" else w
+        w = np.asarray(policy.rule(scores, sizes, cfg, b), dtype=float)
+        return np.array([fjord_max_width(x, cfg.levels) for x in w]) if nested_draw(cfg.extraction) else w
 
-    hi = cfg.cap if signed is not None else 1.0
-    if cfg.extraction == "ordered" and cfg.policy in ("hasa", "reverse", "uniform"):
+    hi = cfg.cap if policy.scored else 1.0
+    if nested_draw(cfg.extraction) and policy.matched:
         widths = _fit_expected_budget(widths_for, spend, cfg.budget, hi)
     else:
         widths = widths_for(cfg.budget)
@@ -2113,7 +2071,7 @@ def train_subnet(subnet: dict[str, torch.Tensor], arch: Architecture, client: Cl
     """Client k's local training of the subnet it was sent in round ``rnd`` (one intra-op thread:
     the result does not depend on the machine's thread count)."""
     _, gen = client_generators(seed, rnd, k)
-    levels = fjord_widths(width, cfg.levels) if cfg.extraction == "ordered" else ()
+    levels = fjord_widths(width, cfg.levels) if nested_draw(cfg.extraction) else ()
     with single_thread():
         return local_train(subnet, arch, client, cfg, gen, levels)
 
@@ -2139,7 +2097,7 @@ def participants(cfg: RunConfig, seed: int, rnd: int, num_clients: int) -> np.nd
     return np.sort(np.random.default_rng([seed, 6, rnd]).choice(num_clients, m, replace=False))
 
 
-def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+def exit_with_parent(parent: int, every: float = 0.5) -> None:
     """In a worker process: a daemon thread that ends the process (``os._exit``) as soon as its
     parent ``parent`` is gone (re-parented), whatever signal ended the parent, so that no worker
     outlives the run that started it."""
@@ -2154,7 +2112,7 @@ def _exit_with_parent(parent: int, every: float = 0.5) -> None:
 
 def _pool_worker_init(parent: int | None = None) -> None:
     if parent is not None:
-        _exit_with_parent(parent)
+        exit_with_parent(parent)
     tune_allocator()
     torch.set_num_threads(1)
 
@@ -2318,505 +2276,29 @@ def _git_commit() -> str | None:
 
 
 def provenance(device: str = "cpu") -> dict[str, Any]:
-    """Which code made a record: engine version, git commit, library versions, the processor."""
+    """Which code made a record, and where: engine version, git commit, library versions, the
+    processor and the instruction set torch's kernels use on it (:func:`same_machine_class`)."""
     import platform
     return {"engine": ENGINE_VERSION, "git": _git_commit(), "torch": torch.__version__,
-            "numpy": np.__version__, "python": platform.python_version(), "cpu": _cpu_model(),
+            "numpy": np.__version__, "python": platform.python_version(), "cpu": cpu_model(),
+            "isa": torch.backends.cpu.get_cpu_capability(),
             "device": device if device == "cpu" else torch.cuda.get_device_name(torch.device(device))}
 
 
-# =============================================================================================
-# 9. Records: cache (sealed, checked, claimed), manifest, audit, golden record
-# =============================================================================================
-
-def record_path(cfg: RunConfig, seed: int, results_dir: Path | None = None) -> Path:
-    return (results_dir or DEFAULT_RESULTS_DIR) / "runs" / cfg.key() / f"seed{seed}.json"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """:func:`write_bytes_atomic` of ``text`` in UTF-8. Returns ``path``."""
-    return write_bytes_atomic(path, text.encode("utf-8"))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write to a temporary file in the same folder, then rename: a reader (or a full disk) never
-    leaves half a file. Returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """:func:`write_text_atomic` of ``obj`` as indented JSON."""
-    write_text_atomic(path, json.dumps(obj, indent=1))
-
-
-RECORD_FIELDS = ("config", "seed", "clients", "sizes", "scores", "widths", "budget", "budget_used",
-                 "budget_frac", "accuracy", "mean", "worst", "tail", "accuracy_full_model", "curve",
-                 "params_sha256", "provenance", "digest")
-
-
-def content_digest(rec: dict[str, Any]) -> str:
-    """sha256 of a record's content without its ``digest`` field: canonical JSON (sorted keys,
-    no whitespace), so the digest does not depend on how the file is indented."""
-    body = {k: v for k, v in rec.items() if k != "digest"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def sealed(rec: dict[str, Any]) -> dict[str, Any]:
-    """The record as it is stored: JSON-normalised (tuples become lists) with its
-    :func:`content_digest` under ``digest``, which :func:`read_record` checks."""
-    rec = json.loads(json.dumps({k: v for k, v in rec.items() if k != "digest"}))
-    return {**rec, "digest": content_digest(rec)}
-
-
-class BadRecord(ValueError):
-    """A cached record that cannot be used: unreadable, incomplete, or made for another run."""
-
-
-def _accuracies(values: Any, k: int, what: str) -> str | None:
-    """Why ``values`` is not a list of k accuracies (real numbers in [0, 1]), or None."""
-    if not isinstance(values, list) or len(values) != k:
-        return f"{what} is not a list of {k} values (one per client)"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1 for v in values):
-        return f"{what} holds a value that is not a number in [0, 1] (NaN, a string, out of range)"
-    return None
-
-
-def consistency_problems(rec: dict[str, Any]) -> list[str]:
-    """What is internally inconsistent in a record (empty when nothing is): every accuracy list
-    has one number in [0, 1] per client; per-client lists (sizes, scores, widths) have the
-    client count; the curve is non-empty, its last entry is the record's accuracy, and every
-    mean / worst / tail equals the one recomputed from its accuracies; ``params_sha256`` is a
-    sha256."""
-    if not isinstance(rec.get("clients"), list) or not rec["clients"]:
-        return ["clients is not a non-empty list"]
-    k = len(rec["clients"])
-    problems = [f"{f} does not have one entry per client ({k})" for f in ("sizes", "scores", "widths")
-                if not isinstance(rec.get(f), list) or len(rec[f]) != k]
-    entries = [("the record", rec)]
-    if not isinstance(rec.get("curve"), list) or not rec["curve"]:
-        problems.append("curve is empty or not a list")
-    else:
-        entries += [(f"curve entry {i}", c if isinstance(c, dict) else {}) for i, c in enumerate(rec["curve"])]
-        if isinstance(rec["curve"][-1], dict) and rec["curve"][-1].get("accuracy") != rec.get("accuracy"):
-            problems.append("the curve's last entry is not the record's accuracy")
-    for what, e in entries:
-        bad = _accuracies(e.get("accuracy"), k, f"{what}: accuracy")
-        if bad:
-            problems.append(bad)
-            continue
-        for name, value in summarize_accuracies(e["accuracy"]).items():
-            if not isinstance(e.get(name), (int, float)) or abs(e[name] - value) > 1e-12:
-                problems.append(f"{what}: {name} = {e.get(name)!r}, its accuracies give {value!r}")
-    for f in ("accuracy_full_model", "accuracy_capped"):
-        if f in rec:
-            problems += [bad for bad in [_accuracies(rec[f], k, f)] if bad]
-    if "accuracy_sweep" in rec:
-        sw = rec["accuracy_sweep"]
-        if not (isinstance(sw, dict) and isinstance(sw.get("grid"), list) and isinstance(sw.get("accuracy"), list)
-                and len(sw["accuracy"]) == k and not any(_accuracies(a, len(sw["grid"]), "") for a in sw["accuracy"])):
-            problems.append("accuracy_sweep is not one accuracy per grid width for each client")
-    if not (isinstance(rec.get("params_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", rec["params_sha256"])):
-        problems.append("params_sha256 is not a sha256 hex digest")
-    return problems
-
-
-def read_record(path: Path, cfg: RunConfig, seed: int, runtime: str = "in-process") -> dict[str, Any]:
-    """A cached record, checked: it parses, holds every field of :data:`RECORD_FIELDS`, its
-    content matches its own ``digest`` (:func:`content_digest`: nothing was edited), it is
-    internally consistent (:func:`consistency_problems`), and it was made for exactly this
-    (config, seed) by this :data:`ENGINE_VERSION` and by ``runtime`` (``provenance.runtime``:
-    ``in-process``, or ``flower`` for the Flower app). Raises :class:`BadRecord` naming the file
-    otherwise."""
-    try:
-        rec = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise BadRecord(f"{path} is not a readable JSON record ({type(e).__name__}: {e})") from e
-    if not isinstance(rec, dict):
-        raise BadRecord(f"{path} holds a {type(rec).__name__}, not a run record")
-    missing = [f for f in RECORD_FIELDS if f not in rec]
-    if missing:
-        raise BadRecord(f"{path} lacks the fields {missing}")
-    if rec["digest"] != content_digest(rec):
-        raise BadRecord(f"{path} does not match its own digest: its content was changed after it was written")
-    problems = consistency_problems(rec)
-    if problems:
-        raise BadRecord(f"{path} is inconsistent: {'; '.join(problems[:3])}")
-    prov = rec["provenance"] if isinstance(rec["provenance"], dict) else {}
-    if prov.get("engine") != ENGINE_VERSION:
-        raise BadRecord(f"{path} was made by engine version {prov.get('engine')}, this code is {ENGINE_VERSION}")
-    if prov.get("runtime", "in-process") != runtime:
-        raise BadRecord(f"{path} was made by the {prov.get('runtime', 'in-process')} runtime, "
-                        f"this cache holds {runtime} records")
-    if rec["seed"] != seed or rec["config"] != json.loads(json.dumps(cfg.as_dict())):
-        other = rec["config"] if isinstance(rec["config"], dict) else {}
-        raise BadRecord(f"{path} is the record of another run (seed {rec['seed']}, policy "
-                        f"{other.get('policy')!r}, extraction {other.get('extraction')!r}), not of "
-                        f"{cfg.key()} seed {seed}")
-    return rec
-
-
-def _set_aside(path: Path, reason: BadRecord) -> None:
-    """Move a bad record to a new, unique ``<name>.bad-<time>-<n>`` beside it (never over an
-    earlier one), with a warning that names both. A record that vanished meanwhile is no error."""
-    import warnings
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in itertools.count():
-        aside = path.with_name(f"{path.name}.bad-{stamp}-{n}")
-        try:
-            os.link(path, aside)  # fails if ``aside`` exists: no earlier set-aside is overwritten
-        except FileExistsError:
-            continue
-        except FileNotFoundError:
-            return
-        path.unlink(missing_ok=True)
-        break
-    warnings.warn(f"{reason}; moved it to {aside.name} and recomputing.", stacklevel=3)
-
-
-STALE_TMP_SECONDS = 3600
-"""A ``.tmp-*`` file in a record folder older than this is left over from a killed writer."""
-
-
-def _remove_stale_tmp(folder: Path) -> None:
-    now = time.time()
-    for tmp in folder.glob(".tmp-*"):
-        with contextlib.suppress(OSError):
-            if now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
-                tmp.unlink()
-
-
-def cached_record(cfg: RunConfig, seed: int, results_dir: Path | None = None,
-                  runtime: str = "in-process") -> dict[str, Any] | None:
-    """The checked cached record of (cfg, seed), or None. A bad record is moved aside with a warning
-    that names it (never used, never fatal), so the run is recomputed."""
-    path = record_path(cfg, seed, results_dir)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, where the record of {cfg.key()} seed {seed} belongs; "
-                                "remove or rename it, then run again")
-    if not path.is_file():
-        return None
-    try:
-        return read_record(path, cfg, seed, runtime)
-    except FileNotFoundError:  # removed between the check and the read
-        return None
-    except BadRecord as e:
-        _set_aside(path, e)
-        return None
-
-
-@contextlib.contextmanager
-def claim(path: Path) -> Iterator[None]:
-    """Hold an exclusive claim on the record at ``path`` (``flock`` on a hidden ``.<name>.lock``
-    beside it) while computing it, so that concurrent processes never compute one record twice:
-    a second claimant waits, then finds the record. The kernel drops the claim when its holder
-    dies, however it dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None,
-               runner: Callable[[RunConfig, int], dict[str, Any]] | None = None,
-               runtime: str = "in-process") -> dict[str, Any]:
-    """The record of (cfg, seed): read from the cache (checked), or computed under a :func:`claim`
-    by ``runner`` (default :func:`run`), sealed and cached."""
-    rec = cached_record(cfg, seed, results_dir, runtime)
-    if rec is None:
-        path = record_path(cfg, seed, results_dir)
-        with claim(path):
-            rec = cached_record(cfg, seed, results_dir, runtime)  # made meanwhile by another process?
-            if rec is None:
-                _remove_stale_tmp(path.parent)
-                rec = sealed((runner or run)(cfg, seed))
-                write_json_atomic(path, rec)
-    return rec
-
-
-class NotReproduced(RuntimeError):
-    """A re-run of a cached record did not reproduce its parameters bit for bit."""
-
-
-def has_extras(rec: dict[str, Any], fields: Sequence[str] = EXTRAS) -> bool:
-    """Whether ``rec`` holds every run-extra field of ``fields``, its sweep of :data:`SWEEP_VERSION`."""
-    return all(f in rec for f in fields) and (
-        "accuracy_sweep" not in fields or rec["accuracy_sweep"].get("version") == SWEEP_VERSION)
-
-
-def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
-                fields: Sequence[str] = EXTRAS) -> dict[str, Any]:
-    """The record of (cfg, seed) with the run extras ``fields`` (:data:`EXTRAS`, :data:`SWEEP`). A
-    record made before them is re-run; the
-    re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
-    only then are the extras added and the record rewritten (atomically). Its numbers, and so every
-    table made from it, are unchanged. A record not yet made is made with them: one training."""
-    runner = functools.partial(run, sweep=any(f in SWEEP for f in fields))
-    rec = cached_run(cfg, seed, results_dir, runner)
-    if has_extras(rec, fields):
-        return rec
-    new = json.loads(json.dumps(runner(cfg, seed)))
-    if new["params_sha256"] != rec["params_sha256"]:
-        raise NotReproduced(f"re-running {cfg.key()} seed {seed} gave parameters {new['params_sha256'][:12]}…, "
-                            f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
-    rec = sealed({**rec, **{f: new[f] for f in fields}})
-    write_json_atomic(record_path(cfg, seed, results_dir), rec)
-    return rec
-
-
-RECORD_DIRS = ("runs", "flower/runs", "engine1/runs")
-"""The record caches in a results folder that are committed: in-process, Flower, and the archive of
-engine-1 records (kept for the history; no current code recomputes them)."""
-MANIFEST = "records.manifest"
-"""In the results folder: one line ``<digest>  <path>`` per committed record, checked by make test."""
-
-
-def record_files(results_dir: Path | None = None) -> list[Path]:
-    """Every record file of :data:`RECORD_DIRS`, sorted."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-    return sorted(p for d in RECORD_DIRS for p in (root / d).glob("*/seed*.json"))
-
-
-def migrate_records(results_dir: Path | None = None) -> dict[str, int]:
-    """Give every record (of any profile) that has no ``digest`` its :func:`sealed` form:
-    the same content plus the digest (no number changes, nothing is recomputed). A record of this
-    engine that is not internally consistent is left as it is and counted (an archived record of
-    an older engine, in an older format, is sealed as it is). Returns counts by outcome."""
-    counts = {"sealed": 0, "already sealed": 0, "inconsistent, left alone": 0}
-    for path in sorted((results_dir or DEFAULT_RESULTS_DIR).glob("**/runs/*/seed*.json")):  # every profile
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        if "digest" in rec:
-            counts["already sealed"] += 1
-        elif _engine_of(rec) == ENGINE_VERSION and consistency_problems(rec):
-            counts["inconsistent, left alone"] += 1
-        else:
-            write_json_atomic(path, sealed(rec))
-            counts["sealed"] += 1
-    return counts
-
-
-def _engine_of(rec: dict[str, Any]) -> Any:
-    return rec["provenance"].get("engine") if isinstance(rec.get("provenance"), dict) else None
-
-
-def write_manifest(results_dir: Path | None = None) -> Path:
-    """Write :data:`MANIFEST`: every record file with its stored digest."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-    lines = [f"{json.loads(p.read_text(encoding='utf-8')).get('digest', 'UNSEALED')}  {p.relative_to(root)}"
-             for p in record_files(root)]
-    path = root / MANIFEST
-    write_text_atomic(path, "".join(f"{line}\n" for line in lines))
-    return path
-
-
-def manifest_problems(results_dir: Path | None = None, tracked: Sequence[str] | None = None) -> list[str]:
-    """What disagrees with :data:`MANIFEST`: a listed record that is missing, whose stored digest is
-    not the listed one, or whose content does not match its digest; and a record file (of
-    ``tracked``, paths relative to the results folder, when given: the committed ones) not listed."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-    if not (root / MANIFEST).is_file():
-        return [f"{root / MANIFEST} does not exist (python -m hasa_core manifest writes it)"]
-    listed = dict(reversed(line.split("  ", 1)) for line in (root / MANIFEST).read_text().splitlines() if line)
-    problems = []
-    for rel, digest in listed.items():
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"{rel}: listed, but missing")
-            continue
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        if rec.get("digest") != digest:
-            problems.append(f"{rel}: its digest is not the one listed")
-        elif content_digest(rec) != digest:
-            problems.append(f"{rel}: its content does not match its digest (edited)")
-    files = {str(p.relative_to(root)) for p in record_files(root)}
-    present = files if tracked is None else files & set(tracked)
-    problems += [f"{rel}: a record not listed in {MANIFEST}" for rel in sorted(present - set(listed))]
-    return problems
-
-
-def audit(results_dir: Path | None = None, sample: int = 1, cheapest: bool = False,
-          seed: int = 0) -> list[dict[str, Any]]:
-    """Re-run ``sample`` records of :data:`MANIFEST` made by this :data:`ENGINE_VERSION` (the
-    cheapest by recorded seconds, or drawn with ``seed``) in this process and compare the
-    parameters bit for bit (``params_sha256``) and the per-client accuracies. Returns one row per
-    record with ``same`` True or False."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-    listed = [line.split("  ", 1)[1] for line in (root / MANIFEST).read_text().splitlines() if line]
-    recs = [(rel, json.loads((root / rel).read_text(encoding="utf-8"))) for rel in listed]
-    recs = [(rel, r) for rel, r in recs if _engine_of(r) == ENGINE_VERSION]
-    if cheapest:
-        chosen = sorted(recs, key=lambda x: x[1]["seconds"])[:sample]
-    else:
-        picks = np.random.default_rng(seed).choice(len(recs), size=min(sample, len(recs)), replace=False)
-        chosen = [recs[i] for i in sorted(picks)]
-    rows = []
-    for rel, rec in chosen:
-        new = run(RunConfig.from_dict(rec["config"]), rec["seed"])
-        rows.append({"record": rel, "seconds": round(new["seconds"], 1),
-                     "same": new["params_sha256"] == rec["params_sha256"] and new["accuracy"] == rec["accuracy"]})
-    return rows
-
-
-GOLDEN = REPO / "tests" / "golden" / "medium-smoke-hasa-seed0.json"
-
-
-def golden_config() -> RunConfig:
-    """The short smoke run whose record is committed as the golden record (``make test`` re-runs
-    it and compares numbers and parameter digest)."""
-    return config("smoke", policy="hasa", rounds=2, eval_every=1, max_examples_per_client=60)
-
-
-def write_golden(path: Path = GOLDEN) -> Path:
-    """Write the golden record: :func:`golden_config`'s seed-0 record with its cache ``key`` (the
-    versions that made it), without the wall seconds."""
-    rec = run(golden_config(), 0)
-    rec.pop("seconds")
-    write_json_atomic(path, {"key": golden_config().key(), **rec})
-    return path
-
-
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> None:
-    fill_extras(cfg, seed, results_dir, extras)  # without extras, cached_run; the parent reads the record back
-
-
-def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
-             results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
-             extras: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
-    Records without the run-extra fields ``extras`` (e.g. :data:`EXTRAS`) are re-run to fill them
-    (:func:`fill_extras`).
-
-    Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
-    interrupt or the first failing run, the queued runs are cancelled at once; every finished
-    record stays cached (runs already in progress finish and are cached too), and the error says
-    that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
-    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
-    extras = tuple(extras)
-    jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
-    found = [cached_record(*j[:3]) for j in jobs]
-    found = [None if rec is not None and not has_extras(rec, extras) else rec for rec in found]
-    todo = [j for j, rec in zip(jobs, found) if rec is None]
-    if progress:
-        print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
-              f"{len(todo)} to compute")
-    done = 0
-    try:
-        if todo and n_jobs > 1:
-            pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"),
-                                       initializer=_exit_with_parent, initargs=(os.getpid(),))
-            try:
-                futures = {pool.submit(_cached_run_in_worker, *j): j for j in todo}
-                for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
-                    fut.result()
-                    done += 1
-            finally:
-                pool.shutdown(wait=False, cancel_futures=True)
-        else:
-            for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
-                _cached_run_in_worker(*j)
-                done += 1
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted: {done} of {len(todo)} new records finished and cached, "
-                                "the queued runs cancelled; run the same call (or make reproduce) again to "
-                                "resume from the cache.") from None
-    except BrokenProcessPool as e:
-        raise RuntimeError(f"a worker process died ({e}); {done} of {len(todo)} new records are cached. "
-                           "Run the same call again to resume; if it recurs, try n_jobs=1 to see the error.") from e
-    except Exception as e:
-        raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
-                           "are cached and the queued runs were cancelled; fix the cause and run again "
-                           "to resume from the cache.") from e
-    return [rec if rec is not None else cached_run(*j[:3]) for j, rec in zip(jobs, found)]
-
-
-# =============================================================================================
-# 10. Benchmark and command line
-# =============================================================================================
-
-def matmul_gflops(n: int = 512, threads: int = 1, repeat: int = 20, device: str = "cpu") -> float:
-    """Measured fp32 matmul throughput (n x n @ n x n), GFLOP/s: on the CPU with ``threads``
-    threads, or on a CUDA device (n = 4096 there, to fill it)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        if device != "cpu":
-            n = 4096
-        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
-        a @ b
-        _sync(device)
-        t = time.perf_counter()
-        for _ in range(repeat):
-            a @ b
-        _sync(device)
-        return 2 * n ** 3 * repeat / (time.perf_counter() - t) / 1e9
-    finally:
-        torch.set_num_threads(before)
-
-
-def useful_flops_per_round(task: Task, cfg: RunConfig, widths: Sequence[float]) -> float:
-    """Training FLOPs of one round that the model needs: 3 x forward FLOPs per target (forward +
-    backward ~ 3 forward) x targets trained, at each client's width. FjORD counts its largest width."""
-    return 3.0 * cfg.local_epochs * sum(c.n_train * task.arch.flops(task.arch.units(w))
-                                        for c, w in zip(task.clients, widths))
-
-
-def bench(cfg: RunConfig, seed: int = 0, rounds: int = 11) -> dict[str, Any]:
-    """Steady-state training throughput of ``cfg`` (one thread) against this process's own
-    1-thread fp32 matmul rate (on CUDA: against the GPU's fp32 matmul rate).
-
-    Times ``rounds`` federated rounds one by one and reports the mean of all but the first (which
-    pays one-off costs: allocator warm-up, oneDNN primitive creation), one evaluation, and the
-    estimated seconds of a whole ``cfg.rounds``-round run: first + (R - 1) x steady + evaluations."""
-    if rounds < 2:
-        raise ValueError(f"bench needs at least 2 rounds (the first is not steady state); got {rounds}")
-    tune_allocator()
-    load_before = os.getloadavg()[0]
-    with single_thread():
-        task = load_task(cfg, seed)
-        widths = plan(cfg, task, seed)["widths"]
-        params = task.arch.init(task.arch.dims, torch.Generator().manual_seed(seed))
-        params = {n: p.to(cfg.device) for n, p in params.items()}
-        times = []
-        for rnd in tqdm(range(rounds), desc=f"bench {cfg.benchmark}", leave=False):
-            t = time.perf_counter()
-            params, _ = train_rounds(params, task, cfg, widths, [rnd], seed)
-            _sync(cfg.device)
-            times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        evaluate(params, task, widths)
-        eval_s = time.perf_counter() - t
-    steady = float(np.mean(times[1:]))
-    flops = useful_flops_per_round(task, cfg, widths)
-    n_evals = len({r for r in range(1, cfg.rounds + 1) if r % cfg.eval_every == 0} | {cfg.rounds})
-    matmul = matmul_gflops(threads=1, device=cfg.device)
-    return {"benchmark": cfg.benchmark, "policy": cfg.policy, "device": cfg.device,
-            "rounds timed": rounds - 1, "first round s": times[0], "steady s/round": steady,
-            "eval s": eval_s, "rounds per run": cfg.rounds,
-            "s per run": times[0] + (cfg.rounds - 1) * steady + n_evals * eval_s,
-            "targets/s": cfg.local_epochs * int(task.sizes.sum()) / steady,
-            "useful GFLOP/s": flops / steady / 1e9, "matmul GFLOP/s (1 thread, or the GPU)": matmul,
-            "fraction of matmul": flops / steady / 1e9 / matmul,
-            "load avg (1 min) before/after": f"{load_before:.2f} / {os.getloadavg()[0]:.2f}",
-            "torch": torch.__version__, "cpu": _cpu_model()}
-
-
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _cpu_model() -> str:
+def same_machine_class(prov: dict[str, Any]) -> bool:
+    """Whether a record with provenance ``prov`` was made on a machine of this machine's class: the
+    same processor model and the same instruction set of torch's CPU kernels (where recorded).
+
+    Bit-identity holds within a class only. The same code, seed and library versions give, on an
+    Intel Xeon with AVX-512 and on an AMD EPYC, parameters that differ from the first rounds on
+    (MKL and oneDNN choose their kernels, and so their summation order, by processor): the
+    numbers agree to the rounding of float32, not bit for bit."""
+    isa = prov.get("isa")
+    return prov.get("cpu") == cpu_model() and (isa is None or isa == torch.backends.cpu.get_cpu_capability())
+
+
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``), or "unknown"."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -2824,93 +2306,3 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return "unknown"
-
-
-def bench_summary(res: dict[str, Any]) -> str:
-    """Two lines that say what :func:`bench` measured."""
-    return (f"{res['benchmark']}/{res['policy']} on {res['device']}, {res['rounds timed']} steady rounds, 1 thread: "
-            f"{res['steady s/round']:.3f} s/round (first {res['first round s']:.2f} s), "
-            f"eval {res['eval s']:.3f} s, ~{res['s per run']:.1f} s per {res['rounds per run']}-round run\n"
-            f"  useful compute {res['useful GFLOP/s']:.1f} GFLOP/s = {100 * res['fraction of matmul']:.0f}% "
-            f"of this process's matmul ({res['matmul GFLOP/s (1 thread, or the GPU)']:.1f} GFLOP/s); "
-            f"{res['targets/s']:,.0f} targets/s; load average {res['load avg (1 min) before/after']}")
-
-
-def _tracked_records() -> list[str] | None:
-    """Paths (relative to results/) of the git-tracked files under results/, or None outside git."""
-    import subprocess
-    try:
-        out = subprocess.run(["git", "ls-files", "results"], cwd=REPO, capture_output=True, text=True,
-                             timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return [line.removeprefix("results/") for line in out.splitlines()]
-
-
-def check_data() -> Path:
-    """Verify every data file's sha256; raises :class:`DataError` naming the first bad file."""
-    verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE)
-    for d in DIGIT_FILES:
-        load_digit_domain(d)
-    return data_dir()
-
-
-def _main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-    ap = argparse.ArgumentParser(prog="python -m hasa_core", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench", help="steady-state training throughput vs matmul throughput "
-                                     "(`python -m hasa_results bench` also writes results/bench.md)")
-    b.add_argument("--benchmark", nargs="+", default=["medium", "digits"], choices=sorted(BENCHMARKS))
-    b.add_argument("--policy", default="hasa", choices=POLICIES)
-    b.add_argument("--extraction", default="static", choices=sorted(EXTRACTIONS))
-    b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
-    b.add_argument("--device", default="cpu")
-    sub.add_parser("check-data", help="verify every data file's checksum")
-    d = sub.add_parser("install-data", help="copy missing or corrupt data files from a folder")
-    d.add_argument("source", help="a folder holding medium_data.csv and the digit .npz files")
-    sub.add_parser("golden", help="rewrite the golden record that `make test` compares against")
-    sub.add_parser("migrate", help="seal (add the digest to) every committed record that has none")
-    m = sub.add_parser("manifest", help=f"write results/{MANIFEST}, or check the records against it")
-    m.add_argument("--check", action="store_true", help="write nothing; fail on any disagreement")
-    a = sub.add_parser("audit", help="re-run committed records and compare their parameters bit for bit")
-    a.add_argument("--sample", type=int, default=1, help="how many records")
-    a.add_argument("--cheapest", action="store_true", help="the cheapest records instead of a random draw")
-    a.add_argument("--seed", type=int, default=0, help="the random draw's seed")
-    args = ap.parse_args(argv)
-    if args.cmd == "bench":
-        for name in args.benchmark:
-            cfg = config("paper", benchmark=name, policy=args.policy, device=args.device, extraction=args.extraction)
-            print(bench_summary(bench(cfg, rounds=args.rounds)))
-    elif args.cmd == "install-data":
-        for rel, st in install_data(Path(args.source)).items():
-            print(f"{st:24s} {rel}")
-    elif args.cmd == "golden":
-        print(f"wrote {write_golden()}")
-    elif args.cmd == "migrate":
-        print(", ".join(f"{n} {what}" for what, n in migrate_records().items()))
-    elif args.cmd == "manifest" and args.check:
-        problems = manifest_problems(tracked=_tracked_records())
-        for p in problems:
-            print(f"MANIFEST: {p}")
-        if problems:
-            raise SystemExit(f"{len(problems)} record(s) disagree with results/{MANIFEST}")
-        print(f"every committed record matches results/{MANIFEST}")
-    elif args.cmd == "manifest":
-        print(f"wrote {write_manifest()}")
-    elif args.cmd == "audit":
-        rows = audit(sample=args.sample, cheapest=args.cheapest, seed=args.seed)
-        for r in rows:
-            print(f"{'same' if r['same'] else 'DIFFERENT'}  {r['record']}  (re-run in {r['seconds']} s)")
-        if not all(r["same"] for r in rows):
-            raise SystemExit("audit: a re-run did not reproduce its record bit for bit")
-        print(f"audit: {len(rows)} record(s) re-run, every one reproduced bit for bit")
-    else:
-        try:
-            print(f"all data files in {check_data()} verified")
-        except DataError as e:
-            raise SystemExit(f"data check failed: {e}")
-
-
-if __name__ == "__main__":
-    _main()

@@ -44,18 +44,34 @@ def test_install_data_replaces_a_corrupt_file_only(tmp_path):
     (src / "digits" / "usps.npz").write_bytes(good)
     (dest / "digits" / "usps.npz").write_bytes(b"corrupt")
     files = {"digits/usps.npz": sha, "digits/mnist.npz": sha}
+    install = _install_module()
     orig = H.data_files
     try:
         H.data_files = lambda: files
-        st = H.install_data(src, dest)
+        st = install.install_data(src, dest)
         assert st == {"digits/usps.npz": "copied", "digits/mnist.npz": "not in source"}
         assert (dest / "digits" / "usps.npz").read_bytes() == good
-        assert H.install_data(src, dest)["digits/usps.npz"] == "ok"
+        assert install.install_data(src, dest)["digits/usps.npz"] == "ok"
         (src / "digits" / "mnist.npz").write_bytes(b"wrong")
-        assert H.install_data(src, dest)["digits/mnist.npz"] == "wrong sha256 in source"
+        assert install.install_data(src, dest)["digits/mnist.npz"] == "wrong sha256 in source"
     finally:
         H.data_files = orig
     assert not list(dest.rglob(".tmp-*"))
+
+
+def _install_module():
+    """data/install.py, imported as a module (it is a script beside the data)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("install", H.REPO / "data" / "install.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_data_file_comes_from_a_benchmark_with_its_source():
+    """data_files is the union of the benchmarks' files; each benchmark says where to get them."""
+    assert H.data_files() == {rel: sha for b in H.BENCHMARKS.values() for rel, sha in b.files.items()}
+    assert all(b.source and b.files for b in H.BENCHMARKS.values())
 
 
 def test_empty_client_fails_before_training():

@@ -10,9 +10,16 @@ import torch
 from helpers import smoke
 
 import hasa_core as H
+import hasa_records as HR
 
 flwr = pytest.importorskip("flwr", reason="the Flower extra is not installed: pip install -e .[flower]")
+from flwr.app import Message, MessageType, RecordDict  # noqa: E402
+
 import hasa_flower as F  # noqa: E402
+import hasa_flower.dataset as D  # noqa: E402
+import hasa_flower.server_app as SA  # noqa: E402
+import hasa_flower.simulation as S  # noqa: E402
+from hasa_flower.__main__ import main as flower_main  # noqa: E402
 
 COMPARED = ("clients", "sizes", "scores", "widths", "budget", "budget_used", "budget_frac", "accuracy",
             "mean", "worst", "tail", "accuracy_full_model", "curve", "params_sha256")
@@ -47,49 +54,49 @@ def test_flower_server_refuses_a_score_that_needs_the_data():
 def test_flower_records_are_cached_apart_from_in_process_ones(tmp_path):
     cfg = smoke(policy="uniform", rounds=1)
     rec = F.cached_run(cfg, 0, tmp_path, backend="local")
-    assert H.record_path(cfg, 0, tmp_path).is_file()
+    assert HR.record_path(cfg, 0, tmp_path).is_file()
     assert F.cached_run(cfg, 0, tmp_path, backend="local") == rec
 
 
 def _serve_from_node_files(cfg, seed, out, shuffle=5):
     """The server on Flower's message path, node k given partition file 6 - k (its partition id
     comes from the file) and the vocabulary file, and no data set."""
-    nodes = [{"vocab-file": str(out / H.VOCAB_FILE), "partition-file": str(out / H.partition_file_name(6 - k))}
+    nodes = [{"vocab-file": str(out / D.VOCAB_FILE), "partition-file": str(out / D.partition_file_name(6 - k))}
              for k in range(7)]
-    with F._server_identity():
-        return F.serve(F.LocalGrid(F.client_app, 7, shuffle, node_configs=nodes), cfg, seed, 7)
+    with S.server_identity():
+        return F.serve(F.LocalGrid(F.client_app.app, 7, shuffle, node_configs=nodes), cfg, seed, 7)
 
 
 def test_flower_nodes_built_from_their_files_give_the_in_process_record(tmp_path, monkeypatch):
     cfg = smoke(policy="hasa", extraction="rolling", rounds=1)
-    H.write_node_files(cfg, 0, tmp_path)
+    D.write_node_files(cfg, 0, tmp_path)
     ref = H.run(cfg, 0)
-    monkeypatch.setattr(F, "_partition", lambda *a: pytest.fail("a node with files read the data set"))
+    monkeypatch.setattr(D, "_partition", lambda *a: pytest.fail("a node with files read the data set"))
     monkeypatch.setattr(H, "data_dir", lambda: pytest.fail("a node with files looked for the data set"))
     assert_same_record(_serve_from_node_files(cfg, 0, tmp_path), ref)
 
 
 def test_flower_node_files_of_another_seed_fail_the_run_with_their_message(tmp_path):
     cfg = smoke(policy="uniform", rounds=1)
-    H.write_node_files(cfg, 1, tmp_path)
-    with pytest.raises(H.NodeFilesError, match=r"written for another run: seed 1 \(this run: 0\)"):
+    D.write_node_files(cfg, 1, tmp_path)
+    with pytest.raises(D.NodeFilesError, match=r"written for another run: seed 1 \(this run: 0\)"):
         _serve_from_node_files(cfg, 0, tmp_path)
 
 
 def test_node_files_command_writes_the_files_of_a_flwr_run_config(tmp_path, capsys):
     """`python -m hasa_flower node-files` reads --run-config as `flwr run` does (over pyproject's
     [tool.flwr.app.config]); a num-clients the benchmark does not have is an error."""
-    F._main(["node-files", "--out", str(tmp_path), "--run-config", "seed=2 policy='hasa'"])
+    flower_main(["node-files", "--out", str(tmp_path), "--run-config", "seed=2 policy='hasa'"])
     assert "7 partition files" in capsys.readouterr().out
-    shared = json.loads((tmp_path / H.VOCAB_FILE).read_text())
-    assert shared["made_by"] == H.node_files_identity(H.config("smoke"), 2) and shared["num_clients"] == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([H.VOCAB_FILE, *map(H.partition_file_name, range(7))])
+    shared = json.loads((tmp_path / D.VOCAB_FILE).read_text())
+    assert shared["made_by"] == D.node_files_identity(H.config("smoke"), 2) and shared["num_clients"] == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([D.VOCAB_FILE, *map(D.partition_file_name, range(7))])
     with pytest.raises(SystemExit, match="num-clients=7, but this benchmark has 282 clients"):
-        F._main(["node-files", "--out", str(tmp_path / "days"), "--run-config", "partition='publication_day'"])
+        flower_main(["node-files", "--out", str(tmp_path / "days"), "--run-config", "partition='publication_day'"])
 
 
 def test_flower_run_config_maps_to_a_run_config():
-    cfg, seed, k, results = F._run_config_to_cfg({"profile": "smoke", "benchmark": "medium", "seed": 3,
+    cfg, seed, k, results = SA.run_config_to_cfg({"profile": "smoke", "benchmark": "medium", "seed": 3,
                                                   "num-clients": 7, "policy": "hasa", "participation": 0.5})
     assert (seed, k, results) == (3, 7, "")
     assert cfg == H.config("smoke", policy="hasa", participation=0.5)
@@ -99,7 +106,8 @@ def test_pyproject_declares_the_flower_app_and_the_pinned_extra():
     import tomllib
     meta = tomllib.loads((H.REPO / "pyproject.toml").read_text())
     app = meta["tool"]["flwr"]["app"]
-    assert app["components"] == {"serverapp": "hasa_flower:server_app", "clientapp": "hasa_flower:client_app"}
+    assert app["components"] == {"serverapp": "hasa_flower.server_app:app", "clientapp": "hasa_flower.client_app:app"}
+    assert app["fab-include"] == ["/hasa_core.py", "/hasa_records.py", "/hasa_flower/*.py"]
     assert f"flwr[simulation]=={flwr.__version__}" in meta["project"]["optional-dependencies"]["flower"]
     assert "federations" not in meta["tool"]["flwr"], "flwr 1.42 rewrites pyproject.toml to migrate this section"
 
@@ -214,8 +222,8 @@ def test_ctrl_c_during_a_ray_run_returns_within_10_s_and_leaves_no_ray_process(t
         err = log.read_text()
         assert child.returncode != 0 and "KeyboardInterrupt" in err, err[-2000:]
         done = H.config("smoke", policy="uniform", rounds=1, emb_dim=8, hidden_dim=8)
-        H.read_record(H.record_path(done, 0, results), done, 0, runtime="flower")  # intact, or raises
-        assert not H.record_path(H.config("smoke", policy="hasa", rounds=40), 0, results).exists()
+        HR.read_record(HR.record_path(done, 0, results), done, 0, runtime="flower")  # intact, or raises
+        assert not HR.record_path(H.config("smoke", policy="hasa", rounds=40), 0, results).exists()
         assert not list(results.rglob(".tmp-*"))
     finally:  # on failure, end what this test started, by pid: the child and its descendants
         if child.poll() is None:
@@ -290,7 +298,7 @@ class _FakeGrid:
 
     def pull_messages(self, message_ids):
         ready = [mid for mid in self.unanswered if mid in set(message_ids)][:3]
-        return [F.Message(F.RecordDict(), reply_to=self.unanswered.pop(mid)) for mid in ready]
+        return [Message(RecordDict(), reply_to=self.unanswered.pop(mid)) for mid in ready]
 
 
 @pytest.mark.parametrize("window, most", [(5, 5), (None, 23)])
@@ -298,12 +306,12 @@ def test_the_grid_keeps_at_most_window_messages_in_flight_and_returns_every_repl
     import threading
     inner, stop = _FakeGrid(), threading.Event()
     grid = F.StoppableGrid(inner, stop, poll=0.0, window=window)
-    with F._server_identity():  # messages read their run id from it
-        sent = [F.Message(F.RecordDict(), dst_node_id=k + 1, message_type=F.MessageType.QUERY) for k in range(23)]
+    with S.server_identity():  # messages read their run id from it
+        sent = [Message(RecordDict(), dst_node_id=k + 1, message_type=MessageType.QUERY) for k in range(23)]
         replies = grid.send_and_receive(sent)
         assert inner.most == most and len(replies) == 23
         assert sorted(r.metadata.reply_to_message_id for r in replies) == sorted(f"m{i}" for i in range(23))
-        assert set(grid.seconds) == {F.MessageType.QUERY}
+        assert set(grid.seconds) == {MessageType.QUERY}
         stop.set()
         with pytest.raises(F.Stopped):
             grid.send_and_receive(sent[:1])
@@ -311,20 +319,9 @@ def test_the_grid_keeps_at_most_window_messages_in_flight_and_returns_every_repl
 
 def test_a_simulated_node_builds_only_the_clients_it_serves():
     cfg = H.config("smoke", "digits", partition="dirichlet", num_clients=30)
-    F._partition.cache_clear()
-    task = F._client_task(cfg, 0, 7)
-    assert F._client_task(cfg, 0, 7) is task and list(F._partition(cfg, 0)[1]) == [7]
+    D._partition.cache_clear()
+    task = D._client_task(cfg, 0, 7)
+    assert D._client_task(cfg, 0, 7) is task and list(D._partition(cfg, 0)[1]) == [7]
     assert torch.equal(task.clients[0].train[0][0], H.load_task(cfg, 0).clients[7].train[0][0])
     with pytest.raises(ValueError, match="partition-id 30 is outside the 30 clients"):
-        F._client_task(cfg, 0, 30)
-
-
-def test_scale_targets_say_which_target_is_met_and_by_how_much_one_is_missed():
-    import pandas as pd
-    measures = pd.DataFrame({"seconds per round (median)": [0.5, 0.7], "wall seconds": [10.0, 25.0],
-                             "peak RSS MiB (all processes)": [1000.0, 1500.0]}, index=["in-process", "flower"])
-    t = F.scale_targets(measures)
-    assert t["met"].tolist() == [True, False, True]
-    assert t.loc["wall seconds", "flower / in-process"] == pytest.approx(2.5)
-    assert t.loc["wall seconds", "over target %"] == pytest.approx(25.0)
-    assert t.loc["seconds per round (median)", "over target %"] == 0.0
+        D._client_task(cfg, 0, 30)

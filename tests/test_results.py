@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 import hasa_core as H
+import hasa_records as HR
 import hasa_results as R
 
 
@@ -165,8 +166,8 @@ def test_where_the_gain_comes_from_helpers():
 
 def test_non_paper_profiles_never_write_committed_outputs():
     res, fig = R.output_dirs("smoke")
-    assert res == H.DEFAULT_RESULTS_DIR / "smoke" and fig.is_relative_to(res)
-    assert R.output_dirs("paper") == (H.DEFAULT_RESULTS_DIR, H.REPO / "figures")
+    assert res == HR.DEFAULT_RESULTS_DIR / "smoke" and fig.is_relative_to(res)
+    assert R.output_dirs("paper") == (HR.DEFAULT_RESULTS_DIR, H.REPO / "figures")
     dry = subprocess.run(["make", "-n", "reproduce", "PROFILE=smoke"], cwd=H.REPO, capture_output=True,
                          text=True).stdout
     assert "results/smoke/notebooks" in dry and " results/notebooks/" not in dry
@@ -180,13 +181,14 @@ def test_non_paper_profiles_never_write_committed_outputs():
 def scratch_repo(tmp_path, monkeypatch):
     """A scratch repository root for hasa_results (its REPO), holding a copy of the committed
     paired-test tables that the headline reads, as results/ of the previous complete run."""
-    monkeypatch.setattr(R, "REPO", tmp_path)
+    monkeypatch.setattr(R.outputs, "REPO", tmp_path)
     monkeypatch.delenv(R.STAGE_ENV, raising=False)
     (tmp_path / "results").mkdir()
     for name in ("table1_paired_tests", "table1_core_tests", "table2_paired_tests", "table3_paired_tests",
                  "table4_paired_tests"):
         for ext in ("csv", "md"):
-            (tmp_path / "results" / f"{name}.{ext}").write_bytes((H.DEFAULT_RESULTS_DIR / f"{name}.{ext}").read_bytes())
+            source = HR.DEFAULT_RESULTS_DIR / f"{name}.{ext}"
+            (tmp_path / "results" / f"{name}.{ext}").write_bytes(source.read_bytes())
     return tmp_path
 
 
@@ -266,7 +268,8 @@ def test_report_check_passes_on_the_committed_results_and_fails_on_an_edited_tab
     assert R.check_report() == []
     import shutil
     results = tmp_path / "results"
-    shutil.copytree(H.DEFAULT_RESULTS_DIR, results, ignore=shutil.ignore_patterns("runs", "engine1", "flower", "smoke"))
+    ignore = shutil.ignore_patterns("runs", "engine1", "flower", "smoke")
+    shutil.copytree(HR.DEFAULT_RESULTS_DIR, results, ignore=ignore)
     table = results / "table1_main.md"
     table.write_text(table.read_text().replace("|", "| 0.01 ", 1))
     problems = R.check_report(results, H.REPO / "README.md")

@@ -163,7 +163,8 @@ def make_repo(tmp_path):
     environment), marked as installed so that `make` does not rebuild it."""
     repo = tmp_path / "repo"
     (repo / "data").mkdir(parents=True)
-    for rel in ("Makefile", "hasa_core.py", "pyproject.toml", "requirements.lock", "data/fetch_medium.py"):
+    for rel in ("Makefile", "hasa_core.py", "pyproject.toml", "requirements.lock", "data/fetch_medium.py",
+                "data/install.py"):
         if (REPO / rel).exists():
             shutil.copy(REPO / rel, repo / rel)
     bin_ = repo / ".venv" / "bin"
@@ -408,8 +409,9 @@ def test_a_notebook_that_fails_half_way_publishes_nothing_and_one_that_succeeds_
     and make says so. Fixed, it succeeds: t1, t2, the figure and the executed notebook all appear."""
     repo = tmp_path / "repo"
     (repo / "notebooks").mkdir(parents=True)
-    for rel in ("Makefile", "hasa_core.py", "hasa_results.py"):
+    for rel in ("Makefile", "hasa_core.py", "hasa_records.py"):
         shutil.copy(REPO / rel, repo / rel)
+    shutil.copytree(REPO / "hasa_results", repo / "hasa_results", ignore=shutil.ignore_patterns("__pycache__"))
     results = repo / "results" / "smoke"
     (results / "notebooks").mkdir(parents=True)
     old = {results / "t1.csv": "run\nold\n", results / "t2.csv": "run\nold\n",

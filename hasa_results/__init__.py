@@ -1,0 +1,189 @@
+"""The HASA artifact's study: every table, figure and sentence of the artifact, made from records.
+
+It trains nothing and holds no model numerics: it asks :mod:`hasa_core` for numbers through the
+record store (:mod:`hasa_records`), and turns records into frames, tests, tables, figures, words
+and pages. Imports: :mod:`hasa_core`, :mod:`hasa_records`; never :mod:`hasa_flower` or
+:mod:`hasa_bench` (it reads their CSVs).
+
+One module per study, on shared layers:
+
+    shared layers   outputs (where tables and figures go; staging), experiments (every experiment
+                    by name, seeds, method labels, precompute), words (numbers in words),
+                    stats (paired tests, Holm, power), frames (records -> pandas), figures (the
+                    house style and the shared plots)
+    studies         claims (claims 1-4, the plan, the headline and its verdicts: notebooks 01-06),
+                    spec_curve (notebook 09), mechanism (notebook 10), scale (notebooks 07-08)
+    pages           report (README blocks, results/REPORT.md, ``report --check``)
+
+Two rules keep the layout true:
+* a function used by one notebook lives in that notebook's study module; one used by two or more
+  lives in a shared layer;
+* a sentence the README also shows is a function in the study module; a notebook-only conclusion
+  stays in the notebook.
+
+The map: how one number travels from the data to the README (claim 1's HASA - uniform mean).
+
+    data      hasa_core.load_medium -> medium_partition(cfg, seed): the 7 clients' splits and vocabulary
+    task      hasa_core.load_task(cfg, seed)
+    plan      hasa_core.plan(cfg, task, seed): scores (Eq. 11) -> widths (Eqs. 13-17)
+    run       hasa_core.run(cfg, seed): 30 rounds of local SGD + aggregation -> per-client accuracy
+    record    hasa_records.cached_run / run_many: results/runs/<cfg.key()>/seed<N>.json (checked)
+    frame     experiments.run_experiment("claims", "paper") -> frames.records_frame: one row per run
+    test      claims: the declared primary test of the plan -> stats.paired_stats + the family's adjustment
+    table     outputs.save_table(tests, "claims_primary") -> results/claims_primary.{csv,md}
+    headline  claims.headline_table() reads that CSV -> results/headline.{csv,md} (notebook 06)
+    README    report.write_report() fills <!-- table: headline --> and the generated verdict sentences;
+              ``python -m hasa_results report --check`` (run by ``make test``) fails when README.md
+              or results/REPORT.md differ from what results/ produces.
+
+Every step calls the next module down (notebook -> hasa_results -> hasa_records -> hasa_core),
+never back. The notebooks use ``import hasa_results as R``: every public name below is here.
+"""
+from hasa_results.claims import (  # noqa: F401
+    AS_PUBLISHED_PAIRS,
+    OFFICIAL,
+    claim_sentences,
+    fidelity_table,
+    headline_sentence,
+    headline_table,
+    need_for_width,
+    official_effects,
+    paper_text,
+    plot_headline,
+    plot_scores_vs_need,
+    runtime_table,
+    setup_text,
+    verdict_text,
+    verdicts_text,
+)
+from hasa_results.experiments import (  # noqa: F401
+    AS_PUBLISHED,
+    CLAIM4_SCORES,
+    EXTRACTION_NAMES,
+    NEED_SEEDS,
+    PAPER_ACCURACY,
+    PAPER_GAIN,
+    POWER_SEEDS,
+    PROTOCOLS,
+    SCORE_LABELS,
+    SEEDS,
+    SMOKE_SPECIFICATIONS,
+    SPEC_METHODS,
+    SPECIFICATIONS,
+    WITH_EXTRAS,
+    canonical,
+    conclusion,
+    experiments,
+    measured_need,
+    method_label,
+    precompute,
+    run_experiment,
+    run_methods,
+    seeds_note,
+    spec_label,
+    spec_methods,
+    specifications,
+)
+from hasa_results.figures import (  # noqa: F401
+    plot_allocations,
+    plot_gap_by_round,
+    plot_paired,
+    plot_per_client_differences,
+)
+from hasa_results.frames import (  # noqa: F401
+    allocation_table,
+    clients_frame,
+    curves_frame,
+    describe_clients,
+    method_of,
+    records_frame,
+    scores_frame,
+    summaries_from_clients,
+    test_targets,
+)
+from hasa_results.mechanism import (  # noqa: F401
+    accuracy_sweep_frame,
+    band_edges,
+    band_movement,
+    control_reference,
+    dilution_association,
+    dilution_index,
+    effective_widths,
+    kept_units,
+    mechanism_sentence,
+    mechanism_text,
+    narrower_evaluation,
+    plot_accuracy_sweep,
+    plot_unit_movement,
+    trained_frontier,
+    trained_width_evaluation,
+    trained_width_sentence,
+    unit_movement_frame,
+)
+from hasa_results.outputs import (  # noqa: F401
+    STAGE_ENV,
+    current,
+    output_dirs,
+    publish,
+    save_figure,
+    save_table,
+    staged,
+    table_markdown,
+)
+from hasa_results.report import (  # noqa: F401
+    README,
+    REPORT,
+    TEXTS,
+    _saved_tables,
+    check_report,
+    engine_text,
+    fill_blocks,
+    report_text,
+    typed_numbers,
+    update_readme,
+    write_report,
+)
+from hasa_results.scale import (  # noqa: F401
+    ENGINE_PHASES,
+    TARGET_LABELS,
+    before_after_sentence,
+    engine_phases,
+    flower_scale_text,
+    many_clients_text,
+    plot_engines,
+    plot_many_clients,
+    scale_conclusion,
+    targets_sentence,
+)
+from hasa_results.spec_curve import (  # noqa: F401
+    calibrated_round,
+    dilution_across_sentence,
+    dilution_across_specs,
+    joint_sign_flip,
+    plot_spec_curve,
+    spec_curve_headline_rows,
+    spec_curve_sentences,
+    spec_curve_table,
+    spec_curve_text,
+    spec_dilution,
+    spec_frame,
+    spec_joint_table,
+)
+from hasa_results.stats import (  # noqa: F401
+    compare_family,
+    gap_by_round,
+    holm,
+    mean_variants,
+    min_detectable_effect,
+    paired_stats,
+    per_client_differences,
+    power_paired_t,
+    score_validity,
+    seeds_for_power,
+    sign_flip_p,
+    sign_vectors,
+    summary_table,
+)
+from hasa_results.words import (  # noqa: F401
+    say,
+)

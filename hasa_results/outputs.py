@@ -1,0 +1,116 @@
+"""Where the study's outputs go: the profile's folders, tables (CSV + Markdown) and figures
+(PNG + PDF), each written atomically; under ``make reproduce`` staged per notebook and published
+only when the whole notebook succeeded.
+
+A notebook's outputs appear together, and only when the whole notebook succeeded. ``make reproduce``
+runs each notebook with HASA_STAGE naming a fresh staging folder: save_table and save_figure then
+write there (at the same path relative to the repository, see ``staged``), readers of a table look
+there first (``current``), and only after the notebook succeeded does ``publish`` move every staged
+file into place. A notebook that fails half-way leaves results/ and figures/ as they were.
+Without HASA_STAGE (nbval, a notebook opened in Jupyter) outputs are written in place.
+
+Imports: :mod:`hasa_core`, :mod:`hasa_records`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from hasa_core import PROFILES, REPO, lookup
+from hasa_records import DEFAULT_RESULTS_DIR, write_text_atomic
+
+
+def output_dirs(profile: str) -> tuple[Path, Path]:
+    """(results_dir, figures_dir) for a profile.
+
+    ``paper`` writes into the repository's committed ``results/`` and ``figures/``. Any other
+    profile (the fast ``smoke`` one that nbval re-executes) writes into the git-ignored
+    ``results/<profile>/`` and ``results/<profile>/figures/``, so it never overwrites the
+    committed paper-profile outputs and leaves no temporary folders behind."""
+    lookup(PROFILES, profile, "profile")
+    if profile == "paper":
+        return DEFAULT_RESULTS_DIR, REPO / "figures"
+    root = DEFAULT_RESULTS_DIR / profile
+    return root, root / "figures"
+
+
+def table_markdown(df: pd.DataFrame) -> str:
+    """A table as flat Markdown (a multi-index becomes columns, multi-level columns are joined)."""
+    keep_index = not isinstance(df.index, pd.MultiIndex)
+    flat = df if keep_index else df.reset_index()
+    if isinstance(flat.columns, pd.MultiIndex):
+        flat = flat.set_axis([" · ".join(map(str, c)) for c in flat.columns], axis=1)
+    return flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n"
+
+
+STAGE_ENV = "HASA_STAGE"
+
+
+def staged(path: Path) -> Path:
+    """Where an output meant for ``path`` is written: ``path`` itself, or, while ``$HASA_STAGE``
+    names a staging folder (relative: to the repository), the same place inside that folder."""
+    stage = os.environ.get(STAGE_ENV)
+    if not stage:
+        return Path(path)
+    absolute = Path(os.path.abspath(path))
+    if not absolute.is_relative_to(REPO):
+        raise ValueError(f"{STAGE_ENV} is set, but {path} is outside the repository {REPO}: it cannot be staged")
+    return REPO / stage / absolute.relative_to(REPO)
+
+
+def current(path: Path) -> Path:
+    """The copy of ``path`` a reader should see: the staged one if the running notebook wrote it,
+    else ``path`` itself."""
+    copy = staged(path)
+    return copy if copy.exists() else Path(path)
+
+
+def publish(stage: Path, root: Path | None = None) -> list[Path]:
+    """Move every file of a staging folder to the same place under the repository (``root``), each
+    by a rename (a reader sees the old file or the new one, never half of one), then remove the
+    folder. Returns the files published (none when the notebook saved nothing, so made no folder).
+    Refuses any folder not named ``.stage-*``: a mistyped argument cannot move or remove anything else."""
+    stage, root = Path(stage), root or REPO
+    if not stage.name.startswith(".stage-"):
+        raise ValueError(f"{stage} is not a staging folder (a folder named .stage-*)")
+    published = []
+    if not stage.exists():
+        return published
+    for f in sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")):
+        target = root / f.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, target)
+        published.append(target)
+    shutil.rmtree(stage)
+    return published
+
+
+def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:
+    """Write a table as CSV (and Markdown beside it) into ``results/`` (or its staging folder,
+    see :func:`staged`), each file atomically. Returns the CSV's path."""
+    root = staged(results_dir or DEFAULT_RESULTS_DIR)
+    path = write_text_atomic(root / f"{name}.csv", df.to_csv())
+    write_text_atomic(root / f"{name}.md", table_markdown(df))
+    return path
+
+
+def save_figure(fig, name: str, figures_dir: Path | None = None) -> None:
+    """Save a matplotlib figure as PNG and PDF into ``figures/`` (or its staging folder, see
+    :func:`staged`; no timestamps, so the same figure gives the same bytes), each through a
+    temporary file and a rename."""
+    root = staged(figures_dir or REPO / "figures")
+    root.mkdir(parents=True, exist_ok=True)
+    for ext in ("png", "pdf"):
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".tmp-{name}-", suffix=f".{ext}")
+        os.close(fd)
+        try:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight",
+                        metadata={"CreationDate": None} if ext == "pdf" else {"Software": None})
+            os.replace(tmp, root / f"{name}.{ext}")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
