@@ -8,7 +8,8 @@ and pages. Imports: :mod:`hasa_core`, :mod:`hasa_records`; never :mod:`hasa_flow
 One module per study, on shared layers:
 
     shared layers   outputs (where tables and figures go; staging), experiments (every experiment
-                    by name, seeds, method labels, precompute), words (numbers in words),
+                    by name, seeds, method labels, precompute), plan (the declared primary tests
+                    and the verdict scheme), words (numbers in words),
                     stats (paired tests, Holm, power), frames (records -> pandas), figures (the
                     house style and the shared plots)
     studies         claims (claims 1-4, the plan, the headline and its verdicts: notebooks 01-06),
@@ -129,6 +130,23 @@ from hasa_results.outputs import (  # noqa: F401
     save_table,
     staged,
     table_markdown,
+)
+from hasa_results.plan import (  # noqa: F401
+    ALPHA,
+    BASELINES,
+    FAMILY,
+    PRIMARIES,
+    PROTOCOL_ORIGIN,
+    SENSITIVITY,
+    SLOPE_SESOI,
+    STATEMENTS,
+    TEXT_SESOI,
+    VERDICTS,
+    Primary,
+    family_level,
+    plan_table,
+    simultaneous,
+    verdict,
 )
 from hasa_results.report import (  # noqa: F401
     README,

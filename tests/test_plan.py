@@ -1,0 +1,39 @@
+"""The analysis plan: declared primaries, the verdict scheme and the family's simultaneous intervals,
+pinned against hand-computed cases."""
+import pytest
+
+import hasa_results as R
+
+
+def test_the_plan_declares_two_primaries_per_claim_and_protocol_from_the_experiments():
+    assert len(R.PRIMARIES) == 16
+    cells = {(p.claim, p.protocol) for p in R.PRIMARIES}
+    assert cells == {(c, pr) for c in "1234" for pr in ("full", "selective")}
+    assert all(sum(1 for p in R.PRIMARIES if (p.claim, p.protocol) == cell) == 2 for cell in cells)
+    methods = {name: set(R.experiments("paper")[name][0]) for name in ("claims", "claim4")}
+    for p in R.PRIMARIES:
+        if p.kind == "paired":
+            assert {p.treatment, *p.controls} <= methods[p.experiment], p.test
+    two = [p for p in R.PRIMARIES if p.claim == "2"]
+    assert all(len(p.controls) == 4 for p in two)  # HeteroFL (uniform), FedRolex, Federated Dropout, FjORD
+    assert {c for p in two if p.protocol == "selective" for c in p.controls} >= {"uniform·FedDropout·sel"}
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (0.1, 0.9, "reproduced"), (0.6, 1.2, "reproduced"), (0.1, 0.3, "smaller than claimed"),
+    (-0.2, 0.3, "not reproduced"), (-0.9, -0.1, "contradicted"), (-0.2, 0.8, "inconclusive")])
+def test_the_verdict_states_sign_and_size_against_the_effect(low, high, expected):
+    assert R.verdict(low, high, 0.5) == expected
+
+
+def test_simultaneous_intervals_agree_with_the_bonferroni_p():
+    """d = (1, 2, 3): mean 2, sd 1, n 3. Alone (m = 1): CI 2 -+ t(.975, 2) / sqrt 3 = [-0.484, 4.484],
+    p = 2 P(T_2 > 2 sqrt 3) = 0.0742. In a family of 16 the adjusted p is 1 and the interval wider."""
+    one = R.simultaneous([1, 2, 3], 0.5, m=1)
+    assert one["ci_low"] == pytest.approx(-0.4841, abs=1e-4) and one["ci_high"] == pytest.approx(4.4841, abs=1e-4)
+    assert one["p"] == pytest.approx(0.0742, abs=1e-4) and one["p_adjusted"] == one["p"]
+    sixteen = R.simultaneous([1, 2, 3], 0.5, m=16)
+    assert sixteen["p_adjusted"] == 1.0 and sixteen["ci_low"] < one["ci_low"]
+    for d in ([0.3, 0.5, 0.4, 0.6, 0.2], [0.3, 0.1, -0.2, 0.4, 0.0]):  # CI excludes 0 <=> adjusted p < 0.05
+        s = R.simultaneous(d, 0.5, m=4)
+        assert (s["ci_low"] > 0) == (s["p_adjusted"] < 0.05)
