@@ -132,6 +132,7 @@ from hasa_results.outputs import (  # noqa: F401
     table_markdown,
 )
 from hasa_results.plan import (  # noqa: F401
+    claim_verdict,
     ALPHA,
     BASELINES,
     FAMILY,

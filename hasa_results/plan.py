@@ -15,6 +15,7 @@ test this plan does not name); every other table of the artifact is exploratory.
   (significant, the interval excludes the paper's effect), *not reproduced* (the interval holds 0
   and excludes the paper's effect), *contradicted* (significant against), *inconclusive* (the
   interval holds both 0 and the paper's effect; with the minimum detectable effect at 80 % power).
+  A claim's verdict under a protocol is the worse of its two tests' (:func:`claim_verdict`).
 * **Claim 2 is an intersection-union test**: "the strongest worst/tail accuracy among the
   matched baselines" holds only if HASA beats every one of the paper's four baselines; each
   comparison is tested at the family's level, and the verdict is the weakest one's.
@@ -129,7 +130,8 @@ SENSITIVITY = (
 )
 """The declared sensitivity analyses; every other table is exploratory."""
 
-VERDICTS = ("reproduced", "smaller than claimed", "not reproduced", "contradicted", "inconclusive")
+VERDICTS = ("reproduced", "smaller than claimed", "inconclusive", "not reproduced", "contradicted")
+"""The verdicts, from the best outcome for the paper's claim to the worst."""
 
 
 def family_level(m: int = len(PRIMARIES), alpha: float = ALPHA) -> float:
@@ -168,6 +170,14 @@ def verdict(ci_low: float, ci_high: float, effect: float) -> str:
     if ci_high < 0:
         return "contradicted"
     return "inconclusive" if ci_high >= effect else "not reproduced"
+
+
+def claim_verdict(verdicts: Sequence[str]) -> str:
+    """One verdict for a claim under one protocol from its two primary tests: the worse of the two
+    for the claim (:data:`VERDICTS` order), because each claim asserts both parts (claim 1: the
+    mean and the worst client; claim 2: worst and tail; claim 3: mean and tail; claim 4: the
+    dependence on the mean and on the worst client)."""
+    return max(verdicts, key=VERDICTS.index)
 
 
 def plan_table() -> pd.DataFrame:

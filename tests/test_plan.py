@@ -37,3 +37,10 @@ def test_simultaneous_intervals_agree_with_the_bonferroni_p():
     for d in ([0.3, 0.5, 0.4, 0.6, 0.2], [0.3, 0.1, -0.2, 0.4, 0.0]):  # CI excludes 0 <=> adjusted p < 0.05
         s = R.simultaneous(d, 0.5, m=4)
         assert (s["ci_low"] > 0) == (s["p_adjusted"] < 0.05)
+
+
+def test_a_claims_verdict_is_the_worse_of_its_two_tests():
+    assert R.claim_verdict(["reproduced", "inconclusive"]) == "inconclusive"
+    assert R.claim_verdict(["smaller than claimed", "reproduced"]) == "smaller than claimed"
+    assert R.claim_verdict(["not reproduced", "inconclusive"]) == "not reproduced"
+    assert R.claim_verdict(["reproduced", "contradicted"]) == "contradicted"
