@@ -43,7 +43,9 @@ never back. The notebooks use ``import hasa_results as R``: every public name be
 from hasa_results.claims import (  # noqa: F401
     AS_PUBLISHED_PAIRS,
     OFFICIAL,
+    claim4_tracking,
     claim_sentences,
+    claim_verdicts,
     fidelity_table,
     headline_sentence,
     headline_table,
@@ -52,6 +54,8 @@ from hasa_results.claims import (  # noqa: F401
     paper_text,
     plot_headline,
     plot_scores_vs_need,
+    primary_frames,
+    primary_tests,
     runtime_table,
     setup_text,
     verdict_text,
@@ -60,7 +64,6 @@ from hasa_results.claims import (  # noqa: F401
 from hasa_results.experiments import (  # noqa: F401
     AS_PUBLISHED,
     CLAIM4_SCORES,
-    EXTRACTION_NAMES,
     NEED_SEEDS,
     PAPER_ACCURACY,
     PAPER_GAIN,
@@ -75,6 +78,7 @@ from hasa_results.experiments import (  # noqa: F401
     canonical,
     conclusion,
     experiments,
+    extras_of,
     measured_need,
     method_label,
     precompute,
@@ -84,8 +88,17 @@ from hasa_results.experiments import (  # noqa: F401
     spec_label,
     spec_methods,
     specifications,
+    text_claims,
 )
 from hasa_results.figures import (  # noqa: F401
+    CI_LABEL,
+    METHOD_COLOURS,
+    PAPER_COLOUR,
+    SIGN_COLOURS,
+    STYLE,
+    colour,
+    finish,
+    house_style,
     plot_allocations,
     plot_gap_by_round,
     plot_paired,
@@ -132,7 +145,6 @@ from hasa_results.outputs import (  # noqa: F401
     table_markdown,
 )
 from hasa_results.plan import (  # noqa: F401
-    claim_verdict,
     ALPHA,
     BASELINES,
     FAMILY,
@@ -144,6 +156,7 @@ from hasa_results.plan import (  # noqa: F401
     TEXT_SESOI,
     VERDICTS,
     Primary,
+    claim_verdict,
     family_level,
     plan_table,
     simultaneous,
@@ -204,5 +217,9 @@ from hasa_results.stats import (  # noqa: F401
     summary_table,
 )
 from hasa_results.words import (  # noqa: F401
+    interval,
+    num,
+    p_value,
+    pp,
     say,
 )

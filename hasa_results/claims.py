@@ -16,12 +16,13 @@ import pandas as pd
 
 from hasa_core import config
 from hasa_records import DEFAULT_RESULTS_DIR, cached_record
-from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS, SEEDS, experiments
+from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS, SEEDS, experiments, run_experiment
 from hasa_results.figures import PAPER_COLOUR, finish, house_style
-from hasa_results.frames import clients_frame
+from hasa_results.frames import clients_frame, curves_frame
 from hasa_results.outputs import current, output_dirs
+from hasa_results.plan import FAMILY, PRIMARIES, STATEMENTS, Primary, claim_verdict, simultaneous, verdict
 from hasa_results.spec_curve import spec_curve_headline_rows
-from hasa_results.stats import paired_stats
+from hasa_results.stats import paired_stats, score_validity
 
 
 def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -33,6 +34,121 @@ def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]
     a = clients_frame(low).set_index(["seed", "client"])["accuracy"]
     b = clients_frame(high).set_index(["seed", "client"])["accuracy"]
     return (b - a).rename("need").reset_index()
+
+
+# ---------------------------------------------------------------------------------------------
+# The primary tests of the plan
+# ---------------------------------------------------------------------------------------------
+
+def primary_frames(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> dict[str, pd.DataFrame]:
+    """The runs of the primaries as frames: experiment name -> one row per (method, seed, evaluation
+    round) with the mean / worst / tail accuracy (%), ``final`` marking the last round."""
+    out = {}
+    for name in ("claims", "claim4"):
+        records, _ = run_experiment(name, profile, n_jobs, results_dir)
+        curves = curves_frame(records)
+        out[name] = curves.assign(final=curves["round"] == curves.groupby(["method", "seed"])["round"].transform("max"))
+    return out
+
+
+def claim4_tracking(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> pd.DataFrame:
+    """How well each of claim 4's score variants tracks the clients' need for width, on the test
+    seeds: :func:`score_validity` of the scores the variant's runs allocated by (from their
+    records) against each client's need (its accuracy with every client at full width minus at
+    w_min, the same seed). One row per variant: its label under ``full``, ``rho_need`` and the
+    clients-as-unit permutation p."""
+    records, _ = run_experiment("claim4", profile, n_jobs, results_dir)
+    by = {(r["config"]["policy"], r["config"].get("score"), r["config"].get("aggregation")): r["method"]
+          for r in records}
+    of = {m: [r for r in records if r["method"] == m] for m in ("smallest", "full")}
+    need = need_for_width(of["smallest"], of["full"])
+    rows = []
+    for r in records:
+        if r["config"]["policy"] == "hasa" and r["config"]["aggregation"] == "full":
+            rows += [{"seed": r["seed"], "client": c, "n_train": n, "variant": r["method"], "score": v}
+                     for c, n, v in zip(r["clients"], r["sizes"], r["scores"])]
+    scores = pd.DataFrame(rows).pivot_table(index=["seed", "client", "n_train"], columns="variant", values="score")
+    variants = [m for (pol, _, agg), m in by.items() if pol == "hasa" and agg == "full"]
+    validity = score_validity(scores.reset_index(), need, variants)
+    return validity.reset_index().rename(columns={"score": "variant"})
+
+
+def _variant_label(variant: str, protocol: str) -> str:
+    """A claim-4 variant's method label under ``protocol`` (hasa[need] -> hasa·sel[need])."""
+    if protocol == "full":
+        return variant
+    return variant.replace("[", "·sel[", 1) if "[" in variant else f"{variant}·sel"
+
+
+def _component(p: Primary, control: str, wide: pd.DataFrame, m: int) -> dict[str, Any]:
+    st = simultaneous(wide[p.treatment] - wide[control], p.effect, m)
+    return {"claim": p.claim, "protocol": p.protocol, "metric": p.metric, "test": p.test,
+            "comparison": f"{p.treatment} − {control}", "effect": p.effect, "effect_from": p.effect_from, **st,
+            "verdict": verdict(st["ci_low"], st["ci_high"], p.effect)}
+
+
+def _intersection_union(components: list[dict[str, Any]]) -> dict[str, Any]:
+    """Claim 2's verdict over its components: contradicted when any baseline beats HASA (the one
+    that beats it most surely: the lowest upper bound), else the weakest component's (the lowest
+    lower bound, so the claim is reproduced only when every baseline is beaten)."""
+    against = [c for c in components if c["verdict"] == "contradicted"]
+    row = min(against, key=lambda c: c["ci_high"]) if against else min(components, key=lambda c: c["ci_low"])
+    return {**row, "baselines beaten": sum(c["ci_low"] > 0 for c in components),
+            "baselines": len(components)}
+
+
+def primary_tests(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame, at_round: int | None = None,
+                  primaries: Sequence[Primary] = PRIMARIES) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every declared primary (:data:`PRIMARIES`), one confirmatory family: (one row per primary:
+    its contrast, the simultaneous CI and Bonferroni p, MDE80, power at the effect it is judged
+    against, and its verdict; one row per component of the intersection-union tests of claim 2).
+    ``at_round``: the text claims' tests at that evaluation round instead of the last (the
+    calibrated stopping round, a declared sensitivity analysis); claim 4 always at its last."""
+    m, rows, components = len(primaries), [], []
+    for p in primaries:
+        f = frames[p.experiment]
+        f = f[f["round"] == at_round] if at_round is not None and p.experiment == "claims" else f[f["final"]]
+        wide = f.pivot(index="seed", columns="method", values=p.metric)
+        if p.kind == "dependence":
+            rows.append(_dependence(p, wide, tracking, m))
+            continue
+        comps = [_component(p, c, wide, m) for c in p.controls]
+        if len(comps) == 1:
+            rows.append(comps[0])
+        else:
+            components += comps
+            rows.append(_intersection_union(comps))
+    out = pd.DataFrame(rows).assign(family=FAMILY, round=at_round if at_round is not None else "last")
+    return out, pd.DataFrame(components)
+
+
+def _dependence(p: Primary, wide: pd.DataFrame, tracking: pd.DataFrame, m: int) -> dict[str, Any]:
+    """Claim 4: per seed, the least-squares slope of each variant's gain over uniform (pp) on the
+    variant's tracking of the need (rho), across the variants; the slopes' mean over seeds, tested
+    in the family."""
+    x = tracking.set_index("variant")["rho_need"]
+    gains = pd.DataFrame({v: wide[_variant_label(v, p.protocol)] - wide["uniform"] for v in x.index})
+    xc = x - x.mean()
+    slopes = (gains - gains.mean(axis=1).to_numpy()[:, None]) @ xc / float(xc @ xc)
+    st = simultaneous(slopes.to_numpy(), p.effect, m)
+    return {"claim": p.claim, "protocol": p.protocol, "metric": p.metric, "test": p.test,
+            "comparison": "slope of gain on tracking (pp per unit ρ)", "effect": p.effect,
+            "effect_from": p.effect_from, **st, "verdict": verdict(st["ci_low"], st["ci_high"], p.effect)}
+
+
+def claim_verdicts(primaries: pd.DataFrame) -> pd.DataFrame:
+    """One row per claim and protocol: each of its two primaries (test, difference, simultaneous CI,
+    verdict) and the claim's verdict (:func:`claim_verdict`)."""
+    rows = []
+    for (claim, protocol), g in primaries.groupby(["claim", "protocol"], sort=False):
+        row = {"claim": claim, "protocol": protocol, "paper says": STATEMENTS[claim]}
+        for i, r in enumerate(g.itertuples(), 1):
+            row.update({f"test {i}": r.comparison + f", {r.metric}", f"diff {i}": r.diff, f"ci_low {i}": r.ci_low,
+                        f"ci_high {i}": r.ci_high, f"p_adjusted {i}": r.p_adjusted, f"mde80 {i}": r.mde80,
+                        f"verdict {i}": r.verdict})
+        row.update({"n": int(g["n"].iloc[0]), "verdict": claim_verdict(g["verdict"].tolist())})
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def headline_table(results_dir: Path | None = None) -> pd.DataFrame:

@@ -7,25 +7,24 @@ Imports: :mod:`hasa_core`, :mod:`hasa_records`, :mod:`hasa_results.outputs`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hasa_core import EXTRAS, POLICIES, PROFILES, SWEEP, RunConfig, config, lookup, many_clients_config
+from hasa_core import EXTRACTIONS, EXTRAS, POLICIES, PROFILES, SWEEP, RunConfig, config, lookup, many_clients_config
 from hasa_records import cached_record, has_extras, run_many
 from hasa_results.outputs import output_dirs
-
-EXTRACTION_NAMES = {"static": "HeteroFL", "rolling": "FedRolex", "random": "FedDropout", "ordered": "FjORD"}
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
     """The one config that stands for ``cfg``'s computation. When every client trains the same
-    units (one common width under static, rolling or FjORD extraction: ``uniform``, ``smallest``,
-    ``full``), the ``full`` and ``selective`` aggregation protocols are the same arithmetic, so
-    both protocols' rows are served by one run (aggregation ``full``)."""
-    if cfg.policy in ("uniform", "smallest", "full") and cfg.extraction != "random":
+    units (one common width, ``POLICIES[...].common``, under an extraction rule where a width's
+    units are the same for every client, ``EXTRACTIONS[...].same_units``: uniform, smallest or
+    full width under static, rolling or FjORD slices), the ``full`` and ``selective`` protocols
+    are the same arithmetic, so both protocols' rows are served by one run (aggregation ``full``)."""
+    if POLICIES[cfg.policy].common and EXTRACTIONS[cfg.extraction].same_units:
         return cfg.replace(aggregation="full")
     return cfg
 
@@ -38,7 +37,7 @@ def method_label(cfg: RunConfig) -> str:
     base = config(_profile_of(cfg), benchmark=cfg.benchmark)
     label = cfg.policy
     if cfg.extraction != "static":
-        label += "·" + EXTRACTION_NAMES[cfg.extraction]
+        label += "·" + EXTRACTIONS[cfg.extraction].baseline
     if canonical(cfg).aggregation == "selective":
         label += "·sel"
     if cfg.weighting == "count" and cfg.row_masking:
@@ -49,15 +48,16 @@ def method_label(cfg: RunConfig) -> str:
     score = f"shuffled {name}" if cfg.shuffle_scores else name
     if cfg.score == "random":
         score += f" #{cfg.score_draw}"
-    scored = cfg.policy not in ("uniform", "uniform_levels", "smallest", "full")
-    if (cfg.score != "js" or cfg.shuffle_scores) and scored:
+    policy = POLICIES[cfg.policy]
+    if (cfg.score != "js" or cfg.shuffle_scores) and policy.scored:
         label += f"[{score}]"
     extras = [f"{name}={getattr(cfg, name):g}" for name in ("budget", "w_min", "w_max", "cap", "alpha")
-              if getattr(cfg, name) != getattr(base, name) and (name == "budget" or cfg.policy in ("hasa", "reverse"))]
+              if getattr(cfg, name) != getattr(base, name)
+              and (name == "budget" or (policy.scored and policy.budget == "linear"))]
     if cfg.digits_clients_per_domain != base.digits_clients_per_domain:
         extras.append(f"{cfg.digits_clients_per_domain}/domain")
     if cfg.partition != "natural":
-        extras.append({"publication_day": "by day",
+        extras.append({"publication_day": "by day", "leaf": "LEAF roles",
                        "dirichlet": f"{cfg.num_clients} Dir({cfg.dirichlet_alpha:g})"}[cfg.partition])
     if cfg.participation < 1:
         extras.append(f"{cfg.participation:.0%}/round")
@@ -151,6 +151,14 @@ AS_PUBLISHED = {"weighting": "count", "row_masking": True}
 vocabulary rows averaged over the clients whose data hold them (absent classes masked in training)."""
 
 
+def text_claims(make: Callable[..., RunConfig]) -> list[RunConfig]:
+    """The runs of the text claims' tests on a benchmark (``make(**overrides)`` gives its config):
+    uniform, hasa and reverse under both protocols, and the matched baselines FedRolex and FjORD
+    at uniform width (both protocols give them the same run)."""
+    return [make(), *(make(policy=p, aggregation=a) for p in ("hasa", "reverse") for a in ("full", "selective")),
+            make(extraction="rolling"), make(extraction="ordered")]
+
+
 def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tuple[dict[str, RunConfig], list[int]]]:
     """Every experiment of the artifact for a profile: name -> ({label: config}, seeds).
 
@@ -163,7 +171,9 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
     participation; ``mechanism`` / ``mechanism_digits`` where the extra width goes (records
     with the run extras); ``spec`` the specification curve (every :func:`specifications` setup x
     :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
-    the powered seeds. ``claims`` holds every Medium run of the declared primary tests of claims 1-3
+    the powered seeds. ``shakespeare`` / ``shakespeare_leaf``: the text claims on Shakespeare
+    (:func:`text_claims`), the paper-shaped federation over the powered seeds and LEAF's over the
+    paper-matched ones. ``claims`` holds every Medium run of the declared primary tests of claims 1-3
     (both protocols, the powered seeds); ``need_digits`` measures the digits clients' need for width
     on :data:`NEED_SEEDS`; ``claim4`` holds the image study's runs of claim 4's dependence test (every
     :data:`CLAIM4_SCORES` variant, both protocols; the ``given`` variant, the positive control,
@@ -215,6 +225,9 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
                            for a in protocols)),
                    powered),
         "need_digits": (group(d(policy="smallest"), d(policy="full")), NEED_SEEDS[profile]),
+        "shakespeare": (group(*text_claims(functools.partial(config, profile, "shakespeare"))), powered),
+        "shakespeare_leaf": (group(*text_claims(functools.partial(many_clients_config, profile, "shakespeare"))),
+                             n),
         "claim4": (group(d(), d(policy="smallest"), d(policy="full"),
                          *(d(policy="hasa", score=s, aggregation=a, **extra) for s, extra in claim4_scores
                            for a in protocols)), powered),

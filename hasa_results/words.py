@@ -1,27 +1,53 @@
-"""Numbers in words: one paired test as a phrase, in the one number style of the README, the
-report and the notebooks' conclusions.
+"""Numbers in words, in the one number style of the README, the report and the notebooks'
+conclusions: differences in accuracy points with a sign and two decimals (one below 10 pp...
+one decimal from 10 pp), CIs in brackets, p-values with two significant figures and never in
+e-notation ("p < 0.001"), and one paired test as a phrase.
 
 Imports: :mod:`hasa_results.experiments` (the paper's numbers).
 """
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 
 from hasa_results.experiments import PAPER_GAIN
 
 
+def pp(x: float) -> str:
+    """A difference in accuracy points: +0.38 pp, -12.6 pp."""
+    return f"{x:+.2f} pp" if abs(x) < 10 else f"{x:+.1f} pp"
+
+
+def num(x: float) -> str:
+    """A signed number in the style of :func:`pp`, without the unit."""
+    return f"{x:+.2f}" if abs(x) < 10 else f"{x:+.1f}"
+
+
+def interval(low: float, high: float) -> str:
+    """A confidence interval: [+0.20, +0.56]."""
+    return f"[{num(low)}, {num(high)}]"
+
+
+def p_value(p: float, name: str = "p") -> str:
+    """A p-value with two significant figures, never in e-notation: p = 0.0087, p < 0.001."""
+    if math.isnan(p):
+        return f"{name} n/a"
+    return f"{name} < 0.001" if p < 0.001 else f"{name} = {float(f'{p:.2g}'):g}"
+
+
 def say(tests: pd.DataFrame, comparison: str, metric: str = "mean", *, ci: bool = True, family: bool = False,
         power: bool = False, wins: bool = False, verdict: bool = False) -> str:
     """One paired test in words, for a notebook's generated conclusion: the difference in pp, then
-    (as asked) its 95 % CI, the Holm p (with its family), n / power / MDE80, the wins, the verdict.
-    ``tests`` is a :func:`compare_family` table, indexed by (comparison, metric) or not."""
+    (as asked) its unadjusted 95 % CI, the Holm p (with its family), n / power / MDE80, the wins, the
+    verdict. ``tests`` is a :func:`compare_family` table, indexed by (comparison, metric) or not."""
     t = tests if isinstance(tests.index, pd.MultiIndex) else tests.set_index(["comparison", "metric"])
     r = t.loc[(comparison, metric)]
-    parts = [f"95% CI [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"] if ci else []
-    parts.append(f"Holm p = {r['p_holm']:.3g}" + (f" in family '{r['family']}'" if family else ""))
+    parts = [f"95 % CI {interval(r['ci_low'], r['ci_high'])}"] if ci else []
+    parts.append(p_value(r["p_holm"], "Holm p") + (f" in family '{r['family']}'" if family else ""))
     if power:
-        parts.append(f"n = {r['n']}, power at {PAPER_GAIN:+.2f} pp = {r['power_at_effect']:.2f}, "
+        parts.append(f"n = {r['n']}, power at {pp(PAPER_GAIN)} = {r['power_at_effect']:.2f}, "
                      f"MDE80 = {r['mde80']:.2f} pp")
     if wins:
         parts += [f"wins {r['wins']}", f"MDE80 = {r['mde80']:.2f} pp"]
-    return f"{r['diff']:+.2f} pp ({', '.join(parts)})" + (f": {r['verdict']}" if verdict else "")
+    return f"{pp(r['diff'])} ({', '.join(parts)})" + (f": {r['verdict']}" if verdict else "")

@@ -280,8 +280,14 @@ def test_say_puts_a_paired_test_into_words():
     t = pd.DataFrame([{"comparison": "a − b", "metric": "mean", "diff": 0.5, "ci_low": 0.1, "ci_high": 0.9,
                        "p_holm": 0.01, "family": "F", "n": 10, "power_at_effect": 0.9, "mde80": 0.3, "wins": 8,
                        "verdict": "higher"}])
-    assert R.say(t, "a − b") == "+0.50 pp (95% CI [+0.10, +0.90], Holm p = 0.01)"
+    assert R.say(t, "a − b") == "+0.50 pp (95 % CI [+0.10, +0.90], Holm p = 0.01)"
     assert R.say(t, "a − b", ci=False, family=True) == "+0.50 pp (Holm p = 0.01 in family 'F')"
+    assert R.say(t.assign(p_holm=0.00002), "a − b", ci=False) == "+0.50 pp (Holm p < 0.001)"
+
+
+def test_numbers_have_one_style_and_no_e_notation():
+    assert [R.pp(0.381), R.pp(-12.65), R.interval(0.197, 0.5648)] == ["+0.38 pp", "-12.7 pp", "[+0.20, +0.56]"]
+    assert [R.p_value(p) for p in (2.1e-6, 0.0087, 0.086, 1.0)] == ["p < 0.001", "p = 0.0087", "p = 0.086", "p = 1"]
     assert R.say(t, "a − b", wins=True, verdict=True).endswith("wins 8, MDE80 = 0.30 pp): higher")
 
 
