@@ -283,12 +283,12 @@ def test_say_puts_a_paired_test_into_words():
     assert R.say(t, "a − b") == "+0.50 pp (95 % CI [+0.10, +0.90], Holm p = 0.01)"
     assert R.say(t, "a − b", ci=False, family=True) == "+0.50 pp (Holm p = 0.01 in family 'F')"
     assert R.say(t.assign(p_holm=0.00002), "a − b", ci=False) == "+0.50 pp (Holm p < 0.001)"
+    assert R.say(t, "a − b", wins=True, verdict=True).endswith("wins 8, MDE80 = 0.30 pp): higher")
 
 
 def test_numbers_have_one_style_and_no_e_notation():
     assert [R.pp(0.381), R.pp(-12.65), R.interval(0.197, 0.5648)] == ["+0.38 pp", "-12.7 pp", "[+0.20, +0.56]"]
     assert [R.p_value(p) for p in (2.1e-6, 0.0087, 0.086, 1.0)] == ["p < 0.001", "p = 0.0087", "p = 0.086", "p = 1"]
-    assert R.say(t, "a − b", wins=True, verdict=True).endswith("wins 8, MDE80 = 0.30 pp): higher")
 
 
 def test_precompute_refuses_an_unknown_experiment_and_lists_the_valid_ones(tmp_path):
