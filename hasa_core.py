@@ -324,15 +324,19 @@ def medium_splits(cfg: "RunConfig", seed: int, df: pd.DataFrame | None = None
     of :func:`medium_partition` holds before encoding. The sample (``cfg.max_examples_per_client``) and
     the split (``cfg.test_frac``) of every client are drawn from one generator of ``seed``, client
     after client, so a client's split depends on the clients before it: a node cannot draw its own
-    (:func:`write_node_files` writes it for the node)."""
+    (the Flower app's node files hold it). With ``cfg.validation`` the test titles are never used:
+    a ``cfg.test_frac`` of each client's training titles, drawn from a second generator, is held
+    out as its evaluation set (for choosing a setting without looking at test data)."""
     df = load_medium() if df is None else df
-    rng = np.random.default_rng([seed, 1])
+    rng, validation_rng = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 7])
     splits = {}
     for pub, toks in medium_clients(df, cfg.partition).items():
         if cfg.max_examples_per_client is not None and len(toks) > cfg.max_examples_per_client:
             keep = np.sort(rng.choice(len(toks), cfg.max_examples_per_client, replace=False))
             toks = [toks[i] for i in keep]
         tr, te = _split_indices(len(toks), cfg.test_frac, rng)
+        if cfg.validation:  # the held-out part of the training titles takes the test titles' place
+            tr, te = (tr[i] for i in _split_indices(len(tr), cfg.test_frac, validation_rng))
         splits[pub] = ([toks[i] for i in tr], [toks[i] for i in te])
     return splits
 
@@ -1296,23 +1300,26 @@ def published_widths(scores: Sequence[float], sizes: Sequence[int], *, budget: f
     return w
 
 
-def expected_width(width: float, extraction: str, levels: Sequence[float]) -> float:
+def expected_width(width: float, extraction: str, levels: Sequence[float], distill: bool = False) -> float:
     """The width a client of maximum width ``width`` trains on average, for the linear budget:
-    for FjORD (``ordered``) the mean of :func:`fjord_widths`, which is what its training draws;
+    for FjORD (``ordered``) the mean of :func:`fjord_widths`, which is what its training draws,
+    plus, with self-distillation (``distill``), the widest slice it also trains on every batch;
     every other rule trains ``width``."""
     if not nested_draw(extraction):
         return width
-    return float(np.mean(fjord_widths(width, levels)))
+    return float(np.mean(fjord_widths(width, levels))) + (fjord_max_width(width, levels) if distill else 0.0)
 
 
 def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Callable[[np.ndarray], float],
-                         budget: float, hi: float) -> np.ndarray:
-    """The widths ``widths_for(b)`` for the largest b in [budget, hi] whose expected spend stays
-    within ``budget`` (bisection; spend is non-decreasing in b). Used for FjORD, whose expected
-    width is below its maximum width."""
-    lo = budget
+                         budget: float, lo: float, hi: float) -> np.ndarray:
+    """The widths ``widths_for(b)`` for the largest b in [lo, hi] whose expected spend stays within
+    ``budget`` (bisection; spend is non-decreasing in b), or ``widths_for(lo)`` when none does.
+    Used for FjORD, whose expected width is below its maximum width (and above it with
+    self-distillation, which trains the widest slice as well)."""
     if spend(widths_for(hi)) <= budget + UNIT_TOL:
         return widths_for(hi)
+    if spend(widths_for(lo)) > budget + UNIT_TOL:
+        return widths_for(lo)  # even the narrowest allocation spends more: the miss is reported
     for _ in range(60):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if spend(widths_for(mid)) <= budget + UNIT_TOL else (lo, mid)
@@ -1507,7 +1514,7 @@ def rounding_matters(cfg: "RunConfig") -> bool:
 
 KEY_OMITS_DEFAULTS = {"participation": 1.0, "partition": "natural", "num_clients": 1000,
                       "dirichlet_alpha": 0.5, "momentum": 0.0, "weighting": "n_k", "row_masking": False,
-                      "score_values": ()}
+                      "score_values": (), "distill": False, "q": 0.0, "validation": False}
 """Fields whose default value leaves the computation unchanged (tested by the golden record): at
 that default they are left out of a config's identity and cache key, so records made before the
 field existed stay valid. A non-default value enters the key."""
@@ -1567,6 +1574,9 @@ class RunConfig:
     weighting: str = "n_k"             # aggregation weights: "n_k" | "count" (official HeteroFL/FedRolex)
     row_masking: bool = False          # HeteroFL's label_split: vocabulary rows averaged over holders,
                                        # absent classes' logits 0 in local training
+    distill: bool = False              # FjORD's self-distillation (extraction "ordered" only)
+    q: float = 0.0                     # q-FFL's fairness exponent; 0 = FedAvg (see qffl_aggregate)
+    validation: bool = False           # evaluate on a held-out part of each client's TRAINING data
     budget: float = 0.5                # B of the linear budget sum_k (n_k/N) w_k = B
     w_min: float = 0.2                 # Eq. 14 / 16
     w_max: float = 0.8                 # Eq. 14
@@ -1626,6 +1636,11 @@ class RunConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} must be an integer >= 1; got {value!r}")
         _check(self.score_draw >= 0, f"score_draw must be >= 0; got {self.score_draw}")
+        _check(not self.distill or nested_draw(self.extraction),
+               f"distill (FjORD's self-distillation) needs extraction 'ordered'; got {self.extraction!r}")
+        _check(0 <= self.q <= 100, f"q (q-FFL's exponent) must be in [0, 100]; got {self.q}")
+        _check(not self.validation or self.benchmark == "medium",
+               f"validation (a held-out part of the training titles) is for benchmark 'medium'; got {self.benchmark!r}")
         _check((self.score == "given") == bool(self.score_values),
                f"score_values go with score 'given' and only with it; got score {self.score!r} and "
                f"{len(self.score_values)} values")
@@ -1802,13 +1817,17 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
             if arch.rows is not None:
                 used, x = torch.unique(x, return_inverse=True)
                 p[arch.rows] = rows = local[arch.rows][used].requires_grad_(True)
+            teacher = p
             if ordered_levels:
                 w = fjord_draw(ordered_levels, gen)
                 p = nested_prefix(p, arch, {d: min(k, sizes[d]) for d, k in arch.units(w).items()}, sizes)
             head_w, head_b = p[arch.head[0]], p[arch.head[1]]
             if present is not None:
                 head_w, head_b = head_w * present[:, None], head_b * present
-            loss = linear_cross_entropy(arch.body(p, x), head_w, head_b, y)
+            if cfg.distill:
+                loss = _distilled_loss(teacher, p, arch, x, y)
+            else:
+                loss = linear_cross_entropy(arch.body(p, x), head_w, head_b, y)
             grads = list(torch.autograd.grad(loss, leaves + ([rows] if arch.rows else [])))
             with torch.no_grad():
                 clip_grad_norm_(grads, cfg.clip)
@@ -1822,6 +1841,18 @@ def local_train(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
                     if arch.rows is not None:
                         local[arch.rows].index_add_(0, used, grads[-1], alpha=-cfg.lr)
     return {n: p.detach() for n, p in local.items()}
+
+
+def _distilled_loss(teacher: dict[str, torch.Tensor], student: dict[str, torch.Tensor], arch: Architecture,
+                    x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """FjORD's self-distillation (its Flower baseline's ``train`` with ``know_distill``): the
+    client's widest slice learns the labels, and the batch's drawn slice learns the widest slice's
+    predicted distribution (soft targets, no gradient through them); one step on the sum."""
+    full = arch.forward(teacher, x)
+    full = full.reshape(-1, full.shape[-1])
+    soft = torch.softmax(full.detach(), dim=-1)
+    part = arch.forward(student, x).reshape(-1, soft.shape[-1])
+    return F.cross_entropy(full, y.reshape(-1)) - (soft * torch.log_softmax(part, dim=-1)).sum(-1).mean()
 
 
 def _momentum_step(leaves: list[torch.Tensor], velocity: list[torch.Tensor], grads: list[torch.Tensor],
@@ -1922,6 +1953,55 @@ def aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
             out[trained] = (num[trained] / den[trained]).to(old.dtype)
         new[name] = out.view_as(old)
     return new
+
+
+def qffl_aggregate(global_params: dict[str, torch.Tensor], arch: Architecture,
+                   updates: Sequence[tuple[dict[str, torch.Tensor], Indices, float]], losses: Sequence[float],
+                   cfg: "RunConfig") -> dict[str, torch.Tensor]:
+    """q-FFL's aggregation (q-FedAvg, Li et al. 2020; official ``fair_flearn``
+    ``flearn/trainers/qffedavg.py``) of subnet updates, float64 accumulators. Client k, whose
+    subnet had training loss F_k before its local steps (:func:`client_loss`), sends
+    Delta_k = (theta_sent - theta_k) / lr on its subnet's elements; with q = ``cfg.q``,
+
+        h_k = q F_k^(q-1) ||Delta_k||^2 + F_k^q / lr,
+        theta_new[e] = theta[e] - sum_k F_k^q Delta_k[e] / sum_k h_k,
+
+    where, as for :func:`aggregate`, ``full`` sums both over every participant (an element a client
+    did not train contributes Delta_k[e] = 0) and ``selective`` over the participants that trained
+    e (an element nobody trained keeps its value). Clients are weighted equally, as in q-FedAvg
+    (its sampling weights p_k are uniform), not by n_k."""
+    deltas = []
+    for (local, idx, _), loss in zip(updates, losses):
+        sent, f = extract(global_params, arch, idx), float(loss) + 1e-10
+        d = {n: (sent[n] - local[n]).double() / cfg.lr for n in local}
+        sq = float(sum((t * t).sum() for t in d.values()))
+        deltas.append((d, idx, f ** cfg.q, cfg.q * f ** (cfg.q - 1) * sq + f ** cfg.q / cfg.lr))
+    total_h = sum(h for *_, h in deltas)
+    new = {}
+    for name, old in global_params.items():
+        num = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
+        den = torch.zeros(old.numel(), dtype=torch.float64, device=old.device)
+        for d, idx, weight, h in deltas:
+            flat = flat_index(old.shape, arch.axes[name], idx, arch.dims, old.device).reshape(-1)
+            num.index_add_(0, flat, weight * d[name].reshape(-1))
+            den.index_add_(0, flat, torch.full((flat.numel(),), h, dtype=torch.float64, device=old.device))
+        flat_old = old.reshape(-1)
+        if cfg.aggregation == "full":
+            out = (flat_old.double() - num / total_h).to(old.dtype)
+        else:
+            out = flat_old.clone()
+            some = den > 0
+            out[some] = (flat_old[some].double() - num[some] / den[some]).to(old.dtype)
+        new[name] = out.view_as(old)
+    return new
+
+
+def client_loss(params: dict[str, torch.Tensor], arch: Architecture, client: Client, cfg: "RunConfig",
+                width: float, rnd: int, k: int, seed: int) -> float:
+    """q-FFL's F_k: the mean training cross-entropy of the subnet client k is sent in round ``rnd``
+    (the same units as :func:`client_update` trains), before its local steps."""
+    with single_thread():
+        return mean_loss(extract(params, arch, subnet_indices(arch, cfg, width, rnd, k, seed)), arch, client.train)
 
 
 # =============================================================================================
@@ -2185,7 +2265,8 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
             raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
         return {"scores": scores.tolist(), "widths": [float(w) for w in widths], "budget": budget,
                 "budget_used": used, "budget_frac": used / budget, "budget_kind": "flops"}
-    spend = lambda ws: linear_budget_used([expected_width(w, cfg.extraction, cfg.levels) for w in ws], sizes)  # noqa: E731
+    spend = lambda ws: linear_budget_used([expected_width(w, cfg.extraction, cfg.levels, cfg.distill)  # noqa: E731
+                                           for w in ws], sizes)
 
     def widths_for(b: float) -> np.ndarray:
         w = np.asarray(policy.rule(scores, sizes, cfg, b), dtype=float)
@@ -2193,7 +2274,8 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
 
     hi = cfg.cap if policy.scored else 1.0
     if nested_draw(cfg.extraction) and policy.matched:
-        widths = _fit_expected_budget(widths_for, spend, cfg.budget, hi)
+        widths = _fit_expected_budget(widths_for, spend, cfg.budget, cfg.w_min if policy.scored else min(cfg.levels),
+                                      hi)
     else:
         widths = widths_for(cfg.budget)
     used = spend(widths)
@@ -2305,8 +2387,12 @@ def train_rounds(params: dict[str, torch.Tensor], task: Task, cfg: RunConfig, wi
             updates = [client_update(*job) for job in jobs]
         else:
             updates = [f.result() for f in [pool.submit(client_update, *job) for job in jobs]]
-        held = [held_rows(task.clients[k], arch) for k in who] if cfg.row_masking else None
-        params = aggregate(params, arch, updates, cfg.aggregation, cfg.weighting, held)
+        if cfg.q > 0:
+            losses = [client_loss(params, arch, task.clients[k], cfg, widths[k], rnd, k, seed) for k in who]
+            params = qffl_aggregate(params, arch, updates, losses, cfg)
+        else:
+            held = [held_rows(task.clients[k], arch) for k in who] if cfg.row_masking else None
+            params = aggregate(params, arch, updates, cfg.aggregation, cfg.weighting, held)
         if timings is not None:
             timings.append(time.perf_counter() - t0)
         if rnd + 1 in evaluate_at:
@@ -2358,7 +2444,7 @@ def round_spend(cfg: RunConfig, seed: int, sizes: Sequence[int], widths: Sequenc
     N = sum over all clients, as with full participation); a round's spend then varies around B
     with the draw of S_t. It is recorded, not corrected."""
     sizes = np.asarray(sizes)
-    ew = np.array([expected_width(w, cfg.extraction, cfg.levels) for w in widths])
+    ew = np.array([expected_width(w, cfg.extraction, cfg.levels, cfg.distill) for w in widths])
     return [linear_budget_used(ew[s], sizes[s]) for s in participant_sets(cfg, seed, len(sizes))]
 
 

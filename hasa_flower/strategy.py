@@ -30,6 +30,9 @@ class HasaStrategy(Strategy):
 
     def __init__(self, cfg: H.RunConfig, seed: int, arch: H.Architecture, widths: Sequence[float],
                  nodes: Sequence[int], held: Sequence[dict[str, torch.Tensor]] | None = None):
+        if cfg.q > 0:
+            raise ValueError("q-FFL (q > 0) needs each client's loss before its local steps, which this app's "
+                             "messages do not carry: run it in-process (hasa_core.run)")
         self.cfg, self.seed, self.arch, self.held = cfg, seed, arch, held
         self.widths, self.nodes = [float(w) for w in widths], list(nodes)
         self.at = H.evaluation_rounds(cfg)

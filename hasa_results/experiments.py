@@ -38,6 +38,10 @@ def method_label(cfg: RunConfig) -> str:
     label = cfg.policy
     if cfg.extraction != "static":
         label += "·" + EXTRACTIONS[cfg.extraction].baseline
+    if cfg.distill:
+        label += "·KD"
+    if cfg.q > 0:
+        label += "·q-FFL"
     if canonical(cfg).aggregation == "selective":
         label += "·sel"
     if cfg.weighting == "count" and cfg.row_masking:
@@ -61,6 +65,10 @@ def method_label(cfg: RunConfig) -> str:
                        "dirichlet": f"{cfg.num_clients} Dir({cfg.dirichlet_alpha:g})"}[cfg.partition])
     if cfg.participation < 1:
         extras.append(f"{cfg.participation:.0%}/round")
+    if cfg.q > 0:
+        extras.append(f"q={cfg.q:g}")
+    if cfg.validation:
+        extras.append("validation")
     return label + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -146,6 +154,26 @@ def measured_need(profile: str, results_dir: Path | None = None) -> tuple[float,
     return tuple(round(100 * float(v), 6) for v in need)
 
 
+Q_CHOICES = (0.1, 1.0, 5.0)
+"""q-FFL's exponents to choose from (Li et al. 2020 tune q on validation data from such a grid)."""
+
+
+def chosen_q(profile: str, results_dir: Path | None = None) -> float | None:
+    """q-FFL's q for Table 2: of :data:`Q_CHOICES`, the one whose uniform-width q-FFL runs have the
+    highest tail-client accuracy (claim 2's metric), averaged over seeds, on each client's held-out
+    part of its TRAINING titles (the ``qffl_select`` experiment; test titles are never looked at).
+    None until those records exist (:func:`precompute` makes them first)."""
+    m = functools.partial(config, profile, "medium", validation=True)
+    root = results_dir or output_dirs(profile)[0]
+    tails = {}
+    for q in Q_CHOICES:
+        recs = [cached_record(m(q=q), s, root) for s in range(SEEDS[profile])]
+        if any(r is None for r in recs):
+            return None
+        tails[q] = float(np.mean([r["tail"] for r in recs]))
+    return max(Q_CHOICES, key=lambda q: (tails[q], -q))
+
+
 AS_PUBLISHED = {"weighting": "count", "row_masking": True}
 """HeteroFL's and FedRolex's official aggregation: each client counted once per element, and the
 vocabulary rows averaged over the clients whose data hold them (absent classes masked in training)."""
@@ -197,6 +225,9 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
               for e in ("static", "rolling", "random", "ordered") for p in ("uniform", "hasa")]
     table2 += [m(policy=p, extraction=e, aggregation="selective", **AS_PUBLISHED)  # HeteroFL, FedRolex
                for e in ("static", "rolling") for p in ("uniform", "hasa")]
+    table2 += [m(extraction="ordered", distill=True)]  # FjORD with its self-distillation
+    q = chosen_q(profile, results_dir)
+    table2 += [m(q=q), *(m(policy="hasa", q=q, aggregation=a) for a in ("full", "selective"))] if q else []
     return {
         "table1": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), levels), n),
         "core": (group(m(), m(policy="hasa"), m(policy="reverse")), list(range(POWER_SEEDS[profile]))),
@@ -225,6 +256,7 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
                            for a in protocols)),
                    powered),
         "need_digits": (group(d(policy="smallest"), d(policy="full")), NEED_SEEDS[profile]),
+        "qffl_select": (group(*(m(q=q, validation=True) for q in Q_CHOICES)), n),
         "shakespeare": (group(*text_claims(functools.partial(config, profile, "shakespeare"))), powered),
         "shakespeare_leaf": (group(*text_claims(functools.partial(many_clients_config, profile, "shakespeare"))),
                              n),

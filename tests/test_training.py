@@ -293,3 +293,46 @@ def test_nested_prefix_views_equal_the_gathered_slice_values_and_gradients():
     ga = torch.autograd.grad(arch.forward(viewed, x).square().sum(), list(params.values()))
     gb = torch.autograd.grad(arch.forward(gathered, x).square().sum(), list(params.values()))
     assert all(torch.equal(a, b) for a, b in zip(ga, gb))
+
+
+def test_qffl_aggregation_hand_computed():
+    """One parameter of 2 elements, two clients at full width, lr 0.5. Sent theta = (1, 1); client a
+    returns (0, 1) with loss 1, client b returns (1, 3) with loss 4. Delta_a = (2, 0), Delta_b =
+    (0, -4) (= (sent - local) / lr). q = 1: h_a = 1 * 1^0 * 4 + 1 / 0.5 = 6, h_b = 1 * 16 + 4 / 0.5 = 24;
+    theta_new = theta - (1 * Delta_a + 4 * Delta_b) / (6 + 24) = (1 - 2/30, 1 + 16/30). q = 0 is the
+    unweighted mean of the local models: (0.5, 2)."""
+    arch = H.Architecture("toy", {"d": 2}, {"w": (H.Axis("d"),)}, None, None, None, ("w", "w"))
+    full = {"d": torch.arange(2)}
+    sent = {"w": torch.tensor([1.0, 1.0])}
+    updates = [({"w": torch.tensor([0.0, 1.0])}, full, 10.0), ({"w": torch.tensor([1.0, 3.0])}, full, 99.0)]
+    cfg = H.config("smoke", lr=0.5, q=1.0)
+    new = H.qffl_aggregate(sent, arch, updates, [1.0, 4.0], cfg)["w"]
+    assert new.tolist() == pytest.approx([1 - 2 / 30, 1 + 16 / 30], abs=1e-6)
+    assert H.qffl_aggregate(sent, arch, updates, [1.0, 4.0], cfg.replace(q=0.0))["w"].tolist() == \
+        pytest.approx([0.5, 2.0], abs=1e-6)
+
+
+def test_fjord_self_distillation_is_counted_in_the_budget():
+    """With distillation a client trains its widest slice on every batch as well: its expected
+    width is p_max + the mean of its levels, so at B = 0.5 uniform FjORD drops to p_max = 1/4."""
+    lv = (0.25, 0.5, 0.75, 1.0)
+    assert H.expected_width(0.75, "ordered", lv, distill=True) == pytest.approx(0.75 + 0.5)
+    cfg = smoke(extraction="ordered", distill=True)
+    p = H.plan(cfg, H.load_task(cfg, 0), 0)
+    assert set(p["widths"]) == {0.25} and p["budget_frac"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="distill .* needs extraction 'ordered'"):
+        smoke(distill=True)
+
+
+def test_validation_holds_out_training_titles_and_never_reads_the_test_titles():
+    """validation=True: each client's evaluation titles are a held-out part of its training
+    titles; its training titles are the rest; no test title appears in either."""
+    cfg = smoke()
+    plain, held = H.medium_splits(cfg, 0), H.medium_splits(cfg.replace(validation=True), 0)
+    for name, (train, test) in plain.items():
+        v_train, v_eval = held[name]
+        as_set = lambda titles: {tuple(t) for t in titles}  # noqa: E731
+        assert as_set(v_train) | as_set(v_eval) <= as_set(train) and not as_set(v_eval) & as_set(v_train)
+        assert len(v_train) + len(v_eval) == len(train)
+    with pytest.raises(ValueError, match="validation .* is for benchmark 'medium'"):
+        H.config("smoke", "digits", validation=True)
