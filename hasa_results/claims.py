@@ -14,15 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hasa_core import config
-from hasa_records import DEFAULT_RESULTS_DIR, cached_record
+from hasa_core import RunConfig, config, expected_width, load_task, subnet_params
+from hasa_records import cached_record
 from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS, SEEDS, experiments, run_experiment
-from hasa_results.figures import PAPER_COLOUR, finish, house_style
-from hasa_results.frames import clients_frame, curves_frame
+from hasa_results.figures import PAPER_COLOUR, VERDICT_COLOURS, colour, finish, house_style
+from hasa_results.frames import clients_frame, curves_frame, summaries_from_clients
 from hasa_results.outputs import current, output_dirs
 from hasa_results.plan import FAMILY, PRIMARIES, STATEMENTS, Primary, claim_verdict, simultaneous, verdict
-from hasa_results.spec_curve import spec_curve_headline_rows
+from hasa_results.spec_curve import calibrated_round
 from hasa_results.stats import paired_stats, score_validity
+from hasa_results.words import interval, p_value, pp
 
 
 def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -42,7 +43,9 @@ def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]
 
 def primary_frames(profile: str, n_jobs: int = 2, results_dir: Path | None = None) -> dict[str, pd.DataFrame]:
     """The runs of the primaries as frames: experiment name -> one row per (method, seed, evaluation
-    round) with the mean / worst / tail accuracy (%), ``final`` marking the last round."""
+    round) with the mean / worst / tail accuracy (%), ``final`` marking the last round. The
+    ``need_digits`` runs come first: claim 4's allocation by the measured need is made from them."""
+    run_experiment("need_digits", profile, n_jobs, results_dir)  # claim 4's positive control is made from these
     out = {}
     for name in ("claims", "claim4"):
         records, _ = run_experiment(name, profile, n_jobs, results_dir)
@@ -151,55 +154,16 @@ def claim_verdicts(primaries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def headline_table(results_dir: Path | None = None) -> pd.DataFrame:
-    """One row per claim of the paper, from the paired-test tables the notebooks wrote: the paired
-    difference with its CI, the paper's value where it gives a number, the named Holm family and
-    its adjusted p, n seeds, power / MDE, and a verdict relative to the direction the paper claims
-    ('supported', 'contradicted', or 'neither confirmed nor refuted'). Reads each table's staged
-    copy when the running notebook wrote one (:func:`current`)."""
-    root = results_dir or DEFAULT_RESULTS_DIR
-
-    def row(table: str, comparison: str, metric: str, claim: str, sign: int, paper: float = float("nan")):
-        t = pd.read_csv(current(root / f"{table}.csv")).set_index(["comparison", "metric"])
-        r = t.loc[(comparison, metric)]
-        if r["p_holm"] < 0.05:
-            verdict = "supported" if np.sign(r["diff"]) == sign else "contradicted"
-        else:
-            verdict = f"neither confirmed nor refuted (MDE80 {r['mde80']:.2f} pp)"
-        return {"claim": claim, "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "paper": paper,
-                "family": r["family"], "p_holm": r["p_holm"], "n": int(r["n"]),
-                "power_at_effect": r.get("power_at_effect", float("nan")), "mde80": r["mde80"], "verdict": verdict,
-                "note": f"Holm p {r['p_holm']:.2g} ({r['family']}), n={int(r['n'])}: {verdict.split(' (')[0]}"}
-
-    t2 = pd.read_csv(current(root / "table2_paired_tests.csv"))
-    strongest = {m: t2[t2["metric"] == m].sort_values("diff")["comparison"].iloc[0] for m in ("worst", "tail")}
-    rows = [
-        row("table1_paired_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (paper-matched seeds)", +1,
-            PAPER_GAIN),
-        row("table1_core_tests", "hasa − uniform", "mean", "1. mean: hasa − uniform (powered)", +1, PAPER_GAIN),
-        row("table1_core_tests", "hasa − uniform", "worst", "1. worst client: hasa − uniform (powered)", +1),
-        row("table2_paired_tests", strongest["worst"], "worst", f"2. worst: {strongest['worst']}", +1),
-        row("table2_paired_tests", strongest["tail"], "tail", f"2. tail: {strongest['tail']}", +1),
-        row("table1_core_tests", "reverse − uniform", "mean", "3. mean: reverse − uniform (powered)", -1),
-        row("table3_paired_tests", "reverse − uniform", "tail", "3. tail: reverse − uniform", -1),
-        row("table4_paired_tests", "hasa − uniform", "worst", "4. digits worst: hasa(labels) − uniform", +1),
-        row("table4_paired_tests", "hasa[feature_js] − uniform", "worst",
-            "4. digits worst: hasa[feature_js] − uniform", +1),
-    ]
-    if current(root / "spec_curve_joint.csv").is_file():
-        rows += spec_curve_headline_rows(pd.read_csv(current(root / "spec_curve.csv")),
-                                         pd.read_csv(current(root / "spec_curve_joint.csv")))
-    return pd.DataFrame(rows)
-
-
 OFFICIAL = {  # baseline -> (repository, file, commit) of the official implementation we compared with
     "HeteroFL": ("diaoenmao/HeteroFL-Computation-and-Communication-Efficient-Federated-Learning-for-Heterogeneous-"
                  "Clients", "src/fed.py, src/modules/modules.py", "311c889"),
     "FedRolex": ("AIoT-MLSys-Lab/FedRolex", "resnet_server.py, transformer_server.py", "704079d"),
-    "Federated Dropout": ("no public code by its authors", "Caldas et al. 2018 (arXiv 1812.07210), Sec. 3", "—"),
+    "Federated Dropout": ("Caldas et al. 2018 (arXiv 1812.07210), Sec. 3; FedRolex's random servers (AIoT-MLSys-Lab/"
+                          "FedRolex)", "—", "704079d"),
     "FjORD": ("adap/flower (baseline by FjORD's authors)", "baselines/fjord/fjord/od/samplers/fixed_od.py, "
               "strategy.py", "24ea028"),
-    "HASA": ("nclabteam/FedProC (public re-implementation)", "strategies/HASA.py", "90efd91"),
+    "q-FFL": ("litian96/fair_flearn", "flearn/trainers/qffedavg.py", "578cca2"),
+    "HASA": ("nclabteam/FedProC (public re-implementation)", "strategies/HASA.py, strategies/ptFL.py", "90efd91"),
 }
 
 
@@ -223,18 +187,29 @@ def official_effects(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def fidelity_table(effects: pd.DataFrame | None = None) -> pd.DataFrame:
+def fidelity_table(effects: pd.DataFrame | None = None, evaluation: pd.DataFrame | None = None,
+                   qffl: float | None = None) -> pd.DataFrame:
     """Every baseline against its official implementation: aspect | official (repository, file,
-    commit) | ours | what it changes, measured | status (same, fixed, option, immaterial, open).
-    The measured column is filled from :func:`official_effects` where those runs exist."""
+    commit) | ours | what it changes, measured | status (same, fixed, option, adapted, immaterial,
+    open). Filled from :func:`official_effects` (the 'as published' aggregation) and from
+    ``evaluation`` (:func:`evaluation_effects`: full-model against slice evaluation) where measured;
+    ``qffl``: the q chosen for q-FFL."""
     def measured(baseline: str) -> str:
         if effects is None or effects.empty or baseline not in set(effects["baseline"]):
-            return "not measured yet: the 'as published' Table 2 rows are not in this run"
+            return "not measured in this run"
         e = effects[(effects["baseline"] == baseline) & (effects["metric"] == "mean")]
-        return "; ".join(f"{r.comparison}: mean {r.diff:+.2f} pp [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-                         for r in e.itertuples())
+        return "; ".join(f"{r.comparison}: mean {pp(r.diff)} {interval(r.ci_low, r.ci_high)}" for r in e.itertuples())
+
+    def evaluated(method: str) -> str:
+        if evaluation is None or evaluation.empty or method not in set(evaluation["method"]):
+            return "not measured in this run"
+        return "; ".join(f"{r.metric} {pp(r.diff)} {interval(r.ci_low, r.ci_high)}"
+                         for r in evaluation[evaluation["method"] == method].itertuples())
+    units = ("whole units either way at the widths it uses here (1/4, 1/2, 3/4, 1 of 128 units); differs "
+             "only for w_min and other budgets")
     rows = [
-        ("HeteroFL", "width slices", "static prefix slices, ceil(w D) units", "the same", "nothing", "same"),
+        ("HeteroFL", "width slices", "static prefix slices, ceil(w D) units", "static prefix slices, floor(w D) "
+         "(the published HASA rule, used for every method)", units, "immaterial"),
         ("HeteroFL", "recurrent layers", "no LSTM in the official code", "a hidden unit keeps its rows in all four "
          "gates (FedProC's recurrent adapter)", "nothing measurable (no reference)", "adapted"),
         ("HeteroFL", "aggregation weights", "each client counted once per element (count += 1)",
@@ -245,27 +220,79 @@ def fidelity_table(effects: pd.DataFrame | None = None) -> pd.DataFrame:
         ("HeteroFL", "Scaler (activations / width in training)", "on", "absent (our CNN and LSTM)",
          "not measured", "open"),
         ("HeteroFL", "normalisation", "static batch norm", "none (our CNN trains without it)", "nothing", "immaterial"),
+        ("HeteroFL", "evaluation", "each model rate's sub-model on the test data", "each client on the static "
+         "slice of its width", "nothing", "same"),
         ("FedRolex", "rolling direction", "backward: torch.roll, window start -r mod D", "forward (the paper's "
          "formula)", "each unit's training count over a run is the same both ways", "immaterial"),
-        ("FedRolex", "aggregation weights and row masking", "as HeteroFL's", "options as for HeteroFL",
+        ("FedRolex", "aggregation weights and row masking", "transformer_server.py: as HeteroFL's; resnet_server.py "
+         "combine: biases and the classifier weighted by cumulative per-coordinate update counts",
+         "n_k by default; HeteroFL's count weighting and row masking as options (its transformer path)",
          measured("FedRolex"), "option"),
-        ("Federated Dropout", "which units", "a fresh random subset per round (paper)", "the same, per client and "
-         "round from its generator", "nothing", "our reading"),
-        ("FjORD", "width drawn per batch", "uniform over the levels <= the client's maximum width",
-         "uniform over the levels below w and w itself", "the budget counts what the clients train (a width off "
-         "the levels used to be counted but never trained)", "fixed"),
+        ("FedRolex", "evaluation", "the global full model", "each client on the static slice of its width; the "
+         "full model as an option (Table 2 rows 'full-model evaluation')", evaluated("uniform·FedRolex"), "option"),
+        ("FedRolex", "width slices", "ceil(w D)", "floor(w D)", units, "immaterial"),
+        ("Federated Dropout", "which units, which clients", "Caldas et al.: one rate for every client; FedRolex's "
+         "random servers: a fresh random subset per client and round", "a fresh random subset per client and "
+         "round at each client's width: FjORD's 'extended FD' (per-client rates)", "nothing (with one common "
+         "width it is FedRolex's random server)", "same"),
+        ("Federated Dropout", "evaluation", "the global full model", "each client on the static slice of its "
+         "width; the full model as an option", evaluated("uniform·FedDropout·sel"), "option"),
+        ("FjORD", "maximum width", "a level (the device tier), p_max", "the client's width snapped down to a level",
+         "no duplicate slice sizes; the budget counts what the clients train", "fixed"),
+        ("FjORD", "width drawn per batch", "uniform over the levels <= p_max (ODSampler)", "the same", "nothing",
+         "same"),
+        ("FjORD", "footprint", "p_max is the device limit", "the budget counts the mean trained width; clients hold "
+         "and exchange p_max", "uniform·FjORD holds 3/4 of each layer (Table 2's footprint columns)", "same"),
+        ("FjORD", "self-distillation", "optional (off by default in the authors' Flower baseline)",
+         "off by default; distill=True as an option whose extra pass at p_max the budget counts",
+         "one row (uniform·FjORD·KD)", "option"),
         ("FjORD", "aggregation weights", "n_k", "n_k", "nothing", "same"),
-        ("FjORD", "nested sub-slice", "a prefix of each layer", "the same prefix, by views (bit-identical to a "
-         "gather)", "nothing", "same"),
+        ("FjORD", "nested sub-slice", "a prefix of each layer, ceil(p D)", "the same prefix by views, floor(p D)",
+         units, "immaterial"),
+        ("q-FFL", "aggregation", "q-FedAvg (qffedavg.py): Delta = L (w - w_k), L = 1/lr, F_k on the whole training "
+         "data before local steps, uniform client weights", "the same, per protocol for sliced subnets; in-process "
+         "only", f"q = {qffl:g}, chosen on held-out training titles" if qffl else "q not chosen in this run", "same"),
         ("HASA", "allocation", "Eqs. 11-17 (JS score, rank, budget with w_min, w_max, cap)", "the same",
          "nothing (tested against hand-computed cases)", "same"),
-        ("HASA", "aggregation", "FedAvg with untrained entries at the broadcast value", "`full`, the same; "
-         "`selective` is ours, for the matched baselines", "both are reported", "same / labelled"),
+        ("HASA", "width slices", "floor(beta K) units (ptFL._pt_retained_width)", "floor(w D), at least 1", "the "
+         "first tables used ceil(w D): every HASA row re-run", "fixed"),
+        ("HASA", "aggregation", "hasa_aggregation: 'full' (default) or 'selective', both n_k-weighted",
+         "`full` and `selective`, both n_k-weighted", "every claim judged under both", "same"),
+        ("HASA", "evaluation", "'resourcelevel': the global model at the client's width", "the same", "nothing",
+         "same"),
     ]
     out = pd.DataFrame(rows, columns=["baseline", "aspect", "official", "ours", "what it changes, measured",
                                       "status"])
     out.insert(2, "official implementation", [" · ".join(OFFICIAL[b]) for b in out["baseline"]])
     return out
+
+
+def evaluation_effects(cdf: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
+    """What evaluating on the global full model (how FedRolex's and Federated Dropout's code evaluate)
+    changes against each client's width slice: per method, paired over seeds, full model − slice on
+    mean, worst and tail accuracy (pp; unadjusted 95 % CIs)."""
+    by_slice = summaries_from_clients(cdf).set_index(["method", "seed"])
+    by_model = summaries_from_clients(cdf, "accuracy_full_model").set_index(["method", "seed"])
+    rows = [{"method": m, "metric": metric, **paired_stats(by_model.loc[m, metric], by_slice.loc[m, metric])}
+            for m in methods for metric in ("mean", "worst", "tail")]
+    return pd.DataFrame(rows)
+
+
+def footprint(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per method: the mean width its clients train (what the budget counts: FjORD's mean draw, with
+    self-distillation its widest slice too) and the share of the model's parameters a client holds,
+    downloads and uploads in a round it trains (its widest slice; FjORD: p_max), averaged over
+    clients and seeds."""
+    rows, size = [], {}
+    for r in records:
+        cfg = RunConfig.from_dict(r["config"])
+        if (cfg.benchmark, r["seed"]) not in size:
+            task = load_task(cfg, r["seed"])
+            size[cfg.benchmark, r["seed"]] = (task.arch, subnet_params(task.arch, 1.0))
+        arch, whole = size[cfg.benchmark, r["seed"]]
+        rows += [{"method": r["method"], "trained width": expected_width(w, cfg.extraction, cfg.levels, cfg.distill),
+                  "parameters held and sent": subnet_params(arch, w) / whole} for w in r["widths"]]
+    return pd.DataFrame(rows).groupby("method", sort=False).mean()
 
 
 def _cpu_seconds(rec: dict[str, Any]) -> float:
@@ -295,29 +322,6 @@ def runtime_table(profile: str, results_dir: Path | None = None) -> pd.DataFrame
 
 
 @house_style
-def plot_headline(rows: pd.DataFrame):
-    """The README's headline: one row per claim, the paired difference (pp) with its 95% CI,
-    the paper's value (red x) where the paper gives one, and the adjusted p and power as text.
-    ``rows`` has columns claim, diff, ci_low, ci_high, paper, note."""
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(12, 0.5 * len(rows) + 1.2))
-    fig.subplots_adjust(left=0.3, right=0.68)
-    for y, r in enumerate(rows.itertuples()):
-        ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="D", color="black", capsize=4)
-        if pd.notna(r.paper):
-            ax.plot(r.paper, y, "x", color=PAPER_COLOUR, ms=9, mew=2, label="paper" if y == 0 else None)
-        ax.annotate(r.note, (1.01, y), xycoords=("axes fraction", "data"), va="center")
-    ax.axvline(0, color="grey", lw=1, ls="--")
-    ax.set_yticks(range(len(rows)), rows["claim"])
-    ax.invert_yaxis()
-    ax.set_xscale("symlog", linthresh=1.0)  # text (< 1 pp) and digits (~10 pp) rows both readable
-    ax.set_xlabel("paired difference, accuracy points (mean and 95% t-CI over seeds; linear within ±1, log beyond)")
-    if rows["paper"].notna().any():
-        ax.legend(loc="lower right")
-    return fig
-
-
-@house_style
 def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.DataFrame,
                         names: Sequence[str], seeds_note: str = ""):
     """One scatter per score: each (client, seed)'s score against its measured need for width,
@@ -333,43 +337,6 @@ def plot_scores_vs_need(scores: pd.DataFrame, need: pd.DataFrame, validity: pd.D
     axes[0].set_ylabel("need for width (pp)")
     axes[-1].legend(loc="center left", bbox_to_anchor=(1, 0.5))
     return finish(fig, seeds_note)
-
-
-def _claims(results_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(current(results_dir / "headline.csv"))
-
-
-def claim_sentences(results_dir: Path, claim: str) -> list[str]:
-    """One generated sentence per headline row of a claim (``"1"`` ... ``"4"``): the comparison, the
-    paired difference with its 95 % CI, the Holm p of its family, n and the verdict."""
-    rows = _claims(results_dir)
-    rows = rows[rows["claim"].str.startswith(f"{claim}. ")]
-    return [headline_sentence(r._asdict(), numbered=False) for r in rows.itertuples()]
-
-
-def headline_sentence(r: dict[str, Any], numbered: bool = True) -> str:
-    """One headline row in words: the comparison, the paired difference with its 95 % CI, the Holm
-    p of its family, n and the verdict; a robustness row (the median over setups, no CI) with its
-    joint sign-flip p. ``numbered=False`` drops the claim number."""
-    claim = r["claim"] if numbered else r["claim"].split(". ", 1)[1]
-    if np.isnan(r["ci_low"]):
-        return (f"{claim}: {r['diff']:+.2f} pp, joint sign-flip p = {r['p_holm']:.2g} (n = {r['n']} seeds): "
-                f"**{r['verdict']}**")
-    return (f"{claim}: {r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.2g} "
-            f"(family '{r['family']}', n = {r['n']}): **{r['verdict']}**")
-
-
-def verdict_text(results_dir: Path, claim: str) -> str:
-    sentences = "; ".join(claim_sentences(results_dir, claim))
-    return f"**Verdict** (generated from `results/headline.csv`): {sentences}."
-
-
-def verdicts_text(results_dir: Path) -> str:
-    """The README's summary: one line per claim."""
-    names = {"1": "HASA beats uniform", "2": "best worst/tail among matched baselines", "3": "reversing hurts",
-             "4": "cross-domain gain depends on the score"}
-    return "\n".join(f"* **Claim {k}** ({v}): " + "; ".join(claim_sentences(results_dir, k)) + "."
-                     for k, v in names.items())
 
 
 def paper_text(_: Path) -> str:
@@ -398,3 +365,171 @@ def setup_text(_: Path) -> str:
         ("seeds", f"{SEEDS['paper']} per method (the paper's count); {POWER_SEEDS['paper']} for the core comparison"),
     ]
     return pd.DataFrame(rows, columns=["choice", "value (a `RunConfig` field each)"]).to_markdown(index=False) + "\n"
+
+
+def calibrated_primaries(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame) -> tuple[int, pd.DataFrame]:
+    """The declared sensitivity analysis of the text claims: every primary of claims 1-3 at the
+    calibrated stopping round (:func:`calibrated_round`: uniform's mean accuracy, averaged over the
+    seeds, nearest the paper's 13.82 %; chosen from uniform's curve only), in the same family of 16.
+    Returns (the round, the tests)."""
+    r = calibrated_round(frames["claims"][frames["claims"]["method"] == "uniform"])
+    tests, _ = primary_tests(frames, tracking, at_round=r)
+    return r, tests[tests["claim"] != "4"]
+
+
+HEADLINE_NAMES = {"1": "HASA beats uniform", "2": "best worst/tail among matched baselines",
+                  "3": "reversing the allocation hurts", "4": "the image gain depends on the score"}
+FIGURES = {"1": "figures/01_primaries.png", "2": "figures/02_primaries.png", "3": "figures/03_primaries.png",
+           "4": "figures/04_dependence.png"}
+
+
+def headline_table(verdicts: pd.DataFrame) -> pd.DataFrame:
+    """The README's verdict table in words, one row per claim: what the paper says, what we find
+    under each protocol (the first primary's difference with its simultaneous CI, n), the verdict
+    under each protocol (:func:`claim_verdicts`), and the claim's figure."""
+    rows = []
+    for claim, g in verdicts.groupby("claim", sort=False):
+        by = g.set_index("protocol")
+        finds = [f"`{pr}`: {pp(r['diff 1'])} {interval(r['ci_low 1'], r['ci_high 1'])}" for pr, r in by.iterrows()]
+        rows.append({"claim": f"{claim}. {HEADLINE_NAMES[claim]}", "the paper says": STATEMENTS[claim],
+                     "we find (n = %d seeds; %s)" % (int(g['n'].iloc[0]), g["test 1"].iloc[0].split(",")[0]):
+                         "; ".join(finds),
+                     "verdict": "; ".join(f"`{pr}`: **{r['verdict']}**" for pr, r in by.iterrows()),
+                     "figure": f"[figure]({FIGURES[claim]})"})
+    return pd.DataFrame(rows)
+
+
+def headline_markdown(verdicts: pd.DataFrame) -> str:
+    """:func:`headline_table` as Markdown (generated into the README)."""
+    t = headline_table(verdicts)
+    cols = list(t.columns)
+    lines = ["| " + " | ".join(["claim", "the paper says", "we find (difference, 99.7 % simultaneous CI)",
+                                 "verdict", ""]) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for _, r in t.iterrows()]
+    return "\n".join(lines) + "\n"
+
+
+@house_style
+def plot_headline(primaries: pd.DataFrame):
+    """The headline: every primary of the plan, two panels on linear axes (the text claims in pp,
+    claim 4's slope in pp per unit of rank correlation), one row per test with its protocol, the
+    difference and its simultaneous CI coloured by verdict, the effect it is judged against (the
+    paper's or the declared smallest effect of interest) as a green tick, and zero dashed."""
+    import matplotlib.pyplot as plt
+    text, image = primaries[primaries["claim"] != "4"], primaries[primaries["claim"] == "4"]
+    fig, axes = plt.subplots(2, 1, figsize=(8, 0.32 * len(primaries) + 2.2),
+                             gridspec_kw={"height_ratios": [len(text), len(image)]})
+    for ax, part, unit in ((axes[0], text, "pp"), (axes[1], image, "pp per unit ρ")):
+        labels = []
+        for y, r in enumerate(part.itertuples()):
+            ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="o", capsize=3,
+                        color=VERDICT_COLOURS[r.verdict], label=r.verdict)
+            ax.plot(r.effect, y, "|", color=PAPER_COLOUR, ms=12, mew=2)
+            labels.append(f"{r.claim}. {r.comparison.replace('·', '.')}, {r.metric} ({r.protocol})")
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(range(len(part)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel(f"difference, {unit} (error bars: 99.7 % simultaneous CI over 30 seeds; "
+                      "green tick: the effect judged against)")
+    seen = {}
+    for ax in axes:
+        handles, names = ax.get_legend_handles_labels()
+        seen.update(zip(names, handles))
+    fig.legend([seen[v] for v in VERDICT_COLOURS if v in seen], [v for v in VERDICT_COLOURS if v in seen],
+               loc="upper right", ncols=len(seen), title="verdict")
+    return finish(fig)
+
+
+def verdicts_text(results_dir: Path) -> str:
+    """The README's verdict table (generated from ``results/claims_verdicts.csv``)."""
+    return headline_markdown(pd.read_csv(current(results_dir / "claims_verdicts.csv"), dtype={"claim": str}))
+
+
+def claim_words(primaries: pd.DataFrame, claim: str) -> str:
+    """One claim's primaries in words: per protocol, the claim's verdict and each test with its
+    difference, simultaneous CI, Bonferroni p, MDE80 and verdict."""
+    out = []
+    for protocol, g in primaries[primaries["claim"] == claim].groupby("protocol", sort=False):
+        tests = "; ".join(f"{r.comparison}, {r.metric}: {pp(r.diff)} {interval(r.ci_low, r.ci_high)}, "
+                          f"{p_value(r.p_adjusted, 'adjusted p')}, MDE80 {r.mde80:.2f}: {r.verdict}"
+                          for r in g.itertuples())
+        out.append(f"under `{protocol}`, **{claim_verdict(g['verdict'].tolist())}** ({tests})")
+    return (f"**Claim {claim} — primary tests** (99.7 % simultaneous CIs, Bonferroni over the 16 primaries): "
+            + "; ".join(out) + ".")
+
+
+def claim_text(results_dir: Path, claim: str) -> str:
+    """:func:`claim_words` from ``results/claims_primary.csv`` (the README's claim blocks)."""
+    return claim_words(pd.read_csv(current(results_dir / "claims_primary.csv"), dtype={"claim": str}), claim)
+
+
+@house_style
+def plot_claim(primaries: pd.DataFrame, components: pd.DataFrame, claim: str, note: str = ""):
+    """One claim's primary tests, one panel per protocol, one row per test (for claim 2: per matched
+    baseline, the intersection-union test's components), the difference with its simultaneous CI
+    coloured by verdict, and the effect it is judged against as a green tick; linear axes."""
+    import matplotlib.pyplot as plt
+    rows = components[components["claim"] == claim] if claim == "2" else primaries[primaries["claim"] == claim]
+    protocols = list(dict.fromkeys(rows["protocol"]))
+    per_panel = len(rows) // len(protocols)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.6 * len(protocols), 0.4 * per_panel + 1.4),
+                             sharex=True, squeeze=False)
+    for ax, protocol in zip(axes[0], protocols):
+        part = rows[rows["protocol"] == protocol]
+        for y, r in enumerate(part.itertuples()):
+            ax.errorbar(r.diff, y, xerr=[[r.diff - r.ci_low], [r.ci_high - r.diff]], fmt="o", capsize=3,
+                        color=VERDICT_COLOURS[r.verdict])
+            ax.plot(r.effect, y, "|", color=PAPER_COLOUR, ms=12, mew=2)
+        ax.axvline(0, color="grey", lw=1, ls="--")
+        ax.set_yticks(range(len(part)), [f"{r.comparison}, {r.metric}: {r.verdict}" for r in part.itertuples()])
+        ax.set_ylim(len(part) - 0.5, -0.5)
+        ax.set_title(f"protocol {protocol}")
+    fig.supxlabel("difference (pp); error bars: 99.7 % simultaneous CI over seeds; "
+                  "green tick: the effect judged against")
+    return finish(fig, note)
+
+
+@house_style
+def plot_dependence(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame, note: str = ""):
+    """Claim 4's dependence test as a picture: per protocol and metric, each score variant's mean
+    gain over uniform (pp, with its 95 % CI over seeds) against how well the variant tracks the
+    clients' need for width (rank correlation rho, measured on the test seeds), with the mean
+    per-seed least-squares line."""
+    import matplotlib.pyplot as plt
+    f = frames["claim4"][frames["claim4"]["final"]]
+    x = tracking.set_index("variant")["rho_need"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], ("mean", "worst")):
+        wide = f.pivot(index="seed", columns="method", values=metric)
+        for protocol, marker, shift in (("full", "o", -0.01), ("selective", "s", 0.01)):
+            gains = pd.DataFrame({v: wide[_variant_label(v, protocol)] - wide["uniform"] for v in x.index})
+            stats_ = [paired_stats(gains[v], np.zeros(len(gains))) for v in x.index]
+            for v, st in zip(x.index, stats_):
+                ax.errorbar(x[v] + shift, st["diff"], yerr=[[st["diff"] - st["ci_low"]], [st["ci_high"] - st["diff"]]],
+                            fmt=marker, capsize=3, color=colour(v), mfc="white" if protocol == "selective" else None)
+            xc = x - x.mean()
+            slope = float(((gains - gains.mean(axis=1).to_numpy()[:, None]) @ xc / float(xc @ xc)).mean())
+            grid = np.linspace(x.min(), x.max(), 2)
+            ax.plot(grid, gains.mean().mean() + slope * (grid - x.mean()), color="grey",
+                    ls="-" if protocol == "full" else ":", label=f"{protocol}: slope {slope:+.1f} pp per unit ρ")
+        for v in x.index:
+            ax.annotate(v, (x[v], ax.get_ylim()[1]), rotation=30, va="top")
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("score's rank correlation with the need for width (ρ)")
+        ax.set_ylabel(f"{metric} accuracy gain over uniform (pp)")
+        ax.legend(title="filled: full, open: selective; bars: 95 % CI")
+    return finish(fig, note)
+
+
+def summary_text(verdicts: pd.DataFrame, primaries: pd.DataFrame, calibrated: pd.DataFrame, at_round: int) -> str:
+    """Notebook 06's conclusion: each claim's verdict under each protocol with its two tests, and
+    which text primaries change verdict at the calibrated stopping round ``at_round``."""
+    lines = [f"* Claim {r['claim']} under `{r['protocol']}`: **{r['verdict']}** ({r['test 1']}: {r['verdict 1']}; "
+             f"{r['test 2']}: {r['verdict 2']})" for _, r in verdicts.iterrows()]
+    both = calibrated.merge(primaries, on=["claim", "protocol", "metric"], suffixes=(" calibrated", ""))
+    moved = both[both["verdict"] != both["verdict calibrated"]]
+    changes = "; ".join(f"claim {r['claim']} {r['metric']} under `{r['protocol']}`: {r['verdict']} → "
+                        f"{r['verdict calibrated']}" for _, r in moved.iterrows())
+    return ("**Verdicts** (the worse of each claim's two primaries under each protocol):\n\n" + "\n".join(lines)
+            + f"\n\nAt the calibrated stopping round (round {at_round}), {len(moved)} of {len(calibrated)} text "
+            + "primaries change verdict" + (f": {changes}." if changes else "."))

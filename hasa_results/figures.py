@@ -37,6 +37,9 @@ CI_LABEL = "error bars: 95 % CI over seeds"
 SIGN_COLOURS = {1: "#0072B2", 0: "#999999", -1: "#D55E00"}
 """Above zero (or in the paper's direction), neither, below zero: blue, grey, vermillion."""
 PAPER_COLOUR = "#009E73"
+VERDICT_COLOURS = {"reproduced": "#009E73", "smaller than claimed": "#0072B2", "inconclusive": "#999999",
+                   "not reproduced": "#CC79A7", "contradicted": "#D55E00"}
+"""One colour per verdict of the plan, best outcome for the claim first."""
 """The paper's number, wherever a figure shows it."""
 
 
@@ -55,7 +58,8 @@ def finish(fig, note: str = ""):
     tight layout. Returns ``fig``."""
     if note:
         fig.suptitle(note)
-    return finish(fig)
+    fig.tight_layout()
+    return fig
 
 
 def house_style(plot: Callable) -> Callable:

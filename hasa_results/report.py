@@ -16,7 +16,7 @@ from typing import Any
 
 from hasa_core import ENGINE_VERSION, REPO, lookup
 from hasa_records import DEFAULT_RESULTS_DIR, write_text_atomic
-from hasa_results.claims import paper_text, setup_text, verdict_text, verdicts_text
+from hasa_results.claims import claim_text, paper_text, setup_text, verdicts_text
 from hasa_results.mechanism import mechanism_text
 from hasa_results.scale import flower_scale_text, many_clients_text
 from hasa_results.spec_curve import spec_curve_text
@@ -35,7 +35,7 @@ TEXTS: dict[str, Callable[[Path], str]] = {
     "verdicts": verdicts_text, "paper": paper_text, "setup": setup_text, "engine": engine_text,
     "many-clients": many_clients_text, "spec-curve": spec_curve_text, "mechanism": mechanism_text,
     "flower-scale": flower_scale_text,
-    **{f"verdict-{k}": functools.partial(verdict_text, claim=k) for k in "1234"},
+    **{f"claim-{k}": functools.partial(claim_text, claim=k) for k in "1234"},
 }
 """The README's generated sentences: ``<!-- text: NAME -->`` blocks, filled by ``TEXTS[NAME]``."""
 

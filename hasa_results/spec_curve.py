@@ -129,30 +129,6 @@ def dilution_across_sentence(across: pd.DataFrame) -> str:
     return "**Across setups**, HASA − uniform against the " + "; ".join(parts) + f": {verdict}."
 
 
-def spec_curve_headline_rows(table: pd.DataFrame, joint: pd.DataFrame, planned: int = SEEDS["paper"]
-                             ) -> list[dict[str, Any]]:
-    """The robustness rows of the headline table: claim 1 at power under the ``selective`` protocol
-    in the default setup (family "Claim 1 at power"; ``full`` at power is the Core row already),
-    and per protocol the median effect across the specification curve with its joint sign-flip p
-    (no CI: the median of the specifications' estimates), labelled interim while the curve has
-    fewer seeds than ``planned``."""
-    rows = []
-    for j in joint.itertuples():
-        power = table[(table["family"] == "Claim 1 at power") & (table["protocol"] == j.protocol)].iloc[0]
-        interim = f" (interim: {j.seeds} of {planned} seeds)" if j.seeds < planned else ""
-        cases = [(f"1. robustness: median {j.comparison} over {j.specifications} setups{interim}", j.median,
-                  np.nan, np.nan, j.p_median, f"Specification curve ({j.protocol}), joint sign-flip", j.seeds, np.nan)]
-        if j.protocol != "full":
-            cases.insert(0, (f"1. mean: {j.comparison} (powered, `{j.protocol}`)", power["diff pp"], power["ci_low"],
-                             power["ci_high"], power["p_holm"], "Claim 1 at power", power["n"], power["mde80"]))
-        for label, diff, lo, hi, p, family, n, mde in cases:
-            verdict = ("supported" if diff > 0 else "contradicted") if p < 0.05 else "neither confirmed nor refuted"
-            rows.append({"claim": label, "diff": diff, "ci_low": lo, "ci_high": hi, "paper": PAPER_GAIN,
-                         "family": family, "p_holm": p, "n": int(n), "power_at_effect": np.nan, "mde80": mde,
-                         "verdict": verdict, "note": f"p {p:.2g} ({family}), n={int(n)}: {verdict}"})
-    return rows
-
-
 def calibrated_round(frame: pd.DataFrame, target: float = PAPER_ACCURACY["uniform"]) -> int:
     """The evaluation round at which the uniform runs' mean accuracy, averaged over seeds, is
     nearest ``target`` (%): chosen from the uniform curve only, never from HASA's."""

@@ -417,3 +417,22 @@ def test_a_headline_robustness_row_is_said_with_its_joint_p_and_no_ci():
     row.update(ci_low=-0.5, ci_high=-0.1)
     assert R.headline_sentence(row, numbered=False).startswith("robustness: median x − y over 3 setups: -0.30 pp "
                                                                "[-0.50, -0.10], Holm p = 0.03 (family 'F'")
+
+
+def test_every_figure_ends_in_the_house_style():
+    """finish gives the note as the figure's title and returns the figure; house_style runs a plot
+    under STYLE without changing matplotlib's global settings."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    before = plt.rcParams["font.size"]
+
+    @R.house_style
+    def plot():
+        fig, _ = plt.subplots()
+        assert plt.rcParams["font.size"] == R.STYLE["font.size"]
+        return R.finish(fig, "profile, seeds")
+    fig = plot()
+    assert fig._suptitle.get_text() == "profile, seeds" and plt.rcParams["font.size"] == before
+    assert R.colour("hasa·sel[need]") == R.colour("hasa[need]") and R.colour("uniform") != R.colour("hasa")
+    plt.close(fig)
