@@ -1706,7 +1706,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
               "digits": {"lr": 0.05, "rounds": 20, "max_examples_per_client": 2000},
               "shakespeare": {"num_clients": 8, "emb_dim": 64, "hidden_dim": 64, "batch_size": 16, "lr": 4.0,
                               "rounds": 40}},
-    "smoke": {"medium": {"rounds": 8, "eval_every": 2, "max_examples_per_client": 200, "batch_size": 16},
+    "smoke": {"medium": {"rounds": 8, "eval_every": 2, "max_examples_per_client": 200, "batch_size": 16,
+                         "emb_dim": 32, "hidden_dim": 32},
               "digits": {"lr": 0.05, "rounds": 4, "eval_every": 2, "max_examples_per_client": 200,
                          "max_test_per_domain": 200},
               "shakespeare": {"num_clients": 8, "emb_dim": 16, "hidden_dim": 16, "rounds": 3, "eval_every": 1,
@@ -2177,7 +2178,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         lambda cfg, classes: lstm_arch(classes, cfg.emb_dim, cfg.hidden_dim),
         lambda cfg: (cfg.emb_dim, cfg.hidden_dim), medium_arrays, medium_split_of_arrays,
         {MEDIUM_FILE: MEDIUM_SHA256}, MEDIUM_SOURCE, ("natural", "publication_day"),
-        ("partition", "max_examples_per_client", "test_frac", "min_count")),
+        ("partition", "max_examples_per_client", "test_frac", "min_count", "validation")),
     # five digit domains: ``natural`` = one client per domain (or ``digits_clients_per_domain``),
     # ``dirichlet`` = ``num_clients`` clients with Dirichlet label mixes
     "digits": Benchmark(

@@ -120,6 +120,7 @@ from hasa_results.frames import (  # noqa: F401
     clients_frame,
     curves_frame,
     describe_clients,
+    identical_runs,
     method_of,
     records_frame,
     scores_frame,
@@ -134,6 +135,7 @@ from hasa_results.mechanism import (  # noqa: F401
     dilution_association,
     dilution_index,
     effective_widths,
+    extra_width_movement,
     kept_units,
     mechanism_sentence,
     mechanism_text,
@@ -142,8 +144,8 @@ from hasa_results.mechanism import (  # noqa: F401
     plot_unit_movement,
     trained_frontier,
     trained_width_evaluation,
-    trained_width_sentence,
     unit_movement_frame,
+    width_yardstick,
 )
 from hasa_results.outputs import (  # noqa: F401
     STAGE_ENV,

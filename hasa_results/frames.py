@@ -107,3 +107,22 @@ def scores_frame(cfg: RunConfig, seeds: Sequence[int], names: Sequence[str]) -> 
         rows += [{"seed": seed, "client": c.name, "n_train": c.n_train, **{n: float(v[k]) for n, v in vals.items()}}
                  for k, c in enumerate(task.clients)]
     return pd.DataFrame(rows)
+
+
+def identical_runs(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None) -> dict[str, str]:
+    """Methods whose runs are bit-identical, seed for seed, to an earlier method's (the same final
+    parameters in every seed: two settings that give the same allocation, e.g. a smoothing that
+    does not change the ranks): duplicate label -> the label it repeats. A family should test one
+    of them, and say so."""
+    label = label or method_of
+    digests: dict[str, dict[int, str]] = {}
+    for r in records:
+        digests.setdefault(label(r), {})[r["seed"]] = r["params_sha256"]
+    out, seen = {}, {}
+    for method, by_seed in digests.items():
+        key = tuple(sorted(by_seed.items()))
+        if key in seen:
+            out[method] = seen[key]
+        else:
+            seen[key] = method
+    return out

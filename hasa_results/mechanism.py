@@ -16,8 +16,10 @@ from scipy import stats
 
 from hasa_core import UNIT_TOL, config, units_of
 from hasa_results.figures import colour, finish, house_style
-from hasa_results.frames import method_of
-from hasa_results.stats import holm, paired_stats
+from hasa_results.frames import method_of, records_frame
+from hasa_results.outputs import current
+from hasa_results.stats import compare_family, holm, paired_stats
+from hasa_results.words import interval, p_value, pp
 
 
 def unit_movement_frame(records: Sequence[dict[str, Any]], label: Callable[[dict], str] | None = None
@@ -104,21 +106,52 @@ def effective_widths(records: Sequence[dict[str, Any]], fraction: float = 0.5,
     return pd.DataFrame(rows)
 
 
-def dilution_association(eff: pd.DataFrame, dim: str, control: str = "uniform", n_resamples: int = 9999
-                         ) -> dict[str, float]:
+def dilution_association(eff: pd.DataFrame, dim: str, control: str = "uniform", n_resamples: int = 9999,
+                         seed: int = 0) -> dict[str, float]:
     """Across (method, client) pairs of every method but ``control``: the Spearman correlation
     between a client's mean effective trained width (dimension ``dim``) and its mean accuracy
-    difference against ``control`` (pp, seeds matched), with a permutation p-value (scipy,
-    seeded; the pairs are the unit)."""
+    difference against ``control`` (pp, seeds matched). Its permutation p respects the design: the
+    accuracy differences are permuted among the clients within each method (each method keeps its
+    own clients' values, so a method-level shift cannot pass for a client-level association)."""
     e = eff[eff["dim"] == dim]
     acc = e.pivot_table(index=["client", "seed"], columns="method", values="accuracy")
     diff = acc.drop(columns=control).sub(acc[control], axis=0).groupby("client").mean().stack()
     width = e[e["method"] != control].groupby(["client", "method"])["effective_width"].mean()
-    x = width.reindex(diff.index).to_numpy()
-    y = diff.to_numpy()
-    res = stats.permutation_test((x,), lambda v: stats.spearmanr(v, y).statistic, permutation_type="pairings",
-                                 n_resamples=n_resamples, random_state=0)
-    return {"pairs": len(x), "spearman": float(res.statistic), "p_perm": float(res.pvalue)}
+    x, y = width.reindex(diff.index).to_numpy(), diff.to_numpy()
+    groups = [np.flatnonzero(diff.index.get_level_values("method") == m) for m in diff.index.unique("method")]
+    rho = stats.spearmanr(x, y).statistic
+    rng, hits = np.random.default_rng(seed), 0
+    for _ in range(n_resamples):
+        yp = y.copy()
+        for g in groups:
+            yp[g] = y[rng.permutation(g)]
+        hits += abs(stats.spearmanr(x, yp).statistic) >= abs(rho) - 1e-12
+    return {"pairs": len(x), "methods": len(groups), "spearman": float(rho),
+            "p_perm_within_method": (hits + 1) / (n_resamples + 1)}
+
+
+def extra_width_movement(movement: pd.DataFrame, budget: float, w_max: float, control: str = "uniform",
+                         dim: str = "hid") -> pd.DataFrame:
+    """Unit-weighted movement of the extra width: per method, each seed's mean movement over the
+    units of ``dim`` beyond the budget's slice and within w_max's (positions in (B, w_max]), then
+    mean and sd over seeds; and the ``control``'s trained units (within B). Weighted by units, not a
+    mean of band means."""
+    m = movement[movement["dim"] == dim]
+    beyond = m[(m["position"] > budget + 1e-12) & (m["position"] <= w_max + 1e-12)]
+    rows = beyond.groupby(["method", "seed"])["movement"].mean().groupby("method").agg(["mean", "std"])
+    inside = m[(m["method"] == control) & (m["position"] <= budget + 1e-12)]
+    trained_units = inside.groupby("seed")["movement"].mean()
+    rows.loc[f"{control} (its trained units, within B)"] = trained_units.agg(["mean", "std"])
+    return rows.drop(index=control, errors="ignore").rename_axis("units")
+
+
+def width_yardstick(records: Sequence[dict[str, Any]], narrow: str, wide: str, hasa: str) -> pd.DataFrame:
+    """What the budget's extra width buys, paired over seeds on the mean client accuracy (pp;
+    unadjusted 95 % CIs; family "Width yardstick"): uniform at the larger budget − uniform at the
+    smaller one (``wide − narrow``: what spreading the extra width over every client buys), and
+    HASA at the larger budget − uniform at the smaller (``hasa − narrow``: what HASA's way of
+    spending it buys)."""
+    return compare_family(records_frame(records), [(wide, narrow), (hasa, narrow)], "Width yardstick", ("mean",))
 
 
 def dilution_index(records: Sequence[dict[str, Any]], dim: str = "hid") -> pd.DataFrame:
@@ -193,9 +226,9 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
     ``accuracy_sweep``, which holds every distinct slice (its widest grid width <= min(w_k, frontier)).
 
     Returns (one row per run and client: width, frontier, evaluation width, allocated and
-    trained-width accuracy in %; the paired tests on the mean client accuracy, per method:
-    trained − allocated (the recovery) and trained − ``control`` allocated, as ONE Holm family,
-    "Trained-width evaluation")."""
+    trained-width accuracy in %, for the runs with a sweep; the paired tests on the mean client
+    accuracy, per method: trained − allocated (the recovery) and trained − ``control`` allocated
+    (the control needs no sweep), as ONE Holm family, "Trained-width evaluation")."""
     label = label or method_of
     mv = unit_movement_frame(records, label)
     ref = control_reference(records, mv, label, control, "mean")
@@ -215,6 +248,7 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
                          "trained": 100 * r["accuracy_sweep"]["accuracy"][k][i]})
     per_client = pd.DataFrame(rows)
     mean = per_client.groupby(["method", "seed"])[["allocated", "trained"]].mean()
+    control_mean = pd.Series({r["seed"]: 100 * float(np.mean(r["accuracy"])) for r in records if label(r) == control})
     tests = []
     for m in [m for m in dict.fromkeys(per_client["method"]) if m != control]:
         mine = mean.loc[m]
@@ -222,7 +256,7 @@ def trained_width_evaluation(records: Sequence[dict[str, Any]], fraction: float 
         tests.append({"comparison": f"{m}: trained − allocated", "metric": "mean",
                       **paired_stats(mine["trained"], mine["allocated"]), **at})
         tests.append({"comparison": f"{m} trained − {control}", "metric": "mean",
-                      **paired_stats(mine["trained"], mean.loc[control, "allocated"].reindex(mine.index)), **at})
+                      **paired_stats(mine["trained"], control_mean.reindex(mine.index)), **at})
     tests = pd.DataFrame(tests)
     tests["family"] = "Trained-width evaluation"
     tests["p_holm"] = holm(tests["p_t"])
@@ -287,108 +321,56 @@ def plot_accuracy_sweep(sweep: pd.DataFrame, budget: float, seeds_note: str = ""
     return finish(fig, seeds_note)
 
 
-def mechanism_sentence(bands: pd.DataFrame, association: pd.DataFrame, narrower: pd.DataFrame,
-                       budget: float, w_max: float, trained_width: pd.DataFrame | None = None,
-                       sweep: pd.DataFrame | None = None) -> str:
+def mechanism_sentence(extra: pd.DataFrame, association: pd.DataFrame, narrower: pd.DataFrame,
+                       trained: pd.DataFrame, yardstick: pd.DataFrame, budget: float, w_max: float) -> str:
     """The dilution explanation of claim 1's sign, in one generated paragraph (Medium): the
-    movement of the extra width (the bands between B and w_max) against uniform's trained units,
-    the association, the narrower-evaluation test at B and, where given, the decisive test at the
-    well-trained width (:func:`trained_width_evaluation`) and the accuracy sweep (see
-    :func:`trained_width_sentence`)."""
-    hid = bands[bands["dim"] == "hid"]
-    lo, hi = (np.array([float(str(b).strip("(]").split(",")[i]) for b in hid["band"]]) for i in (0, 1))
-    extra, inside = (lo >= budget - 1e-9) & (hi <= w_max + 1e-9), hi <= budget + 1e-9
-
-    def beyond(method: str) -> float:  # the extra width: units between uniform's width and w_max
-        return float(hid[extra & (hid["method"] == method)]["mean"].mean())
-    trained = float(hid[(hid["method"] == "uniform") & inside]["mean"].mean())
+    unit-weighted movement of the extra width (:func:`extra_width_movement`), the association
+    (within-method permutation), the narrower-evaluation test at B, the decisive test at the
+    well-trained width (:func:`trained_width_evaluation`), and the yardstick of what width buys
+    (:func:`width_yardstick`). All tests exploratory, each in its named Holm family."""
+    e = extra["mean"]
     a = association.set_index("dim").loc["hid"]
-    n = narrower.set_index("comparison")
+    n, t = narrower.set_index("comparison"), trained.set_index("comparison")
+    y = yardstick.set_index("comparison")
 
-    def rec(m: str) -> str:
-        r = n.loc[f"{m}: capped − allocated"]
-        return (f"{r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.3g} "
-                f"in family 'Narrower evaluation'")
-    recovery = n.loc["hasa: capped − allocated"]
-    supported = recovery["p_holm"] < 0.05 and recovery["diff"] > 0
-    h = hid[hid["method"] == "hasa"]
-    h_lo = np.array([float(str(b).strip("(]").split(",")[0]) for b in h["band"]])
-    faded = h_lo[(h["mean"].to_numpy() < trained / 2) & (h_lo < w_max)]
-    onset = float(faded.min()) if len(faded) else float("nan")
-    if trained_width is not None:
-        verdict = trained_width_sentence(trained_width, onset, supported, sweep, budget)
-    elif supported:
-        verdict = "The dilution explanation is **supported**: cutting the under-trained width back recovers accuracy."
-    else:
-        verdict = (f"Cutting back to B does not recover `hasa`'s accuracy, so this test does **not support** the "
-                   f"dilution explanation; but under `hasa` the hidden units' movement already falls below half of "
-                   f"uniform's from width {onset:.2f}, below B, so the cut at B keeps diluted units and the test at "
-                   f"the well-trained width is still to be run.")
-    return (f"**Where the extra width goes** (notebook 10, Medium, LSTM hidden units): the units beyond "
-            f"uniform's width (positions from B = {budget:g} to w_max = {w_max:g}) moved "
-            f"{beyond('hasa'):.3f} on average under `hasa` (`full`) and {beyond('hasa·sel'):.3f} under "
-            f"`hasa·sel`, against {trained:.3f} for uniform's "
-            f"trained units. A client's effective trained width correlates with its accuracy difference "
-            f"against uniform at Spearman ρ = {a['spearman']:.2f} (permutation p = {a['p_perm']:.3g}, "
-            f"{int(a['pairs'])} client × method pairs). Evaluating every client at min(w_k, B) after the same "
-            f"training changes `hasa`'s mean accuracy by {rec('hasa')} and `hasa·sel`'s by {rec('hasa·sel')}. "
-            + verdict)
-
-
-def trained_width_sentence(trained: pd.DataFrame, onset: float, recovered_at_b: bool,
-                           sweep: pd.DataFrame | None = None, budget: float = 0.5) -> str:
-    """The verdict of :func:`trained_width_evaluation` on the dilution explanation, in words
-    (``recovered_at_b``: whether the cut at B recovered accuracy; ``onset``: the width from which
-    HASA's units move less than half of uniform's). With ``sweep`` (mean accuracy %, index the
-    evaluation width, a column per method), also what the width past the frontier adds to `hasa`
-    against what uniform's width from the same point to ``budget`` adds to uniform."""
-    t = trained.set_index("comparison")
-
-    def say_t(c: str) -> str:
-        r = t.loc[c]
-        return (f"{r['diff']:+.2f} pp [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}], Holm p = {r['p_holm']:.3g} "
-                f"in family 'Trained-width evaluation'")
+    def said(table: pd.DataFrame, c: str, family: str) -> str:
+        r = table.loc[c]
+        return f"{pp(r['diff'])} {interval(r['ci_low'], r['ci_high'])}, {p_value(r['p_holm'], 'Holm p')} ({family})"
+    control = next(i for i in e.index if i.startswith("uniform"))
     rec = t.loc["hasa: trained − allocated"]
-    gap = rec["diff"] - t.loc["hasa trained − uniform", "diff"]  # uniform − hasa, as allocated
-    fade = (f"the movement of its hidden units falls below half of uniform's from width {onset:.2f}"
-            if np.isfinite(onset) else "none of its hidden-unit bands moves less than half of uniform's")
-    out = (f"Cutting back to B {'recovers' if recovered_at_b else 'does not recover'} `hasa`'s accuracy; {fade}. "
-           f"The decisive test cuts each client back to the widest slice whose width bands all moved on average "
-           f"at least half as far as uniform's trained units (median evaluation width "
-           f"{rec['eval_width_median']:.2f}): `hasa` changes by {say_t('hasa: trained − allocated')} "
-           f"(against uniform: {say_t('hasa trained − uniform')}), `hasa·sel` by "
-           f"{say_t('hasa·sel: trained − allocated')}. ")
+    spread, hasa_way = y.iloc[0], y.iloc[1]
     if rec["p_holm"] < 0.05 and rec["diff"] > 0:
-        out += "So the under-trained extra width **harms**: removing it recovers accuracy. "
-    elif rec["p_holm"] < 0.05:
-        out += "So the slowly moving extra width does not harm: removing it costs accuracy. "
-    elif rec["ci_high"] < gap:
-        out += (f"No recovery is detected, and the 95 % CI excludes one that would close the {gap:+.2f} pp gap to "
-                f"uniform: the under-trained width does **not harm** enough to explain the loss. ")
+        harm = "the under-trained width **harms**: removing it recovers accuracy"
+    elif rec["ci_high"] < -t.loc["hasa trained − uniform", "diff"] + rec["diff"]:
+        harm = ("the 95 % CI excludes a recovery that would close the gap to uniform: the under-trained width does "
+                "**not harm** enough to explain the loss")
     else:
-        out += (f"With a minimum detectable effect of {rec['mde80']:.2f} pp, whether the under-trained width harms is "
-                "neither confirmed nor refuted. ")
-    if sweep is not None:
-        w = float(rec["eval_width_median"])
-        sw = sweep.set_index("eval_width") if "eval_width" in sweep.columns else sweep
-        near = sw.index[np.abs(sw.index.to_numpy() - w).argmin()]
-        b = sw.index[np.abs(sw.index.to_numpy() - budget).argmin()]
-        uni_gain, hasa_gain = sw.loc[b, "uniform"] - sw.loc[near, "uniform"], -rec["diff"]
-        kind = ("harmful on average: it costs accuracy" if hasa_gain < 0 else
-                "wasted rather than harmful: the budget HASA spends past the frontier buys little"
-                if hasa_gain < uni_gain / 2 else "not wasted")
-        out += (f"What the width past the frontier buys: {hasa_gain:+.2f} pp for `hasa`, against {uni_gain:+.2f} pp "
-                f"for uniform's width from {near:g} to B = {budget:g} (accuracy sweep, mean over seeds), so "
-                f"under `full` the extra width is {kind}.")
-    return out
+        harm = f"whether the under-trained width harms is not established (MDE80 {rec['mde80']:.2f} pp)"
+    waste = ("the extra width HASA hands out buys less than spreading it does (the intervals do not overlap)"
+             if hasa_way["ci_high"] < spread["ci_low"] else
+             "whether HASA's extra width buys less than spreading it does is not established (the intervals overlap)")
+    return (f"**Where the extra width goes** (notebook 10, Medium, LSTM hidden units; exploratory): the units "
+            f"beyond uniform's width (B = {budget:g} to w_max = {w_max:g}) moved {e.get('hasa', float('nan')):.3f} "
+            f"on average under `hasa` (`full`) and {e.get('hasa·sel', float('nan')):.3f} under `hasa·sel`, against "
+            f"{e[control]:.3f} for uniform's trained units (unit-weighted means over seeds). A client's effective "
+            f"trained width and its accuracy difference against uniform: Spearman ρ = {a['spearman']:.2f} over "
+            f"{int(a['pairs'])} client × method pairs ({p_value(a['p_perm_within_method'], 'permutation p')}, "
+            f"clients permuted within each method). Evaluating every client at min(w_k, B) changes `hasa`'s mean "
+            f"accuracy by {said(n, 'hasa: capped − allocated', 'Narrower evaluation')}; cutting each client to the "
+            f"widest slice that learned (median width {rec['eval_width_median']:.2f}) changes it by "
+            f"{said(t, 'hasa: trained − allocated', 'Trained-width evaluation')}, so {harm}. What width buys "
+            f"(family 'Width yardstick', paired over seeds): spreading B − {y.index[0].split(' − ')[1]}'s extra width "
+            f"over every client, {said(y, y.index[0], 'Width yardstick')}; HASA's way, "
+            f"{said(y, y.index[1], 'Width yardstick')}: {waste}.")
 
 
 def mechanism_text(results_dir: Path) -> str:
-    needed = [results_dir / f"mechanism_{t}.csv" for t in ("bands", "association", "narrower")]
-    if not all(p.is_file() for p in needed):
+    """The README's mechanism paragraph, from notebook 10's tables."""
+    names = ("extra", "association", "narrower", "trained_width", "yardstick")
+    paths = [current(results_dir / f"mechanism_{n}.csv") for n in names]
+    if not all(p.is_file() for p in paths):
         return "The mechanism analysis (notebook 10) has not been computed into `results/` yet."
-    bands, association, narrower = (pd.read_csv(p) for p in needed)
-    trained, sweep = (pd.read_csv(p) if p.is_file() else None for p in
-                      (results_dir / "mechanism_trained_width.csv", results_dir / "mechanism_accuracy_sweep.csv"))
+    extra, association, narrower, trained, yardstick = (pd.read_csv(p) for p in paths)
     cfg = config("paper")
-    return mechanism_sentence(bands, association, narrower, cfg.budget, cfg.w_max, trained, sweep)
+    return mechanism_sentence(extra.set_index("units"), association, narrower, trained, yardstick, cfg.budget,
+                              cfg.w_max)

@@ -104,7 +104,8 @@ def test_node_files_serve_every_config_that_agrees_on_the_data(smoke_files):
 def test_data_fields_name_every_config_field_the_task_builders_read():
     """A field the builders read but the benchmark's data_fields lack would let stale node files through."""
     builders = {"medium": (H.medium_splits, H.medium_partition),
-                "digits": (H.digits_refs, H._dirichlet_digits_refs, H.digits_partition)}
+                "digits": (H.digits_refs, H._dirichlet_digits_refs, H.digits_partition),
+                "shakespeare": (H.shakespeare_roles, H.shakespeare_partition)}
     for benchmark, functions in builders.items():
         read = {f for fn in functions for f in re.findall(r"\bcfg\.(\w+)", inspect.getsource(fn))}
         fields = set(H.BENCHMARKS[benchmark].data_fields)

@@ -332,6 +332,7 @@ def test_narrower_evaluation_is_one_holm_family_of_recovery_and_comparison_to_un
     assert (t["family"] == "Narrower evaluation").all() and np.allclose(t["p_holm"], R.holm(t["p_t"]))
     a = R.dilution_association(R.effective_widths(_mechanism_records()), "hid", n_resamples=99)
     assert a["pairs"] == 2 and a["spearman"] == pytest.approx(-1.0)  # b: effective 0.5, -6 pp; a: 0.25, -1 pp
+    assert a["p_perm_within_method"] == 1.0  # one method: its two clients swapped give |rho| = 1 again
 
 
 def test_dilution_index_is_the_extra_widths_movement_over_the_shared_widths():
@@ -373,26 +374,28 @@ def test_trained_width_evaluation_cuts_each_client_to_its_well_trained_slice():
     assert len(sweep) == 6 * 2 * 4 and sweep["accuracy"].max() == pytest.approx(30.0)
 
 
-def test_the_mechanism_sentence_states_the_decisive_test_with_its_family():
+def test_the_mechanism_sentence_states_each_test_with_its_family():
+    """Unit-weighted movement beyond B (hasa: units 2-3 of 4 moved 0.1), the within-method
+    association, the narrower and trained-width tests and the yardstick, each with its family."""
     recs = _mechanism_records()
     recs += [{**r, "method": "hasa·sel"} for r in recs if r["method"] == "hasa"]
-    bands = R.band_movement(R.unit_movement_frame(recs), R.band_edges(recs))
+    extra = R.extra_width_movement(R.unit_movement_frame(recs), 0.5, 1.0)
+    assert extra.loc["hasa", "mean"] == pytest.approx(0.1) and extra.loc["uniform (its trained units, within B)",
+                                                                         "mean"] == pytest.approx(1.0)
     eff = R.effective_widths(recs)
     association = pd.DataFrame([{"dim": "hid", **R.dilution_association(eff, "hid", n_resamples=99)}])
     narrower, (_, trained) = R.narrower_evaluation(recs), R.trained_width_evaluation(recs)
-    before = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0)
-    assert "Trained-width" not in before
-    after = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained)
-    assert "in family 'Trained-width evaluation'" in after and "Cutting back to B recovers" in after
-    r = trained.set_index("comparison").loc["hasa: trained − allocated"]
-    assert f"`hasa` changes by {r['diff']:+.2f} pp" in after and "median evaluation width 0.25" in after
-    sweep = R.accuracy_sweep_frame(recs).groupby(["eval_width", "method"])["accuracy"].mean().unstack("method")
-    with_sweep = R.mechanism_sentence(bands, association, narrower, 0.5, 1.0, trained, sweep)
-    # hasa loses 1.00 pp past its frontier 0.25; uniform's width 0.25 -> 0.5 gains (25 - 20) = +5.00 pp
-    assert "-1.00 pp for `hasa`, against +5.00 pp for uniform's width from 0.25 to B = 0.5" in with_sweep
-    assert "the extra width is harmful on average" in with_sweep
-    sel = trained.assign(diff=lambda t: -t["diff"])                    # had it gained 1 pp past the frontier
-    assert "wasted rather than harmful" in R.trained_width_sentence(sel, 0.25, False, sweep, 0.5)
+    uniform_small = [{**r, "method": "uniform (budget=0.3)", "accuracy": [a - 0.05 for a in r["accuracy"]]}
+                     for r in recs if r["method"] == "uniform"]
+    frames = [{**r, "mean": float(np.mean(r["accuracy"])), "worst": min(r["accuracy"]), "tail": min(r["accuracy"]),
+               "budget_frac": 1.0, "seconds": 1.0, "curve": [{"accuracy": r["accuracy"]}]}
+              for r in recs + uniform_small if r["method"] in ("uniform", "hasa", "uniform (budget=0.3)")]
+    yard = R.width_yardstick(frames, "uniform (budget=0.3)", "uniform", "hasa")
+    assert yard.set_index("comparison").loc["uniform − uniform (budget=0.3)", "diff"] == pytest.approx(5.0)
+    text = R.mechanism_sentence(extra, association, narrower, trained, yard, 0.5, 1.0)
+    for family in ("Narrower evaluation", "Trained-width evaluation", "Width yardstick"):
+        assert f"({family})" in text
+    assert "moved 0.100 on average under `hasa`" in text and "clients permuted within each method" in text
 
 
 def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
