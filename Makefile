@@ -1,6 +1,8 @@
 # HASA artifact. `make reproduce` regenerates every table and figure; `make test` checks it.
 # Both create the virtual environment on first use.
 PY      := .venv/bin/python
+# This Makefile's folder: the artifact's top level (read before any other makefile is included).
+ARTIFACT_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PROFILE ?= paper
 JOBS    ?= 2
 HASA_DATA ?=
@@ -18,15 +20,25 @@ all: test
 
 # The environment: every package from requirements.lock, each pinned and checked against its
 # sha256 (pip --require-hashes), then this project itself without dependencies. torch is the CPU
-# build (no CUDA packages), found in TORCH_CPU_WHEELS.
+# build (no CUDA packages), found in TORCH_CPU_WHEELS. First the lock is checked against
+# pyproject.toml (the digest of its dependency lists that `make lock` wrote at the lock's top):
+# when they disagree nothing is installed. A venv built from another lock (.venv/requirements.lock
+# keeps the one it was built from) is emptied and rebuilt, so that no package of the old lock
+# stays and every one is installed, hash-checked, from the new one (pip does not re-check what is
+# installed already); when only pyproject.toml changed, outside its dependencies, the venv is kept.
 TORCH_CPU_WHEELS ?= $(if $(wildcard /opt/wheels/torch-*+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
 venv: .venv/.installed
 .venv/.installed: pyproject.toml requirements.lock
-	python3 -m venv .venv
+	@want=$$($(DEPS_DIGEST) 2>/dev/null) || { echo "make venv: python3 could not read pyproject.toml's dependencies (it needs Python >= 3.11, for tomllib)" >&2; exit 2; }; \
+	got=$$(sed -n 's/^# pyproject-dependencies-sha256: //p' requirements.lock); \
+	if [ "$$want" != "$$got" ]; then \
+	  echo "make venv: requirements.lock does not match pyproject.toml (it was made from dependencies with digest '$$got', pyproject.toml's now give '$$want'): run \`make lock\`, then make again; nothing was installed" >&2; exit 2; fi
+	if cmp -s requirements.lock .venv/requirements.lock; then python3 -m venv .venv; else python3 -m venv --clear .venv; fi
 	$(PY) -m pip install --quiet pip==26.3
 	$(PY) -m pip install --quiet --require-hashes --find-links $(TORCH_CPU_WHEELS) -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	cp requirements.lock .venv/requirements.lock
 	touch $@
 
 # Regenerate requirements.lock after changing a dependency in pyproject.toml (a test fails while
@@ -84,10 +96,19 @@ precompute: venv
 # the executed notebook replaces the previous one. On failure the staging folder is deleted, so that
 # notebook's tables, figures and executed notebook stay as its last complete run left them (the
 # notebooks before it in this run are published; the run records it computed stay cached), and
-# make stops.
+# make stops. Reproductions of one profile take turns: each holds results/.reproduce-PROFILE.lock
+# (flock; the kernel drops it when the holder dies, however it dies) from its first notebook to
+# its report, so no other run empties its staging folders or publishes into its outputs; a second
+# run says that it waits, then runs every notebook itself.
+REPRODUCE_LOCK = results/.reproduce-$(PROFILE).lock
 reproduce: precompute
 	@mkdir -p $(NB_OUT)
-	@for nb in $(NOTEBOOKS); do \
+	@command -v flock >/dev/null || { echo "make reproduce: needs flock (util-linux) to keep two reproductions of a profile apart" >&2; exit 2; }; \
+	exec 9>>$(REPRODUCE_LOCK); \
+	if ! flock -n 9; then \
+	  echo "make reproduce: another make reproduce of profile $(PROFILE) is running (it holds $(REPRODUCE_LOCK)); waiting for it to finish, then this one runs every notebook itself..." >&2; \
+	  flock 9 || exit 1; fi; \
+	for nb in $(NOTEBOOKS); do \
 	  name=$$(basename $$nb .ipynb); out=$(NB_OUT)/$$name.ipynb; stage=results/.stage-$(PROFILE)-$$name; \
 	  echo "== $$nb ($(PROFILE)) -> $$out"; \
 	  rm -rf $$stage; \
@@ -99,8 +120,8 @@ reproduce: precompute
 	    echo "$$nb failed: none of its tables or figures was published, so they and $$out are kept as its last complete run left them (this run's executed copy: $$out.partial.ipynb)"; \
 	    exit 1; \
 	  fi; \
-	done
-	@if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_results report; fi
+	done; \
+	if [ "$(PROFILE)" = paper ]; then $(PY) -m hasa_results report; fi
 
 # Write results/REPORT.md and refill the README's generated blocks from results/ (reproduce does it).
 report: venv
@@ -143,9 +164,20 @@ flwr-run: venv
 # Forget the cached runs that are not committed: the untracked and git-ignored files under
 # results/runs/ and results/*/runs/ (records of other profiles, stale .tmp-*). Committed records,
 # the engine-1 archive in results/engine1/runs/ among them (no current code recomputes it), are
-# never removed. Never needed for correctness (records carry the engine version and are checked on
-# read); it only frees disk space. Needs a git checkout: outside one, git refuses and nothing goes.
+# never removed, nor is any record that results/records.manifest lists. Never needed for
+# correctness (records carry the engine version and are checked on read); it only frees disk space.
+# Needs a git checkout of the artifact itself: the top level of the git repository must be this
+# Makefile's folder. Anywhere else (no repository; the artifact unpacked as a plain folder inside
+# another repository, where git would call every record untracked) it refuses and removes nothing.
 clean-runs:
-	git rev-parse --git-dir >/dev/null && \
-	  git ls-files -z --others -- ':(glob)results/runs/**' ':(glob)results/*/runs/**' | xargs -0r rm -f --
+	@here=$$(cd "$(ARTIFACT_DIR)" && pwd -P); \
+	top=$$(git -C "$$here" rev-parse --show-toplevel 2>/dev/null) && top=$$(cd "$$top" && pwd -P) || top=; \
+	if [ "$$top" != "$$here" ]; then \
+	  echo "make clean-runs: $$here is not the top level of a git checkout of the artifact ($${top:+it lies inside the git repository $$top}$${top:-no git repository}): git cannot tell its committed records from the runs it cached here, so nothing was removed" >&2; \
+	  exit 2; fi; \
+	cd "$$here" && keep=$$(mktemp) && \
+	{ sed -n 's|^[^ ]*  |results/|p' results/records.manifest 2>/dev/null || true; } > "$$keep" && \
+	git ls-files -z --others -- ':(glob)results/runs/**' ':(glob)results/*/runs/**' | \
+	  grep -zvxF -f "$$keep" | xargs -0r rm -f --; \
+	status=$$?; rm -f "$$keep"; [ $$status = 0 ] && \
 	find results -depth -type d -empty -path '*/runs/*' -delete

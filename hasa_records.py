@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import fnmatch
 import functools
 import hashlib
 import itertools
 import json
+import math
 import multiprocessing as mp
 import os
 import re
@@ -28,7 +30,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -44,6 +46,8 @@ from hasa_core import (
     config,
     cpu_model,
     exit_with_parent,
+    expected_width,
+    linear_budget_used,
     run,
     same_machine_class,
     summarize_accuracies,
@@ -118,7 +122,8 @@ def consistency_problems(rec: dict[str, Any]) -> list[str]:
     has one number in [0, 1] per client; per-client lists (sizes, scores, widths) have the
     client count; the curve is non-empty, its last entry is the record's accuracy, and every
     mean / worst / tail equals the one recomputed from its accuracies; ``params_sha256`` is a
-    sha256."""
+    sha256; widths, sizes and the budget fields agree with each other and with the config
+    (:func:`budget_problems`)."""
     if not isinstance(rec.get("clients"), list) or not rec["clients"]:
         return ["clients is not a non-empty list"]
     k = len(rec["clients"])
@@ -149,6 +154,62 @@ def consistency_problems(rec: dict[str, Any]) -> list[str]:
             problems.append("accuracy_sweep is not one accuracy per grid width for each client")
     if not (isinstance(rec.get("params_sha256"), str) and re.fullmatch(r"[0-9a-f]{64}", rec["params_sha256"])):
         problems.append("params_sha256 is not a sha256 hex digest")
+    if all(isinstance(rec.get(f), list) and len(rec[f]) == k for f in ("sizes", "widths")):
+        problems += budget_problems(rec)
+    return problems
+
+
+BUDGET_TOL = 1e-12
+"""How far a record's budget_used and budget_frac may lie from the ones recomputed here (float rounding)."""
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def budget_problems(rec: dict[str, Any]) -> list[str]:
+    """What is inconsistent in a record's allocation (empty when nothing is; its per-client lists
+    have the client count): every width is a number in (0, 1] and every size a positive integer;
+    ``budget_frac`` = ``budget_used`` / ``budget``; ``budget_kind`` is the one its config's policy
+    spends. Under the linear budget (the published rule and its baselines) ``budget`` is the
+    config's B and ``budget_used`` is sum_k n_k E[w_k] / sum_k n_k recomputed from ``widths`` and
+    ``sizes`` (E[w] = w, for FjORD the mean of the levels it draws from:
+    :func:`hasa_core.expected_width`). Under the FLOP budget (our level rule) the budget and its
+    spend depend on the architecture's cost, whose vocabulary comes from the data: only
+    ``budget_used`` <= ``budget`` is checked there. Not checked anywhere: that the widths are the
+    ones the policy gives for the record's scores, and the scores themselves (both need the
+    data or the policy's rule)."""
+    problems = []
+    if not all(_number(w) and 0 < w <= 1 for w in rec["widths"]):
+        problems.append("widths holds a value that is not a number in (0, 1]")
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in rec["sizes"]):
+        problems.append("sizes holds a value that is not a positive integer (a client's training examples)")
+    not_numbers = [f for f in ("budget", "budget_used", "budget_frac") if not _number(rec.get(f))]
+    if not_numbers:
+        problems.append(f"{', '.join(not_numbers)} is not a finite number")
+    elif rec["budget"] <= 0:
+        problems.append(f"budget = {rec['budget']!r} is not positive")
+    elif abs(rec["budget_frac"] - rec["budget_used"] / rec["budget"]) > BUDGET_TOL:
+        problems.append(f"budget_frac = {rec['budget_frac']!r}, its budget_used / budget gives "
+                        f"{rec['budget_used'] / rec['budget']!r}")
+    if problems:
+        return problems
+    try:
+        cfg = RunConfig.from_dict(rec["config"])
+    except (TypeError, ValueError) as e:
+        return [f"config is not a valid run config ({e})"]
+    kind = "flops" if cfg.level_rule else "linear"
+    if rec.get("budget_kind", kind) != kind:
+        problems.append(f"budget_kind = {rec['budget_kind']!r}, but policy {cfg.policy!r} spends the {kind} budget")
+    elif kind == "flops":
+        if rec["budget_used"] > rec["budget"] * (1 + 1e-9):
+            problems.append(f"budget_used = {rec['budget_used']!r} exceeds the FLOP budget {rec['budget']!r}")
+    else:
+        if rec["budget"] != cfg.budget:
+            problems.append(f"budget = {rec['budget']!r}, its config's B is {cfg.budget!r}")
+        used = linear_budget_used([expected_width(w, cfg.extraction, cfg.levels) for w in rec["widths"]], rec["sizes"])
+        if abs(used - rec["budget_used"]) > BUDGET_TOL:
+            problems.append(f"budget_used = {rec['budget_used']!r}, its widths and sizes give {used!r}")
     return problems
 
 
@@ -255,16 +316,26 @@ def cached_run(cfg: RunConfig, seed: int, results_dir: Path | None = None,
                runtime: str = "in-process") -> dict[str, Any]:
     """The record of (cfg, seed): read from the cache (checked), or computed under a :func:`claim`
     by ``runner`` (default :func:`run`), sealed and cached."""
+    return _cached_or_computed(cfg, seed, results_dir, runner, runtime)[0]
+
+
+def _cached_or_computed(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+                        runner: Callable[[RunConfig, int], dict[str, Any]] | None = None,
+                        runtime: str = "in-process") -> tuple[dict[str, Any], bool]:
+    """:func:`cached_run`, and whether this call computed the record (False: it was in the cache,
+    or another process made it while this one waited for the claim)."""
     rec = cached_record(cfg, seed, results_dir, runtime)
-    if rec is None:
-        path = record_path(cfg, seed, results_dir)
-        with claim(path):
-            rec = cached_record(cfg, seed, results_dir, runtime)  # made meanwhile by another process?
-            if rec is None:
-                _remove_stale_tmp(path.parent)
-                rec = sealed((runner or run)(cfg, seed))
-                write_json_atomic(path, rec)
-    return rec
+    if rec is not None:
+        return rec, False
+    path = record_path(cfg, seed, results_dir)
+    with claim(path):
+        rec = cached_record(cfg, seed, results_dir, runtime)  # made meanwhile by another process?
+        if rec is not None:
+            return rec, False
+        _remove_stale_tmp(path.parent)
+        rec = sealed((runner or run)(cfg, seed))
+        write_json_atomic(path, rec)
+    return rec, True
 
 
 class NotReproduced(RuntimeError):
@@ -284,10 +355,17 @@ def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
     re-run must give the record's ``params_sha256`` bit for bit (else :class:`NotReproduced`), and
     only then are the extras added and the record rewritten (atomically). Its numbers, and so every
     table made from it, are unchanged. A record not yet made is made with them: one training."""
+    return _filled(cfg, seed, results_dir, fields)[0]
+
+
+def _filled(cfg: RunConfig, seed: int, results_dir: Path | None = None,
+            fields: Sequence[str] = EXTRAS) -> tuple[dict[str, Any], bool]:
+    """:func:`fill_extras`, and whether this call trained (made the record, or re-ran it for its
+    extras); False when the record with its extras was in the cache or made by another process."""
     runner = functools.partial(run, sweep=any(f in SWEEP for f in fields))
-    rec = cached_run(cfg, seed, results_dir, runner)
+    rec, computed = _cached_or_computed(cfg, seed, results_dir, runner)
     if has_extras(rec, fields):
-        return rec
+        return rec, computed
     if not same_machine_class(rec["provenance"]):
         raise NotReproduced(f"{cfg.key()} seed {seed} was made on {rec['provenance'].get('cpu')} "
                             f"({rec['provenance'].get('isa', 'instruction set not recorded')}); a re-run here "
@@ -299,7 +377,7 @@ def fill_extras(cfg: RunConfig, seed: int, results_dir: Path | None = None,
                             f"the record holds {rec['params_sha256'][:12]}…: this code does not reproduce it")
     rec = sealed({**rec, **{f: new[f] for f in fields}})
     write_json_atomic(record_path(cfg, seed, results_dir), rec)
-    return rec
+    return rec, True
 
 
 RECORD_DIRS = ("runs", "flower/runs", "engine1/runs")
@@ -339,32 +417,100 @@ def _engine_of(rec: dict[str, Any]) -> Any:
     return rec["provenance"].get("engine") if isinstance(rec.get("provenance"), dict) else None
 
 
+class ManifestError(ValueError):
+    """The manifest, or a record it lists, cannot be read; the message names every such file."""
+
+
+def _load_record(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON object in ``path``, None), or (None, why it is not one: missing, unreadable,
+    truncated, not an object)."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, "listed, but missing"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return None, f"not a readable JSON record ({type(e).__name__}: {e})"
+    if not isinstance(rec, dict):
+        return None, f"holds a {type(rec).__name__}, not a run record"
+    return rec, None
+
+
+def _not_a_record_path(rel: str) -> str | None:
+    """Why ``rel`` (a manifest entry) is not the path of a record file in the results folder, or None."""
+    p = PurePosixPath(rel)
+    if p.is_absolute() or ".." in p.parts:
+        return "leaves the results folder"
+    if str(p.parent.parent) not in RECORD_DIRS or not fnmatch.fnmatchcase(p.name, "seed*.json"):
+        return f"is not a record path ({' | '.join(RECORD_DIRS)}, then <key>/seed<N>.json)"
+    return None
+
+
+def read_manifest(results_dir: Path | None = None) -> tuple[dict[str, str], list[str]]:
+    """(record path relative to the results folder -> listed digest, problems) of :data:`MANIFEST`,
+    whose every non-empty line is ``<sha256>  <path>``. A line that is not, a path that leaves the
+    results folder or is no record path, and a path listed twice are problems (each naming its
+    line), and are left out of the listing; a missing manifest is one problem."""
+    path = (results_dir or DEFAULT_RESULTS_DIR) / MANIFEST
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return {}, [f"{path} does not exist (python -m hasa_records manifest writes it)"]
+    except (OSError, UnicodeDecodeError) as e:
+        return {}, [f"{path} cannot be read ({type(e).__name__}: {e})"]
+    listed: dict[str, str] = {}
+    problems = []
+    for n, line in enumerate(lines, 1):
+        if not line:
+            continue
+        digest, sep, rel = line.partition("  ")
+        if not sep or not re.fullmatch(r"[0-9a-f]{64}|UNSEALED", digest):
+            problems.append(f"{MANIFEST} line {n}: not '<sha256>  <record path>': {line[:100]!r}")
+        elif why := _not_a_record_path(rel):
+            problems.append(f"{MANIFEST} line {n}: {rel!r} {why}")
+        elif rel in listed:
+            problems.append(f"{MANIFEST} line {n}: {rel} is listed twice")
+        else:
+            listed[rel] = digest
+    return listed, problems
+
+
 def write_manifest(results_dir: Path | None = None) -> Path:
-    """Write :data:`MANIFEST`: every record file with its stored digest."""
+    """Write :data:`MANIFEST`: every record file with its stored digest. Raises
+    :class:`ManifestError` naming every record file that is not a readable record (and writes
+    nothing then)."""
     root = results_dir or DEFAULT_RESULTS_DIR
-    lines = [f"{json.loads(p.read_text(encoding='utf-8')).get('digest', 'UNSEALED')}  {p.relative_to(root)}"
-             for p in record_files(root)]
+    lines, problems = [], []
+    for p in record_files(root):
+        rec, why = _load_record(p)
+        if why:
+            problems.append(f"{p.relative_to(root)}: {why}")
+        else:
+            lines.append(f"{rec.get('digest', 'UNSEALED')}  {p.relative_to(root)}")
+    if problems:
+        raise ManifestError(f"{len(problems)} record file(s) cannot be read, so {MANIFEST} was not written: "
+                            + "; ".join(problems))
     path = root / MANIFEST
     write_text_atomic(path, "".join(f"{line}\n" for line in lines))
     return path
 
 
 def manifest_problems(results_dir: Path | None = None, tracked: Sequence[str] | None = None) -> list[str]:
-    """What disagrees with :data:`MANIFEST`: a listed record that is missing, whose stored digest is
-    not the listed one, or whose content does not match its digest; and a record file (of
-    ``tracked``, paths relative to the results folder, when given: the committed ones) not listed."""
+    """Everything that disagrees with :data:`MANIFEST`, each problem naming its file: a line that
+    is not a record entry (:func:`read_manifest`); a listed record that is missing, unreadable or
+    truncated, listed as unsealed, whose stored digest is not the listed one, or whose content does
+    not match its digest; and a record file (of ``tracked``, paths relative to the results folder,
+    when given: the committed ones) not listed."""
     root = results_dir or DEFAULT_RESULTS_DIR
+    listed, problems = read_manifest(root)
     if not (root / MANIFEST).is_file():
-        return [f"{root / MANIFEST} does not exist (python -m hasa_core manifest writes it)"]
-    listed = dict(reversed(line.split("  ", 1)) for line in (root / MANIFEST).read_text().splitlines() if line)
-    problems = []
+        return problems
     for rel, digest in listed.items():
-        path = root / rel
-        if not path.is_file():
-            problems.append(f"{rel}: listed, but missing")
-            continue
-        rec = json.loads(path.read_text(encoding="utf-8"))
-        if rec.get("digest") != digest:
+        rec, why = _load_record(root / rel)
+        if why:
+            problems.append(f"{rel}: {why}")
+        elif digest == "UNSEALED":
+            problems.append(f"{rel}: listed as unsealed (python -m hasa_records migrate seals it)")
+        elif rec.get("digest") != digest:
             problems.append(f"{rel}: its digest is not the one listed")
         elif content_digest(rec) != digest:
             problems.append(f"{rel}: its content does not match its digest (edited)")
@@ -380,7 +526,10 @@ def audit(results_dir: Path | None = None, sample: int = 1, cheapest: bool = Fal
     under its config's current key, made on a machine of this class) in this process (the
     cheapest by recorded seconds, or drawn with ``seed``) and compare the parameters bit for bit
     (``params_sha256``) and the per-client accuracies. Returns one row per record with ``same``
-    True or False; none when no record qualifies."""
+    True or False; none when no record qualifies. Raises ValueError unless ``sample`` is an
+    integer >= 1, and :class:`ManifestError` when a listed record cannot be read."""
+    if not isinstance(sample, int) or isinstance(sample, bool) or sample < 1:
+        raise ValueError(f"sample (how many records to re-run) must be an integer >= 1; got {sample!r}")
     root = results_dir or DEFAULT_RESULTS_DIR
     recs = auditable(root)
     if cheapest:
@@ -400,13 +549,28 @@ def auditable(results_dir: Path | None = None) -> list[tuple[str, dict[str, Any]
     """(path, record) of every record of :data:`MANIFEST` that a re-run here must reproduce bit for
     bit: made by this :data:`ENGINE_VERSION`, still under its config's current key (a record the
     cache serves, not one a versioned change superseded), and made on a machine of this class
-    (:func:`hasa_core.same_machine_class`)."""
+    (:func:`hasa_core.same_machine_class`). Raises :class:`ManifestError` naming every problem
+    when the manifest or a record of this engine it lists cannot be read."""
     root = results_dir or DEFAULT_RESULTS_DIR
-    listed = [line.split("  ", 1)[1] for line in (root / MANIFEST).read_text().splitlines() if line]
-    recs = [(rel, json.loads((root / rel).read_text(encoding="utf-8"))) for rel in listed]
-    return [(rel, r) for rel, r in recs if _engine_of(r) == ENGINE_VERSION
-            and Path(rel).parent.name == RunConfig.from_dict(r["config"]).key()
-            and same_machine_class(r["provenance"])]
+    listed, problems = read_manifest(root)
+    chosen = []
+    for rel in listed:
+        rec, why = _load_record(root / rel)
+        if why or _engine_of(rec) != ENGINE_VERSION:
+            problems += [f"{rel}: {why}"] if why else []
+            continue
+        try:
+            served = Path(rel).parent.name == RunConfig.from_dict(rec["config"]).key()
+            here = same_machine_class(rec["provenance"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            problems.append(f"{rel}: not a run record of this engine ({type(e).__name__}: {e})")
+            continue
+        if served and here:
+            chosen.append((rel, rec))
+    if problems:
+        raise ManifestError(f"{len(problems)} problem(s) with {root / MANIFEST} or the records it lists: "
+                            + "; ".join(problems) + " (python -m hasa_records manifest --check lists them)")
+    return chosen
 
 
 GOLDEN = REPO / "tests" / "golden" / "medium-smoke-hasa-seed0.json"
@@ -427,18 +591,23 @@ def write_golden(path: Path = GOLDEN) -> Path:
     return path
 
 
-def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> None:
-    fill_extras(cfg, seed, results_dir, extras)  # without extras, cached_run; the parent reads the record back
+def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, extras: Sequence[str] = ()) -> bool:
+    """Whether this process trained for the record (the parent reads the record back)."""
+    return _filled(cfg, seed, results_dir, extras)[1]  # without extras, cached_run
 
 
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
              results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
-             extras: Sequence[str] = ()) -> list[dict[str, Any]]:
+             extras: Sequence[str] = (), tally: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
     Records without the run-extra fields ``extras`` (e.g. :data:`EXTRAS`) are re-run to fill them
     (:func:`fill_extras`).
 
-    Says how many records it reused and how many it computed. On Ctrl-C, a Jupyter kernel
+    Says how many records it reused and how many were missing; once done, how many of those this
+    process computed and how many another process (a concurrent precompute, say) made meanwhile:
+    found in the cache when their turn came (no record is computed twice, see :func:`claim`).
+    ``tally``, when given, gets these counts added under ``reused``, ``computed`` and
+    ``made elsewhere``. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
     that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
@@ -451,7 +620,7 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     if progress:
         print(f"{desc}: {len(jobs) - len(todo)} of {len(jobs)} records reused from the cache, "
               f"{len(todo)} to compute")
-    done = 0
+    done = computed = 0
     try:
         if todo and n_jobs > 1:
             pool = ProcessPoolExecutor(min(n_jobs, len(todo)), mp_context=mp.get_context("spawn"),
@@ -459,13 +628,13 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
             try:
                 futures = {pool.submit(_cached_run_in_worker, *j): j for j in todo}
                 for fut in tqdm(as_completed(futures), total=len(todo), desc=desc, disable=not progress):
-                    fut.result()
+                    computed += fut.result()
                     done += 1
             finally:
                 pool.shutdown(wait=False, cancel_futures=True)
         else:
             for j in tqdm(todo, desc=desc, disable=not (todo and progress)):
-                _cached_run_in_worker(*j)
+                computed += _cached_run_in_worker(*j)
                 done += 1
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted: {done} of {len(todo)} new records finished and cached, "
@@ -478,6 +647,13 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
         raise RuntimeError(f"a run failed: {type(e).__name__}: {e}. {done} of {len(todo)} new records "
                            "are cached and the queued runs were cancelled; fix the cause and run again "
                            "to resume from the cache.") from e
+    if progress and todo:
+        print(f"{desc}: {computed} of {len(todo)} computed by this process, {len(todo) - computed} made "
+              "meanwhile by another process")
+    if tally is not None:
+        for what, n in (("reused", len(jobs) - len(todo)), ("computed", computed),
+                        ("made elsewhere", len(todo) - computed)):
+            tally[what] = tally.get(what, 0) + n
     return [rec if rec is not None else cached_run(*j[:3]) for j, rec in zip(jobs, found)]
 
 
@@ -491,6 +667,18 @@ def _tracked_records() -> list[str] | None:
     return [line.removeprefix("results/") for line in out.splitlines()]
 
 
+def _at_least_one(text: str) -> int:
+    """argparse type of ``--sample``: an integer >= 1, else one usage error (no traceback)."""
+    import argparse
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1 (how many records to re-run); got {text!r}")
+    return n
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m hasa_records", description=__doc__.splitlines()[0])
@@ -500,7 +688,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     m = sub.add_parser("manifest", help=f"write results/{MANIFEST}, or check the records against it")
     m.add_argument("--check", action="store_true", help="write nothing; fail on any disagreement")
     a = sub.add_parser("audit", help="re-run committed records and compare their parameters bit for bit")
-    a.add_argument("--sample", type=int, default=1, help="how many records")
+    a.add_argument("--sample", type=_at_least_one, default=1, help="how many records (>= 1)")
     a.add_argument("--cheapest", action="store_true", help="the cheapest records instead of a random draw")
     a.add_argument("--seed", type=int, default=0, help="the random draw's seed")
     args = ap.parse_args(argv)
@@ -516,9 +704,15 @@ def _main(argv: Sequence[str] | None = None) -> None:
             raise SystemExit(f"{len(problems)} record(s) disagree with results/{MANIFEST}")
         print(f"every committed record matches results/{MANIFEST}")
     elif args.cmd == "manifest":
-        print(f"wrote {write_manifest()}")
+        try:
+            print(f"wrote {write_manifest()}")
+        except ManifestError as e:
+            raise SystemExit(f"manifest: {e}") from None
     else:
-        rows = audit(sample=args.sample, cheapest=args.cheapest, seed=args.seed)
+        try:
+            rows = audit(sample=args.sample, cheapest=args.cheapest, seed=args.seed)
+        except ManifestError as e:
+            raise SystemExit(f"audit: {e}") from None
         if not rows:
             print(f"audit: no committed record of this engine was made on a machine of this class ({cpu_model()}); "
                   "records are bit-identical within a machine class only, so none is re-run here")

@@ -4,8 +4,10 @@ In a simulation every node draws the benchmark's partition from the data set (wh
 examples: :func:`hasa_core.partition`) and builds only the clients it serves, the first time it
 serves each, keeping them. A deployed SuperNode builds its client from two files alone (it never
 opens the data set): the vocabulary file every node gets and its own partition file, which
-:func:`write_node_files` writes for a run; files written for another seed, data config or data set
-fail the node with one message.
+:func:`write_node_files` writes for a run; files written for another seed, data config or data set,
+edited after they were written (each is sealed with a digest of its content) or inconsistent (title
+lengths against tokens, the partition id and client count against the vocabulary file) fail the
+node with one message that names the file.
 
 Imports: flwr, :mod:`hasa_core`, :mod:`hasa_records` (atomic writes), :mod:`hasa_flower.wire`.
 """
@@ -15,6 +17,7 @@ import functools
 import hashlib
 import io
 import json
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,15 +33,20 @@ from hasa_flower.wire import read_config
 # Node files: what a deployed node holds instead of the data set
 # ---------------------------------------------------------------------------------------------
 
-NODE_FILES_FORMAT = 1
-"""Version of the node files' layout (:func:`write_node_files`); bump it with any change to it."""
+NODE_FILES_FORMAT = 2
+"""Version of the node files' layout (:func:`write_node_files`); bump it with any change to it.
+    1  maker, client count and vocabulary; a partition file's maker, id, name and arrays
+    2  each file sealed with a digest of its content; a partition file names the client count and
+       the digest of the vocabulary file it was written with"""
 
 
 VOCAB_FILE = "vocab.json"
 
 
 class NodeFilesError(ValueError):
-    """A node file was written for another run: another seed, data config, data set, engine or layout."""
+    """A node file that cannot serve this run: written for another run (another seed, data config,
+    data set, engine or layout), edited after it was written (its digest), inconsistent, or not
+    readable. The message names the file."""
 
 
 def node_files_identity(cfg: H.RunConfig, seed: int) -> dict[str, Any]:
@@ -72,64 +80,167 @@ def partition_file_name(k: int) -> str:
     return f"partition-{k}.npz"
 
 
+def _json_digest(obj: Any) -> str:
+    """sha256 of canonical JSON (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def vocab_digest(made_by: dict[str, Any], vocab: Sequence[str], num_clients: int) -> str:
+    """The digest that seals a vocabulary file: :func:`_json_digest` of its content."""
+    return _json_digest({"made_by": made_by, "num_clients": num_clients, "vocab": vocab})
+
+
+def arrays_digest(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> str:
+    """The digest that seals a partition file: sha256 of its header without ``digest`` (canonical
+    JSON), then of each array in name order: its name, dtype, shape and bytes."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in header.items() if k != "digest"}, sort_keys=True,
+                                  separators=(",", ":")).encode())
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"\0{name}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _is_count(v: Any, low: int = 0) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= low
+
+
+def _unsealed(path: Path) -> NodeFilesError:
+    return NodeFilesError(f"{path} does not match its own digest: its content was changed after it was "
+                          "written. Write this node's files again (python -m hasa_flower node-files).")
+
+
 def write_vocab_file(path: Path, made_by: dict[str, Any], vocab: Sequence[str], num_clients: int) -> Path:
-    """The file every node gets: its maker (:func:`node_files_identity`), the number of clients
-    and the shared vocabulary (digits: none), as JSON, written atomically. Returns ``path``."""
-    records.write_json_atomic(path, {"made_by": made_by, "num_clients": num_clients, "vocab": list(vocab)})
+    """The file every node gets: its maker (:func:`node_files_identity`), the number of clients,
+    the shared vocabulary (digits: none) and their :func:`vocab_digest`, as JSON, written
+    atomically. Returns ``path``."""
+    records.write_json_atomic(path, {"made_by": made_by, "num_clients": num_clients, "vocab": list(vocab),
+                                     "digest": vocab_digest(made_by, vocab, num_clients)})
     return path
 
 
-def read_vocab_file(path: Path, cfg: H.RunConfig, seed: int) -> tuple[tuple[str, ...], int]:
-    """(vocabulary, number of clients) of a vocabulary file, after :func:`check_node_file`."""
-    d = json.loads(Path(path).read_text(encoding="utf-8"))
+def read_vocab_file(path: Path, cfg: H.RunConfig, seed: int) -> tuple[tuple[str, ...], int, str]:
+    """(vocabulary, number of clients, digest) of a vocabulary file, after :func:`check_node_file`,
+    its digest (:func:`vocab_digest`) and its consistency: a positive client count, distinct
+    strings as the vocabulary.
+    Raises :class:`NodeFilesError` naming the file otherwise."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise NodeFilesError(f"{path} is not a readable vocabulary file ({type(e).__name__}: {e})") from e
+    if not isinstance(d, dict):
+        raise NodeFilesError(f"{path} holds a {type(d).__name__}, not a vocabulary file")
     check_node_file(path, d.get("made_by"), cfg, seed)
-    return tuple(d["vocab"]), int(d["num_clients"])
+    vocab, k = d.get("vocab"), d.get("num_clients")
+    if d.get("digest") != vocab_digest(d["made_by"], vocab, k):
+        raise _unsealed(path)
+    if not (isinstance(vocab, list) and all(isinstance(w, str) for w in vocab) and len(set(vocab)) == len(vocab)):
+        raise NodeFilesError(f"{path}: its vocabulary is not a list of distinct words")
+    if not _is_count(k, 1):
+        raise NodeFilesError(f"{path}: num_clients {k!r} is not a positive integer")
+    return tuple(vocab), k, d["digest"]
 
 
-def write_partition_file(path: Path, made_by: dict[str, Any], k: int, name: str, arrays: dict[str, np.ndarray]) -> Path:
+def write_partition_file(path: Path, made_by: dict[str, Any], k: int, name: str, arrays: dict[str, np.ndarray],
+                         num_clients: int, vocab_file_digest: str) -> Path:
     """Client ``k``'s file: a compressed ``.npz`` (no pickled objects) of its :func:`client_arrays`
-    and a ``header`` (JSON: its maker, ``partition_id`` and ``name``), written atomically."""
+    and a ``header`` (JSON: its maker, ``partition_id``, ``name``, ``num_clients``, the digest of
+    the vocabulary file written with it and its own :func:`arrays_digest`), written atomically."""
     buf = io.BytesIO()
-    header = json.dumps({"made_by": made_by, "partition_id": k, "name": name})
-    np.savez_compressed(buf, header=np.array(header), **arrays)
+    header = {"made_by": made_by, "partition_id": k, "name": name, "num_clients": num_clients,
+              "vocab_digest": vocab_file_digest}
+    header["digest"] = arrays_digest(header, arrays)
+    np.savez_compressed(buf, header=np.array(json.dumps(header)), **arrays)
     return records.write_bytes_atomic(path, buf.getvalue())
 
 
-def read_partition_file(path: Path, cfg: H.RunConfig, seed: int) -> tuple[int, str, dict[str, np.ndarray]]:
-    """(partition id, client name, arrays) of a partition file, after :func:`check_node_file`."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {n: z[n] for n in z.files}
-    header = json.loads(str(arrays.pop("header")))
+def partition_problems(arrays: dict[str, np.ndarray]) -> list[str]:
+    """What is inconsistent in a partition file's arrays: the lengths of each part's titles
+    (``*_lengths``, non-negative integers) must add up to its tokens (``*_tokens``), and each
+    part's images (``x_*``) must have one label (``y_*``) each."""
+    problems = []
+    for part in ("train", "test"):
+        tokens, lengths = arrays.get(f"{part}_tokens"), arrays.get(f"{part}_lengths")
+        if (tokens is None) != (lengths is None):
+            problems.append(f"{part}_tokens and {part}_lengths go together; it has only one of them")
+        elif lengths is not None:
+            if lengths.ndim != 1 or lengths.dtype.kind not in "iu" or (lengths < 0).any():
+                problems.append(f"{part}_lengths is not a list of title lengths")
+            elif int(lengths.sum()) != len(tokens):
+                problems.append(f"{part}_lengths add up to {int(lengths.sum())} tokens, "
+                                f"{part}_tokens holds {len(tokens)}")
+        x, y = arrays.get(f"x_{part}"), arrays.get(f"y_{part}")
+        if (x is None) != (y is None) or (x is not None and len(x) != len(y)):
+            problems.append(f"x_{part} and y_{part} do not hold one label per image")
+    return problems
+
+
+def read_partition_file(path: Path, cfg: H.RunConfig, seed: int) -> tuple[int, str, dict[str, np.ndarray], dict]:
+    """(partition id, client name, arrays, header) of a partition file, after
+    :func:`check_node_file`, its digest (:func:`arrays_digest`) and its consistency
+    (:func:`partition_problems`, an id within its client count). Raises :class:`NodeFilesError`
+    naming the file otherwise."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {n: z[n] for n in z.files}
+        header = json.loads(str(arrays.pop("header")))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise NodeFilesError(f"{path} is not a readable partition file ({type(e).__name__}: {e})") from e
+    if not isinstance(header, dict):
+        raise NodeFilesError(f"{path}: its header is not a JSON object")
     check_node_file(path, header.get("made_by"), cfg, seed)
-    return int(header["partition_id"]), str(header["name"]), arrays
+    if header.get("digest") != arrays_digest(header, arrays):
+        raise _unsealed(path)
+    k, n = header.get("partition_id"), header.get("num_clients")
+    problems = partition_problems(arrays)
+    if not (_is_count(n, 1) and _is_count(k) and k < n):
+        problems.append(f"partition_id {k!r} is not one of its num_clients {n!r} clients")
+    if problems:
+        raise NodeFilesError(f"{path} is inconsistent: {'; '.join(problems)}")
+    return k, str(header["name"]), arrays, header
 
 
-def write_node_files(cfg: H.RunConfig, seed: int, out: Path) -> list[Path]:
+def write_node_files(cfg: H.RunConfig, seed: int, out: Path, num_clients: int | None = None) -> list[Path]:
     """What a deployment gives its nodes instead of the data set, for (``cfg``, ``seed``): in
     ``out``, :data:`VOCAB_FILE` (:func:`write_vocab_file`) for every node and, per client k,
     :func:`partition_file_name` (k) (:func:`write_partition_file`) with exactly client k's split
     examples as the central builder draws them (:func:`partition`), and
-    nothing of any other client. Each client is built once from its arrays first, so a client the
-    central builder refuses (no training or test examples) fails here too. Returns the paths
-    written, the vocabulary file first."""
+    nothing of any other client. Every client is built from its arrays first, so a client the
+    central builder refuses (no training or test examples) fails here too; nothing is written
+    until every client is built, nor when ``num_clients`` (the run's, when given) is not the
+    benchmark's number of clients (ValueError). Returns the paths written, the vocabulary file
+    first."""
     made_by, part = node_files_identity(cfg, seed), H.partition(cfg, seed)
-    paths = []
+    if num_clients is not None and num_clients != len(part):
+        raise ValueError(f"the run config says num-clients={num_clients}, but this benchmark has {len(part)} "
+                         f"clients: pass num-clients={len(part)} to this command and to `flwr run` "
+                         "(nothing was written)")
+    clients = []
     for k, name in enumerate(part.names):
         arrays = H.client_arrays(cfg.benchmark, part.split(k))
         H.client_of_arrays(cfg.benchmark, name, arrays, part.vocab)
-        paths.append(write_partition_file(out / partition_file_name(k), made_by, k, name, arrays))
-    return [write_vocab_file(out / VOCAB_FILE, made_by, part.vocab, len(paths)), *paths]
+        clients.append((name, arrays))
+    sealed_vocab = vocab_digest(made_by, part.vocab, len(clients))
+    paths = [write_partition_file(out / partition_file_name(k), made_by, k, name, arrays, len(clients), sealed_vocab)
+             for k, (name, arrays) in enumerate(clients)]
+    return [write_vocab_file(out / VOCAB_FILE, made_by, part.vocab, len(clients)), *paths]
 
 
 def node_task(cfg: H.RunConfig, seed: int, vocab_file: Path, partition_file: Path) -> tuple[int, H.Task]:
     """A deployed node's view of the benchmark, from its two files alone (no data set is read):
     (its partition id k, a :class:`hasa_core.Task` whose one client is client k, tensor for tensor the
     client k of :func:`load_task` (``cfg``, ``seed``), with the same vocabulary and architecture).
-    Raises :class:`NodeFilesError` when either file was written for another run."""
-    vocab, num_clients = read_vocab_file(vocab_file, cfg, seed)
-    k, name, arrays = read_partition_file(partition_file, cfg, seed)
-    if not 0 <= k < num_clients:
-        raise NodeFilesError(f"{partition_file}: partition {k} is outside the {num_clients} clients of {vocab_file}")
+    Raises :class:`NodeFilesError` when either file was written for another run, edited, or
+    inconsistent, alone or with the other."""
+    vocab, num_clients, sealed_vocab = read_vocab_file(vocab_file, cfg, seed)
+    k, name, arrays, header = read_partition_file(partition_file, cfg, seed)
+    if header["num_clients"] != num_clients:
+        raise NodeFilesError(f"{partition_file} was written for {header['num_clients']} clients, {vocab_file} "
+                             f"says {num_clients}: the two files come from different writes")
+    if header.get("vocab_digest") != sealed_vocab:
+        raise NodeFilesError(f"{partition_file} was written with another vocabulary file than {vocab_file}: "
+                             "give the node the files of one write (python -m hasa_flower node-files)")
     client = H.client_of_arrays(cfg.benchmark, name, arrays, vocab)
     task = H.task_of(cfg, [client], vocab)
     return k, H.on_device(task, cfg.device)

@@ -145,12 +145,9 @@ def write_run_node_files(out: Path, run_config: str = "", app_dir: Path | None =
     """Each SuperNode's files (:func:`hasa_flower.dataset.write_node_files`) for the run that ``flwr run
     <app_dir> --run-config <run_config>`` starts: the app's ``[tool.flwr.app.config]`` (``app_dir``
     default: this repository) with the overrides in ``run_config``, read as ``flwr run`` reads them.
-    Returns the paths written, the vocabulary file first; raises ValueError when the run's
+    Returns the paths written, the vocabulary file first; raises ValueError, writing nothing, when
+    the run config is invalid (:func:`hasa_flower.server_app.run_config_to_cfg`) or its
     ``num-clients`` is not the benchmark's number of clients."""
     from flwr.common.config import get_fused_config_from_dir, parse_config_args
     cfg, seed, k, _ = run_config_to_cfg(get_fused_config_from_dir(app_dir or H.REPO, parse_config_args([run_config])))
-    paths = write_node_files(cfg, seed, out)
-    if len(paths) - 1 != k:
-        raise ValueError(f"the run config says num-clients={k}, but this benchmark has {len(paths) - 1} clients: "
-                         f"pass num-clients={len(paths) - 1} to this command and to `flwr run`")
-    return paths
+    return write_node_files(cfg, seed, out, num_clients=k)

@@ -69,16 +69,30 @@ def serve(grid: Grid, cfg: H.RunConfig, seed: int, num_clients: int, timeout: fl
                          engine="flower")
 
 
+def _integer(rc: dict[str, Any], key: str, default: int | None = None, low: int = 0) -> int:
+    """``rc[key]`` (``default`` when absent) as given: an integer >= ``low``, else ValueError. A
+    float (even 1.0: ``seed=1.5`` would silently be seed 1), a bool or a string is refused."""
+    if key not in rc and default is None:
+        raise ValueError(f"the run config lacks {key} (an integer >= {low})")
+    value = rc.pop(key, default)
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        raise ValueError(f"run config: {key} must be an integer >= {low}; got {value!r}")
+    return value
+
+
 def run_config_to_cfg(run_config: dict[str, Any]) -> tuple[H.RunConfig, int, int, str]:
     """``flwr run``: [tool.flwr.app.config] -> (RunConfig, seed, number of clients, results dir).
     Keys: profile, benchmark, seed, num-clients, results-dir, and RunConfig fields with '-' for
-    '_' (e.g. ``participation``, ``policy``); ``rounds`` or ``eval-every`` = 0 keep the profile's."""
+    '_' (e.g. ``participation``, ``policy``); ``rounds`` or ``eval-every`` = 0 keep the profile's.
+    ``seed`` (>= 0) and ``num-clients`` (>= 1) must be integers, as must every integer field of
+    RunConfig (which checks its own fields): a non-integer is refused with a ValueError, never
+    rounded."""
     rc = dict(run_config)
     profile, benchmark = str(rc.pop("profile", "smoke")), str(rc.pop("benchmark", "medium"))
-    seed, num_clients = int(rc.pop("seed", 0)), int(rc.pop("num-clients"))
+    seed, num_clients = _integer(rc, "seed", 0), _integer(rc, "num-clients", low=1)
     results = str(rc.pop("results-dir", ""))
-    overrides = {k.replace("-", "_"): v for k, v in rc.items()
-                 if not (k in ("rounds", "eval-every") and v == 0)}  # 0: the profile's value
+    overrides = {k.replace("-", "_"): v for k, v in rc.items()  # 0 (the integer): the profile's value
+                 if not (k in ("rounds", "eval-every") and type(v) is int and v == 0)}
     return H.config(profile, benchmark, **overrides), seed, num_clients, results
 
 

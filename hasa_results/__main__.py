@@ -34,7 +34,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     elif args.cmd == "report":
         print("wrote", ", ".join(str(p.relative_to(REPO)) for p in write_report()))
     else:
-        print(f"published {len(publish(REPO / args.stage))} files from {args.stage}")
+        try:
+            published = publish(REPO / args.stage)
+        except ValueError as e:
+            raise SystemExit(f"publish: {e}") from None
+        except OSError as e:
+            raise SystemExit(f"publish: {e}; nothing was published (the files moved before it were put back)") from None
+        print(f"published {len(published)} files from {args.stage}")
 
 
 if __name__ == "__main__":

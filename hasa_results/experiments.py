@@ -287,8 +287,9 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     processes, lowest seeds first (so the 10-seed tables are complete before the extra seeds of
     the powered comparisons); the notebooks then only read the cache. Experiments whose configs
     are made from other runs' records (the positive control of claim 4, :func:`measured_need`)
-    appear once those are cached: precompute repeats until nothing is pending. Returns the number
-    of distinct runs."""
+    appear once those are cached: precompute repeats until nothing is pending. Says, at the end, how
+    many records it reused, how many this process computed and how many another process (a
+    concurrent precompute) made meanwhile. Returns the number of distinct runs."""
     results_dir = results_dir or output_dirs(profile)[0]
     unknown = sorted(set(only or ()) - set(experiments(profile, results_dir)))
     if unknown:
@@ -298,7 +299,7 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     def done(c: RunConfig, s: int, extras: tuple[str, ...]) -> bool:
         rec = cached_record(c, s, results_dir)
         return rec is not None and has_extras(rec, extras)
-    computed = 0
+    tally = {"computed": 0, "reused": 0, "made elsewhere": 0}  # of the runs pending here (see run_many)
     while True:
         jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
         for name, (methods, seeds) in experiments(profile, results_dir).items():
@@ -317,9 +318,11 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
                 cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
                               key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
                 # the longest first, so that the pool's last minutes are not one long run
-                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras)
-        computed += len(pending)
-    print(f"precompute ({profile}): done; {len(jobs) - computed} records reused, {computed} computed")
+                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras,
+                         tally=tally)
+    elsewhere = tally["made elsewhere"] + tally["reused"]  # pending here, then found made by another process
+    print(f"precompute ({profile}): done; {len(jobs) - tally['computed'] - elsewhere} records reused, "
+          f"{tally['computed']} computed by this process, {elsewhere} made meanwhile by another process")
     return len(jobs)
 
 

@@ -73,20 +73,55 @@ def publish(stage: Path, root: Path | None = None) -> list[Path]:
     """Move every file of a staging folder to the same place under the repository (``root``), each
     by a rename (a reader sees the old file or the new one, never half of one), then remove the
     folder. Returns the files published (none when the notebook saved nothing, so made no folder).
-    Refuses any folder not named ``.stage-*``: a mistyped argument cannot move or remove anything else."""
+    Refuses any folder not named ``.stage-*``: a mistyped argument cannot move or remove anything else.
+
+    All or nothing: every target is checked first (a folder where a file belongs, or a file where
+    a folder belongs, is refused with a ValueError naming each, before anything moves); should a
+    rename still fail part-way (a full disk, a permission), the files already moved are put back as
+    they were (a replaced file from its hard-linked backup, a new one removed), the staging folder
+    is left as it was, and the error is raised."""
     stage, root = Path(stage), root or REPO
     if not stage.name.startswith(".stage-"):
         raise ValueError(f"{stage} is not a staging folder (a folder named .stage-*)")
-    published = []
     if not stage.exists():
-        return published
-    for f in sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".tmp-")):
-        target = root / f.relative_to(stage)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(f, target)
-        published.append(target)
+        return []
+    moves = [(f, root / f.relative_to(stage))
+             for f in sorted(p for p in stage.rglob("*") if p.is_file() and not p.name.startswith(".tmp-"))]
+    blocked = [f"{target} is a folder" for _, target in moves if target.is_dir()]
+    blocked += sorted({f"{parent} is not a folder" for _, target in moves for parent in target.parents
+                       if parent.is_relative_to(root) and parent.exists() and not parent.is_dir()})
+    if blocked:
+        raise ValueError(f"cannot publish {stage}: {'; '.join(blocked)}; remove or rename what is in the way and "
+                         "run again (nothing was published)")
+    done: list[tuple[Path, Path, Path | None]] = []  # (staged file, target, backup of the old target)
+    try:
+        for f, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            backup = None
+            if target.exists():
+                backup = target.with_name(f".tmp-publish-{os.getpid()}-{target.name}")
+                backup.unlink(missing_ok=True)
+                try:
+                    os.link(target, backup)
+                except OSError:  # a file system without hard links
+                    shutil.copy2(target, backup)
+            done.append((f, target, backup))
+            os.replace(f, target)
+    except BaseException:
+        for f, target, backup in reversed(done):
+            if f.exists():  # this one had not moved yet
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+                continue
+            os.replace(target, f)
+            if backup is not None:
+                os.replace(backup, target)
+        raise
+    for _, _, backup in done:
+        if backup is not None:
+            backup.unlink(missing_ok=True)
     shutil.rmtree(stage)
-    return published
+    return [target for _, target in moves]
 
 
 def save_table(df: pd.DataFrame, name: str, results_dir: Path | None = None) -> Path:

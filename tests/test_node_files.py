@@ -65,12 +65,14 @@ def test_a_partition_file_holds_its_clients_titles_only(smoke_files):
         arrays = {n: z[n] for n in z.files}
     assert set(arrays) == {"header", "train_tokens", "train_lengths", "test_tokens", "test_lengths"}
     header = json.loads(str(arrays["header"]))
-    assert header == {"made_by": D.node_files_identity(cfg, 0), "partition_id": k, "name": splits[k][0]}
+    shared = json.loads((out / D.VOCAB_FILE).read_text())
+    assert header == {"made_by": D.node_files_identity(cfg, 0), "partition_id": k, "name": splits[k][0],
+                      "num_clients": len(splits), "vocab_digest": shared["digest"],
+                      "digest": D.arrays_digest(header, {n: a for n, a in arrays.items() if n != "header"})}
     assert arrays["train_tokens"].tolist() == [w for t in train for w in t]
     assert arrays["test_tokens"].tolist() == [w for t in test for w in t]
     assert arrays["train_lengths"].tolist() == [len(t) for t in train]
-    shared = json.loads((out / D.VOCAB_FILE).read_text())
-    assert set(shared) == {"made_by", "num_clients", "vocab"}  # no titles, no per-client counts
+    assert set(shared) == {"made_by", "num_clients", "vocab", "digest"}  # no titles, no per-client counts
     assert shared["made_by"] == D.node_files_identity(cfg, 0) and shared["num_clients"] == len(splits)
 
 
