@@ -163,6 +163,8 @@ from hasa_results.plan import (  # noqa: F401
     FAMILY,
     PRIMARIES,
     PROTOCOL_ORIGIN,
+    SECOND_BENCHMARK,
+    SECOND_BENCHMARK_FAMILY,
     SENSITIVITY,
     SLOPE_SESOI,
     STATEMENTS,

@@ -25,19 +25,20 @@ test this plan does not name); every other table of the artifact is exploratory.
   that trained it (the same file's other option, and the matched baselines' rule). The paper's
   text gives neither formula, so every claim is judged under both.
 
-Imports: :mod:`hasa_results.experiments`, :mod:`hasa_results.stats`.
+Imports: :mod:`hasa_core`, :mod:`hasa_results.experiments`, :mod:`hasa_results.stats`.
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS
+from hasa_core import config, many_clients_config
+from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS, method_label
 from hasa_results.stats import power_paired_t
 
 ALPHA = 0.05
@@ -117,6 +118,29 @@ def _primaries() -> tuple[Primary, ...]:
 
 PRIMARIES = _primaries()
 """The 16 primary tests: claims 1-4 x protocols x two metrics each, 30 paired seeds (seeds 0-29)."""
+
+SECOND_BENCHMARK_FAMILY = "Second benchmark (Shakespeare)"
+SECOND_BENCHMARK_RUNS = {"shakespeare": config("paper", "shakespeare"),
+                         "shakespeare_leaf": many_clients_config("paper", "shakespeare")}
+"""The second benchmark's experiments and their uniform runs, whose labels carry the federation
+(LEAF's: roles and participation) that every method label of that experiment carries too."""
+
+
+def _on(p: Primary, experiment: str) -> Primary:
+    """Primary ``p`` on another experiment: the same test, its methods under that experiment's labels."""
+    suffix = method_label(SECOND_BENCHMARK_RUNS[experiment]).removeprefix("uniform")
+    return replace(p, experiment=experiment, treatment=p.treatment + suffix,
+                   controls=tuple(c + suffix for c in p.controls))
+
+
+SECOND_BENCHMARK = tuple(_on(p, e) for e in SECOND_BENCHMARK_RUNS for p in PRIMARIES if p.claim in ("1", "3"))
+"""The declared sensitivity analysis "second benchmark" (declared before any Shakespeare run was
+computed): claims 1 and 3's primaries, unchanged (contrast, metric, protocol, the effect judged
+against), on both Shakespeare federations: ``shakespeare`` (8 roles, full participation, seeds
+0-29) and ``shakespeare_leaf`` (LEAF's roles, 10 % per round, seeds 0-9). 16 tests, one Bonferroni
+family of their own (m = 16), judged with :func:`verdict`; a Medium verdict *carries over* when the
+same claim and protocol get the same verdict there. The matched baselines on Shakespeare (FedRolex,
+FjORD) are exploratory."""
 
 SENSITIVITY = (
     ("calibrated stopping round", "claims 1-3", "every primary re-tested at the evaluation round where uniform's "

@@ -44,3 +44,15 @@ def test_a_claims_verdict_is_the_worse_of_its_two_tests():
     assert R.claim_verdict(["smaller than claimed", "reproduced"]) == "smaller than claimed"
     assert R.claim_verdict(["not reproduced", "inconclusive"]) == "not reproduced"
     assert R.claim_verdict(["reproduced", "contradicted"]) == "contradicted"
+
+
+def test_the_second_benchmark_repeats_claims_1_and_3_on_both_shakespeare_federations():
+    assert len(R.SECOND_BENCHMARK) == 16
+    assert {(p.claim, p.protocol, p.experiment) for p in R.SECOND_BENCHMARK} == {
+        (c, pr, e) for c in "13" for pr in ("full", "selective") for e in ("shakespeare", "shakespeare_leaf")}
+    for p in R.SECOND_BENCHMARK:
+        assert {p.treatment, *p.controls} <= set(R.experiments("paper")[p.experiment][0]), p.test
+        twin = next(q for q in R.PRIMARIES if (q.claim, q.protocol, q.metric) == (p.claim, p.protocol, p.metric))
+        assert p.effect == twin.effect and p.treatment.startswith(twin.treatment) and len(p.controls) == 1
+    leaf = [p for p in R.SECOND_BENCHMARK if p.experiment == "shakespeare_leaf"]
+    assert {p.controls[0] for p in leaf if p.claim == "1"} == {"uniform (LEAF roles, 10%/round)"}
