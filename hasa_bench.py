@@ -1,6 +1,6 @@
 """How fast the HASA artifact is: the only module that measures time and samples processes.
 
-Two measurements, each with the load average beside it (the reference machine is a shared
+Three measurements, each with the load average beside it (the reference machine is a shared
 2-core one):
 
 * **throughput** (:func:`bench`): steady-state training rounds of a benchmark against this
@@ -8,11 +8,14 @@ Two measurements, each with the load average beside it (the reference machine is
 * **engines** (:func:`compare_engines`): one federation in-process and on Flower's Simulation
   Engine, each in a fresh process, under a :class:`ResourceSampler` (CPU and memory of every
   process of the run, by role) and :func:`link_state_clock` (flwr's message store); the targets
-  and before/after comparisons of notebook 08.
+  and before/after comparisons of notebook 08;
+* **requirements** (:func:`requirements`): ``make test`` and a smoke reproduction timed in a clean
+  clone, and the disk the environment, the data and the results take (the README's first screen).
 
 Imports: :mod:`hasa_core`, :mod:`hasa_flower`. Command line::
 
     python -m hasa_bench throughput [--benchmark medium digits] [--out results/bench.md]
+    python -m hasa_bench requirements [--out results/requirements.json]
 """
 from __future__ import annotations
 
@@ -374,6 +377,60 @@ def window_sweep(cfg: H.RunConfig, seed: int, windows: Sequence[int | None],
     return pd.DataFrame(rows).set_index("window")
 
 
+# =============================================================================================
+# Requirements: what checking and reproducing cost, from a clean clone
+# =============================================================================================
+
+def _timed_make(clone: Path, *targets: str) -> float:
+    """Minutes that ``make TARGETS`` took in ``clone``, run in a session of its own that is ended
+    (by its process group) if this process is interrupted; raises CalledProcessError on failure."""
+    import signal
+    import subprocess
+    t = time.perf_counter()
+    proc = subprocess.Popen(["make", *targets], cwd=clone, start_new_session=True)
+    try:
+        if proc.wait() != 0:
+            raise subprocess.CalledProcessError(proc.returncode, ["make", *targets])
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+    return (time.perf_counter() - t) / 60
+
+
+def _mib(path: Path) -> float:
+    """Disk use of a file or folder tree in MiB, links followed (the data folder holds links)."""
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2 ** 20
+
+
+def requirements(repo: Path = H.REPO) -> dict[str, Any]:
+    """Clone ``repo``'s HEAD into a temporary folder, link this checkout's data files in, build the
+    environment (not timed), then time ``make reproduce PROFILE=smoke`` and ``make test``; measure
+    the disk the environment, the data and the committed results take; the machine and the load
+    average (before and after)."""
+    import shutil
+    import subprocess
+    import tempfile
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="hasa-requirements-") as tmp:
+        clone = Path(tmp) / "repo"
+        subprocess.run(["git", "clone", "--quiet", str(repo), str(clone)], check=True)
+        results_mib = _mib(clone / "results")
+        (clone / "data").mkdir(exist_ok=True)
+        for rel in H.data_files():
+            target = clone / "data" / Path(rel).parts[0]
+            if not target.exists():
+                target.symlink_to((H.data_dir() / Path(rel).parts[0]).resolve())
+        _timed_make(clone, "venv")
+        smoke = _timed_make(clone, "reproduce", "PROFILE=smoke")
+        shutil.rmtree(clone / "results" / "smoke", ignore_errors=True)
+        test = _timed_make(clone, "test")
+        disk = {"environment": _mib(clone / ".venv"), "data": _mib(clone / "data"), "results": results_mib}
+    return {"make_test_minutes": test, "smoke_minutes": smoke, "disk_mib": disk, "machine": H.cpu_model(),
+            "load": " → ".join(", ".join(f"{x:.2f}" for x in la) for la in (load_before, os.getloadavg()))}
+
+
 def _main(argv: Sequence[str] | None = None) -> None:
     import argparse
     ap = argparse.ArgumentParser(prog="python -m hasa_bench", description=__doc__.splitlines()[0])
@@ -384,7 +441,14 @@ def _main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")
     b.add_argument("--out", default="", help="also write the table as Markdown here (make bench: results/bench.md)")
+    r = sub.add_parser("requirements", help="time make test and a smoke reproduction in a clean clone; disk use")
+    r.add_argument("--out", default="results/requirements.json")
     args = ap.parse_args(argv)
+    if args.cmd == "requirements":
+        import json
+        records.write_text_atomic(Path(args.out), json.dumps(requirements(), indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     table = bench_table(args.benchmark, args.policy, args.device, args.rounds)
     if args.out:
         records.write_text_atomic(Path(args.out), table.to_markdown(floatfmt=".3g") + "\n")

@@ -45,6 +45,7 @@ from hasa_results.claims import (  # noqa: F401
     FIGURES,
     HEADLINE_NAMES,
     OFFICIAL,
+    PAPER_SAYS,
     calibrated_primaries,
     claim4_tracking,
     claim_text,
@@ -70,6 +71,7 @@ from hasa_results.claims import (  # noqa: F401
     verdicts_text,
 )
 from hasa_results.experiments import (  # noqa: F401
+    ALL_RUNS_METRICS,
     AS_PUBLISHED,
     CLAIM4_SCORES,
     NEED_SEEDS,
@@ -84,6 +86,7 @@ from hasa_results.experiments import (  # noqa: F401
     SPEC_METHODS,
     SPECIFICATIONS,
     WITH_EXTRAS,
+    all_runs_frame,
     canonical,
     chosen_q,
     conclusion,
@@ -127,6 +130,13 @@ from hasa_results.frames import (  # noqa: F401
     summaries_from_clients,
     test_targets,
 )
+from hasa_results.front import (  # noqa: F401
+    REQUIREMENTS,
+    lede,
+    lede_text,
+    running_time,
+    running_time_text,
+)
 from hasa_results.mechanism import (  # noqa: F401
     accuracy_sweep_frame,
     band_edges,
@@ -148,7 +158,9 @@ from hasa_results.mechanism import (  # noqa: F401
     width_yardstick,
 )
 from hasa_results.outputs import (  # noqa: F401
+    SD_SUFFIX,
     STAGE_ENV,
+    cell,
     current,
     output_dirs,
     publish,
@@ -165,6 +177,7 @@ from hasa_results.plan import (  # noqa: F401
     PROTOCOL_ORIGIN,
     SECOND_BENCHMARK,
     SECOND_BENCHMARK_FAMILY,
+    SECOND_BENCHMARK_RUNS,
     SENSITIVITY,
     SLOPE_SESOI,
     STATEMENTS,
@@ -178,16 +191,26 @@ from hasa_results.plan import (  # noqa: F401
     verdict,
 )
 from hasa_results.report import (  # noqa: F401
+    ALL_RUNS,
+    LONG_TABLE,
+    PARTS,
+    PROVENANCE,
     README,
     REPORT,
     TEXTS,
     _saved_tables,
+    anchors,
+    broken_report_links,
     check_report,
     engine_text,
     fill_blocks,
+    provenance_text,
     report_text,
+    style_problems,
     typed_numbers,
     update_readme,
+    write_all_runs,
+    write_provenance,
     write_report,
 )
 from hasa_results.scale import (  # noqa: F401
@@ -231,6 +254,7 @@ from hasa_results.stats import (  # noqa: F401
     summary_table,
 )
 from hasa_results.words import (  # noqa: F401
+    amount,
     interval,
     num,
     p_value,

@@ -20,10 +20,10 @@ from hasa_results.experiments import PAPER_ACCURACY, PAPER_GAIN, POWER_SEEDS, SE
 from hasa_results.figures import PAPER_COLOUR, VERDICT_COLOURS, colour, finish, house_style
 from hasa_results.frames import clients_frame, curves_frame, summaries_from_clients
 from hasa_results.outputs import current, output_dirs
-from hasa_results.plan import FAMILY, PRIMARIES, STATEMENTS, Primary, claim_verdict, simultaneous, verdict
+from hasa_results.plan import FAMILY, PRIMARIES, STATEMENTS, Primary, claim_verdict, family_level, simultaneous, verdict
 from hasa_results.spec_curve import calibrated_round
 from hasa_results.stats import paired_stats, score_validity
-from hasa_results.words import interval, p_value, pp
+from hasa_results.words import amount, interval, p_value, pp
 
 
 def need_for_width(low: Sequence[dict[str, Any]], high: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -379,34 +379,51 @@ def calibrated_primaries(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame
 
 HEADLINE_NAMES = {"1": "HASA beats uniform", "2": "best worst/tail among matched baselines",
                   "3": "reversing the allocation hurts", "4": "the image gain depends on the score"}
+PAPER_SAYS = {"1": f"mean {PAPER_ACCURACY['uniform']:.2f} % → {PAPER_ACCURACY['hasa']:.2f} % "
+                   f"({pp(PAPER_GAIN)}); a better worst client",
+              "2": "the best worst and tail client of the four matched baselines",
+              "3": "reversed widths lower mean and tail accuracy",
+              "4": "the image gain grows with how well the score tracks the need for width"}
+"""The paper's claims in a few words, for the README's verdict table (the full statements are
+:data:`STATEMENTS`)."""
 FIGURES = {"1": "figures/01_primaries.png", "2": "figures/02_primaries.png", "3": "figures/03_primaries.png",
            "4": "figures/04_dependence.png"}
 
 
+def _finding(r: pd.Series) -> str:
+    """A claim's verdict under one protocol with its first primary's number: the metric, the
+    difference (claim 4: the slope, pp per unit ρ; claim 2: the weakest baseline comparison) and its
+    simultaneous CI."""
+    unit = " per unit ρ" if r["test 1"].startswith("slope") else ""
+    metric = r["test 1"].rsplit(", ", 1)[-1]
+    return f"**{r['verdict']}**: {metric} {pp(r['diff 1'])}{unit} {interval(r['ci_low 1'], r['ci_high 1'])}"
+
+
 def headline_table(verdicts: pd.DataFrame) -> pd.DataFrame:
-    """The README's verdict table in words, one row per claim: what the paper says, what we find
-    under each protocol (the first primary's difference with its simultaneous CI, n), the verdict
-    under each protocol (:func:`claim_verdicts`), and the claim's figure."""
+    """The README's verdict table in words, one row per claim: what the paper says, and under each
+    protocol the claim's verdict (:func:`claim_verdicts`) with its first primary's number, and the
+    claim's figure."""
     rows = []
     for claim, g in verdicts.groupby("claim", sort=False):
         by = g.set_index("protocol")
-        finds = [f"`{pr}`: {pp(r['diff 1'])} {interval(r['ci_low 1'], r['ci_high 1'])}" for pr, r in by.iterrows()]
-        rows.append({"claim": f"{claim}. {HEADLINE_NAMES[claim]}", "the paper says": STATEMENTS[claim],
-                     "we find (n = %d seeds; %s)" % (int(g['n'].iloc[0]), g["test 1"].iloc[0].split(",")[0]):
-                         "; ".join(finds),
-                     "verdict": "; ".join(f"`{pr}`: **{r['verdict']}**" for pr, r in by.iterrows()),
+        rows.append({"claim": f"{claim}. {HEADLINE_NAMES[claim]}", "the paper says": PAPER_SAYS[claim],
+                     **{f"under `{pr}`": _finding(r) for pr, r in by.iterrows()},
                      "figure": f"[figure]({FIGURES[claim]})"})
     return pd.DataFrame(rows)
 
 
-def headline_markdown(verdicts: pd.DataFrame) -> str:
-    """:func:`headline_table` as Markdown (generated into the README)."""
-    t = headline_table(verdicts)
-    cols = list(t.columns)
-    lines = ["| " + " | ".join(["claim", "the paper says", "we find (difference, 99.7 % simultaneous CI)",
-                                 "verdict", ""]) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for _, r in t.iterrows()]
-    return "\n".join(lines) + "\n"
+def headline_markdown(verdicts: pd.DataFrame, extra: Sequence[dict[str, str]] = ()) -> str:
+    """:func:`headline_table` as Markdown, with ``extra`` rows (same columns) below, and a line
+    under it saying what the numbers are."""
+    t = pd.concat([headline_table(verdicts), pd.DataFrame(list(extra))], ignore_index=True)
+    n = int(verdicts["n"].max())
+    level = 1 - family_level()
+    lines = ["| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return ("\n".join(lines) + f"\n\nEach cell: the claim's verdict under that protocol, and its first primary "
+            f"test's difference with the {level:.1%} simultaneous CI over {n} paired seeds (claim 2: HASA against "
+            "the matched baseline it beats least; claim 4: the slope of the gain on the score's tracking of the "
+            "need for width).\n")
 
 
 @house_style
@@ -429,7 +446,7 @@ def plot_headline(primaries: pd.DataFrame):
         ax.axvline(0, color="grey", lw=1, ls="--")
         ax.set_yticks(range(len(part)), labels)
         ax.invert_yaxis()
-        ax.set_xlabel(f"difference, {unit} (error bars: 99.7 % simultaneous CI over 30 seeds; "
+        ax.set_xlabel(f"difference, {unit} (error bars: {1 - family_level():.1%} simultaneous CI over seeds; "
                       "green tick: the effect judged against)")
     seen = {}
     for ax in axes:
@@ -451,10 +468,11 @@ def claim_words(primaries: pd.DataFrame, claim: str) -> str:
     out = []
     for protocol, g in primaries[primaries["claim"] == claim].groupby("protocol", sort=False):
         tests = "; ".join(f"{r.comparison}, {r.metric}: {pp(r.diff)} {interval(r.ci_low, r.ci_high)}, "
-                          f"{p_value(r.p_adjusted, 'adjusted p')}, MDE80 {r.mde80:.2f}: {r.verdict}"
+                          f"{p_value(r.p_adjusted, 'adjusted p')}, MDE80 {amount(r.mde80)}: {r.verdict}"
                           for r in g.itertuples())
         out.append(f"under `{protocol}`, **{claim_verdict(g['verdict'].tolist())}** ({tests})")
-    return (f"**Claim {claim} — primary tests** (99.7 % simultaneous CIs, Bonferroni over the 16 primaries): "
+    return (f"**Claim {claim} — primary tests** ({1 - family_level():.1%} simultaneous CIs, Bonferroni over the "
+            f"{len(PRIMARIES)} primaries): "
             + "; ".join(out) + ".")
 
 
@@ -484,7 +502,7 @@ def plot_claim(primaries: pd.DataFrame, components: pd.DataFrame, claim: str, no
         ax.set_yticks(range(len(part)), [f"{r.comparison}, {r.metric}: {r.verdict}" for r in part.itertuples()])
         ax.set_ylim(len(part) - 0.5, -0.5)
         ax.set_title(f"protocol {protocol}")
-    fig.supxlabel("difference (pp); error bars: 99.7 % simultaneous CI over seeds; "
+    fig.supxlabel(f"difference (pp); error bars: {1 - family_level():.1%} simultaneous CI over seeds; "
                   "green tick: the effect judged against")
     return finish(fig, note)
 

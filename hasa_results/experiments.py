@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from hasa_core import EXTRACTIONS, EXTRAS, POLICIES, PROFILES, SWEEP, RunConfig, config, lookup, many_clients_config
-from hasa_records import cached_record, has_extras, run_many
+from hasa_records import cached_record, has_extras, record_path, run_many
 from hasa_results.outputs import output_dirs
 
 
@@ -354,6 +355,34 @@ def run_experiment(name: str, profile: str, n_jobs: int = 2, results_dir: Path |
         for r in run_methods(group, seeds, n_jobs, results_dir, progress=profile != "smoke", extras=extras):
             recs.setdefault(r["method"], []).append(r)
     return [r for label in methods for r in recs[label]], seeds
+
+
+ALL_RUNS_METRICS = ("accuracy", "width", "score", "n_train")
+"""The per-client values of :func:`all_runs_frame`: final-round accuracy (%), width, score and
+training size."""
+
+
+def all_runs_frame(profile: str, results_dir: Path | None = None) -> pd.DataFrame:
+    """Every cached run of the profile's experiments as one tidy frame, one row per (experiment,
+    method, seed, client, metric): the run's cache key, benchmark, partition, policy, extraction and
+    protocol beside it, and the value (:data:`ALL_RUNS_METRICS`). A run that serves several
+    experiments appears under each. Runs not cached yet are left out (nothing is computed)."""
+    results_dir = results_dir or output_dirs(profile)[0]
+    rows = []
+    for name, (methods, seeds) in experiments(profile, results_dir).items():
+        for label, c in methods.items():
+            for seed in seeds:
+                r = cached_record(c, seed, results_dir)
+                if r is None:
+                    continue
+                run = {"experiment": name, "method": label, "key": record_path(c, seed, results_dir).parent.name,
+                       "benchmark": c.benchmark, "partition": c.partition, "policy": c.policy,
+                       "extraction": c.extraction, "protocol": c.aggregation, "seed": seed}
+                values = {"accuracy": [100 * a for a in r["accuracy"]], "width": r["widths"], "score": r["scores"],
+                          "n_train": r["sizes"]}
+                rows += [{**run, "client": client, "metric": m, "value": float(values[m][k])}
+                         for k, client in enumerate(r["clients"]) for m in ALL_RUNS_METRICS]
+    return pd.DataFrame(rows)
 
 
 def seeds_note(profile: str, seeds: Sequence[int]) -> str:

@@ -13,11 +13,14 @@ Imports: :mod:`hasa_core`, :mod:`hasa_records`.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from hasa_core import PROFILES, REPO, lookup
@@ -38,13 +41,56 @@ def output_dirs(profile: str) -> tuple[Path, Path]:
     return root, root / "figures"
 
 
+SD_SUFFIX = " sd"
+"""A numeric column ``X`` with a companion ``X sd`` is shown in Markdown as ``X ± sd``; the CSV keeps both."""
+
+
+def cell(x: Any, column: str = "") -> str:
+    """One table cell in the house number style: no ``nan`` (an empty cell is ``—``), no
+    e-notation, three significant figures (whole numbers from 100 on); in a p-value column (its
+    name is ``p`` or starts with ``p_`` or ``p ``) values below 0.001 are ``< 0.001``, elsewhere
+    values that round to zero at three decimals are ``0``."""
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (float, np.floating)):
+        return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+    if math.isnan(x):
+        return "—"
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
+    if abs(x) < 0.0005:
+        is_p = column == "p" or column.startswith(("p_", "p "))
+        return "< 0.001" if is_p and x > 0 else "0"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.3g}"
+
+
+def _with_sd(flat: pd.DataFrame) -> pd.DataFrame:
+    """Columns ``X`` and ``X sd`` (numeric) merged into one column ``X`` of ``mean ± sd`` strings,
+    two decimals each."""
+    out = flat.copy()
+    for c in [c for c in flat.columns if isinstance(c, str) and f"{c}{SD_SUFFIX}" in flat.columns]:
+        out[c] = [f"{m:.2f} ± {s:.2f}" if not (math.isnan(m) or math.isnan(s)) else cell(m)
+                  for m, s in zip(flat[c], flat[f"{c}{SD_SUFFIX}"])]
+        out = out.drop(columns=f"{c}{SD_SUFFIX}")
+    return out
+
+
 def table_markdown(df: pd.DataFrame) -> str:
-    """A table as flat Markdown (a multi-index becomes columns, multi-level columns are joined)."""
+    """A table as flat Markdown in the house number style (:func:`cell`; ``X`` and ``X sd`` as
+    ``X ± sd``); a multi-index becomes columns, multi-level columns are joined."""
     keep_index = not isinstance(df.index, pd.MultiIndex)
     flat = df if keep_index else df.reset_index()
     if isinstance(flat.columns, pd.MultiIndex):
         flat = flat.set_axis([" · ".join(map(str, c)) for c in flat.columns], axis=1)
-    return flat.to_markdown(floatfmt=".4g", index=keep_index) + "\n"
+    flat = _with_sd(flat)
+    shown = pd.DataFrame({c: [cell(x, str(c)) for x in flat[c]] for c in flat.columns}, index=flat.index)
+    if keep_index:
+        shown.index = [cell(x) for x in flat.index]
+        shown.index.name = flat.index.name
+    numeric = [i for i, c in enumerate(flat.columns) if pd.api.types.is_numeric_dtype(flat[c])]
+    align = ["right" if i in numeric else "left" for i in range(len(flat.columns))]
+    return shown.to_markdown(index=keep_index, colalign=(["left"] if keep_index else []) + align,
+                             disable_numparse=True) + "\n"
 
 
 STAGE_ENV = "HASA_STAGE"

