@@ -14,7 +14,7 @@ NB_PARAMS ?=   # more papermill parameters, e.g. NB_PARAMS="-p n_seeds 5": an in
 NB_OUT  := $(if $(filter paper,$(PROFILE)),results/notebooks,results/$(PROFILE)/notebooks)
 export PYTHONHASHSEED := 0
 
-.PHONY: all venv lock data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs flwr-run
+.PHONY: all venv lock data check-data precompute reproduce report test lint unit records report-check nbval bench clean-runs flwr-run pages requirements
 
 all: test
 
@@ -151,6 +151,16 @@ nbval: venv
 
 bench: venv
 	$(PY) -m hasa_bench throughput --out results/bench.md
+
+# What checking and reproducing cost (the README's first screen): `make test` and a smoke
+# reproduction timed in a clean clone of HEAD, and the disk the environment, data and results take.
+requirements: venv
+	$(PY) -m hasa_bench requirements --out results/requirements.json
+
+# The README and the report as a reader sees them: HTML (pandoc) and headless-Chromium screenshots
+# of the README's first screen and of one claim section of the report, in a temporary folder.
+pages:
+	tools/render_pages.sh
 
 # The Flower app through `flwr run` (pyproject's [tool.flwr.app]) on a SuperLink of its own, in
 # simulation mode with FLWR_SUPERNODES SuperNodes; afterwards that SuperLink's process group (and

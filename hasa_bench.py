@@ -330,8 +330,8 @@ def overhead_table(overhead: dict[str, Any]) -> pd.DataFrame:
 
 
 SCALE_TARGETS = {"seconds per round (median)": 1.5, "wall seconds": 2.0, "peak RSS MiB (all processes)": 2.0}
-"""The most Flower may cost against the in-process engine at 1,000 clients (issue 20), as the ratio
-Flower / in-process of :func:`compare_engines`' training rounds, wall time and peak memory."""
+"""The most Flower may cost against the in-process engine at 1,000 clients (the targets notebook 08
+checks), as the ratio Flower / in-process of :func:`compare_engines`' training rounds, wall time and peak memory."""
 
 
 def scale_targets(measures: pd.DataFrame) -> pd.DataFrame:

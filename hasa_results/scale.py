@@ -69,7 +69,7 @@ def flower_scale_text(results_dir: Path) -> str:
         absolute = "; ".join(f"{TARGET_LABELS[name]} {r['flower before']:.4g} → {r['flower after']:.4g} "
                              f"(in-process {r['in-process before']:.4g} → {r['in-process after']:.4g})"
                              for name, r in b.iterrows())
-        text += (" Before → after the changes of issue 20 (lazily built clients, a window of messages in "
+        text += (" Before → after two changes to the Flower app (lazily built clients, a window of messages in "
                  f"flight), Flower / in-process: {before_after_sentence(b)} Flower itself (s, s, MiB): {absolute}.")
     return text
 
@@ -143,6 +143,7 @@ def plot_engines(measures: pd.DataFrame, round_seconds: dict[str, Sequence[float
     for engine, rs in round_seconds.items():
         a.plot(np.arange(1, len(rs) + 1), rs, marker=".", label=engine)
     a.set_xlabel("round")
+    a.xaxis.get_major_locator().set_params(integer=True)
     a.set_ylabel("seconds (training + aggregation)")
     a.set_ylim(bottom=0)
     a.legend()

@@ -23,7 +23,7 @@ from hasa_results.experiments import (
     spec_methods,
     specifications,
 )
-from hasa_results.figures import PAPER_COLOUR, finish, house_style
+from hasa_results.figures import CI_LABEL, PAPER_COLOUR, SIGN_COLOURS, finish, house_style
 from hasa_results.mechanism import dilution_index, effective_widths
 from hasa_results.stats import holm, paired_stats, sign_vectors
 from hasa_results.words import p_value, pp
@@ -203,7 +203,7 @@ def spec_joint_table(curve: pd.DataFrame) -> pd.DataFrame:
 def plot_spec_curve(table: pd.DataFrame, seeds_note: str = ""):
     """The specification curve, one column per protocol. Top: each specification's HASA − uniform
     difference after the last round with its 95 % CI, sorted, coloured by significance (paired t,
-    p < 0.05: blue above zero, red below, grey neither), lines at 0 and at the paper's gain.
+    p < 0.05: :data:`SIGN_COLOURS`, explained in the legend), lines at 0 and at the paper's gain.
     Bottom: which setup each estimate comes from (one dot per column)."""
     import matplotlib.pyplot as plt
     curve = table[table["family"].str.startswith("Specification curve")]
@@ -213,16 +213,18 @@ def plot_spec_curve(table: pd.DataFrame, seeds_note: str = ""):
     for col, protocol in enumerate(PROTOCOLS):
         t = curve[curve["protocol"] == protocol].sort_values("diff pp").reset_index(drop=True)
         top, bottom = axes[0, col], axes[1, col]
-        colour = np.where(t["p_t"] >= 0.05, "#999999", np.where(t["diff pp"] > 0, "#0072B2", "#D55E00"))
+        sign = np.where(t["p_t"] >= 0.05, 0, np.sign(t["diff pp"])).astype(int)
         for x, r in t.iterrows():
             top.errorbar(x, r["diff pp"], yerr=[[r["diff pp"] - r["ci_low"]], [r["ci_high"] - r["diff pp"]]],
-                         fmt="o", color=colour[x], capsize=3, ms=5)
-            bottom.scatter(x, specs.index(r["spec"]), color=colour[x], s=25)
+                         fmt="o", color=SIGN_COLOURS[sign[x]], capsize=3, ms=5)
+            bottom.scatter(x, specs.index(r["spec"]), color=SIGN_COLOURS[sign[x]], s=25)
+        for s, what in ((1, "above 0"), (0, "neither"), (-1, "below 0")):
+            top.errorbar([], [], yerr=[], fmt="o", color=SIGN_COLOURS[s], label=f"{what} (p < 0.05)" if s else what)
         top.axhline(0, color="black", lw=0.8)
         top.axhline(PAPER_GAIN, color=PAPER_COLOUR, lw=1, ls="--", label=f"paper: +{PAPER_GAIN:.2f} pp")
         top.set_title(f"{t['comparison'].iloc[0]} ({protocol}), mean accuracy after the last round")
-        top.set_ylabel("difference (pp)")
-        top.legend(loc="best")
+        top.set_ylabel(f"difference (pp); {CI_LABEL}")
+        top.legend(loc="best", ncols=2)
         bottom.set_yticks(range(len(specs)), specs)
         bottom.set_ylim(len(specs) - 0.5, -0.5)
         bottom.set_xticks(range(len(t)))
