@@ -63,8 +63,8 @@ def claim4_tracking(profile: str, n_jobs: int = 2, results_dir: Path | None = No
     records, _ = run_experiment("claim4", profile, n_jobs, results_dir)
     by = {(r["config"]["policy"], r["config"].get("score"), r["config"].get("aggregation")): r["method"]
           for r in records}
-    of = {m: [r for r in records if r["method"] == m] for m in ("smallest", "full")}
-    need = need_for_width(of["smallest"], of["full"])
+    of = {m: [r for r in records if r["method"] == m] for m in ("smallest", "full-width")}
+    need = need_for_width(of["smallest"], of["full-width"])
     rows = []
     for r in records:
         if r["config"]["policy"] == "hasa" and r["config"]["aggregation"] == "full":

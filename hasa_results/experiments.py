@@ -36,7 +36,7 @@ def method_label(cfg: RunConfig) -> str:
     the selective protocol, [score] when not the published ``js``, and any budget setting that
     differs from the profile's."""
     base = config(_profile_of(cfg), benchmark=cfg.benchmark)
-    label = cfg.policy
+    label = POLICY_LABELS.get(cfg.policy, cfg.policy)
     if cfg.extraction != "static":
         label += "·" + EXTRACTIONS[cfg.extraction].baseline
     if cfg.distill:
@@ -73,6 +73,9 @@ def method_label(cfg: RunConfig) -> str:
     return label + (f" ({', '.join(extras)})" if extras else "")
 
 
+POLICY_LABELS = {"full": "full-width"}
+"""Display names of policies whose engine name is also a protocol's: every client at width 1 is
+``full-width``, so that ``full`` only ever names the aggregation protocol."""
 SCORE_LABELS = {"given": "need"}
 """Display names of scores whose engine name says how, not what: the image study's ``given``
 scores are the clients' measured need for width (:func:`measured_need`)."""
@@ -83,7 +86,7 @@ def _profile_of(cfg: RunConfig) -> str:
     return "smoke" if all(getattr(cfg, k) == v for k, v in smoke.items()) else "paper"
 
 
-SEEDS = {"paper": 10, "smoke": 3}         # the paper-matched view: 10 seeds
+SEEDS = {"paper": 10, "smoke": 3}         # as many seeds as the paper: 0-9
 
 
 POWER_SEEDS = {"paper": 30, "smoke": 3}   # the core comparisons: for 80% power at +0.50 pp
@@ -202,7 +205,7 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
     :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
     the powered seeds. ``shakespeare`` / ``shakespeare_leaf``: the text claims on Shakespeare
     (:func:`text_claims`), the paper-shaped federation over the powered seeds and LEAF's over the
-    paper-matched ones. ``claims`` holds every Medium run of the declared primary tests of claims 1-3
+    first 10 (seeds 0-9). ``claims`` holds every Medium run of the declared primary tests of claims 1-3
     (both protocols, the powered seeds); ``need_digits`` measures the digits clients' need for width
     on :data:`NEED_SEEDS`; ``claim4`` holds the image study's runs of claim 4's dependence test (every
     :data:`CLAIM4_SCORES` variant, both protocols; the ``given`` variant, the positive control,

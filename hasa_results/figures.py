@@ -26,7 +26,7 @@ STYLE = {"font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "legend.fonts
 METHOD_COLOURS = {
     "uniform": "#000000", "hasa": "#0072B2", "hasa·sel": "#56B4E9", "reverse": "#D55E00",
     "reverse·sel": "#E69F00", "uniform·FedRolex": "#CC79A7", "uniform·FjORD": "#009E73",
-    "uniform·FedDropout": "#999933", "smallest": "#999999", "full": "#117733",
+    "uniform·FedDropout": "#999933", "smallest": "#999999", "full-width": "#117733",
     "hasa[feature_js]": "#332288", "hasa[need]": "#AA4499", "hasa[loss]": "#44AA99",
     "hasa[random #0]": "#DDCC77", "hasa_levels·sel[js_targets]": "#882255",
 }

@@ -226,7 +226,8 @@ def score_validity(scores: pd.DataFrame, need: pd.DataFrame, names: Sequence[str
         z = _row_ranks_z(sc)
         ok = ~np.isnan(z).any(1) & ~np.isnan(z_need).any(1)
         if not ok.any():
-            rows.append({"score": name, "rho_need": np.nan, "p_perm": np.nan, "seeds": 0})
+            rows.append({"score": name, "rho_need": np.nan, "p_perm": np.nan, "rho_size": np.nan,
+                         "r2_logsize": np.nan, "seeds": 0, "clients": k, "permutations": len(perms)})
             continue
         rho = np.einsum("sk,spk->sp", z[ok], z_need[ok][:, perms]) / k  # seeds x permutations
         stat = rho.mean(0)
