@@ -361,7 +361,7 @@ def setup_text(_: Path) -> str:
                                       f"α = {m.alpha:g}, participation {m.participation:g}, weights n_k "
                                       "(FedProC's; whether they are the paper's is not known)"),
         ("our level rule", f"levels {{{', '.join(f'{x:g}' for x in m.levels)}}}, FLOP budget at w_ref = {m.w_ref:g}"),
-        ("aggregation", f"`{m.aggregation}` (the paper's FedAvg) for claim 1; `selective` for the matched baselines"),
+        ("aggregation", "every claim under both protocols: `full` (the re-implementation's default) and `selective`"),
         ("seeds", f"{SEEDS['paper']} per method (the paper's count); {POWER_SEEDS['paper']} for the core comparison"),
     ]
     return pd.DataFrame(rows, columns=["choice", "value (a `RunConfig` field each)"]).to_markdown(index=False) + "\n"

@@ -36,9 +36,9 @@ def lede(verdicts: pd.DataFrame) -> str:
         head = "**Claim 1's verdict depends on the aggregation protocol**"
     else:
         head = "**Claim 1's verdict is the same under both aggregation protocols**"
-    return (f"{head}: {'; '.join(said)}. The paper's text names neither protocol; its public re-implementation "
-            f"({PROTOCOL_ORIGIN.split(',')[0]}) offers both and defaults to `full`, so which one the paper's "
-            "numbers come from is not known. Every claim is therefore judged under both.")
+    return (f"{head}: {'; '.join(said)}. The paper's abstract names neither protocol; its public "
+            f"re-implementation ({PROTOCOL_ORIGIN.split(':')[0]}) offers both, defaults to `full` and calls it the "
+            "published one, but no passage of the paper confirms it. Every claim is therefore judged under both.")
 
 
 def lede_text(results_dir: Path) -> str:

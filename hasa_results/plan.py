@@ -50,8 +50,13 @@ SLOPE_SESOI = 1.0
 """Claim 4's smallest effect of interest: 1 pp more gain over uniform per unit of the score's rank
 correlation with the need for width (from a score that tracks nothing to one that tracks it
 perfectly: 1 pp; declared before computing)."""
-PROTOCOL_ORIGIN = ("FedProC strategies/HASA.py (commit 90efd910), option hasa_aggregation: 'full' (default: "
-                   "untrained coordinates enter the average at the value sent) or 'selective'")
+PROTOCOL_ORIGIN = ("FedProC strategies/HASA.py (commit 90efd910): class HASA's option hasa_aggregation, 'full' by "
+                   "default (its help text: 'Published original-FedAvg or matched-baseline protocol'; "
+                   "aggregate_client_updates fills untrained coordinates with the value sent, commented 'Paper "
+                   "original-FedAvg protocol') or 'selective' (the parent ptFL's average over the clients that "
+                   "trained a coordinate)")
+"""Where the two protocols come from. The re-implementation calls ``full`` the paper's; no passage of
+the paper we have (its abstract) says which protocol it used."""
 BASELINES = ("uniform", "uniform·FedRolex", "uniform·FedDropout", "uniform·FjORD")
 """The paper's matched-budget partial-training baselines, each at uniform width B: HeteroFL's
 static slices (= uniform), FedRolex, Federated Dropout (per client: FjORD's "extended FD"), FjORD."""
