@@ -179,7 +179,7 @@ def simultaneous(d: Sequence[float], effect: float, m: int = len(PRIMARIES), alp
     half = stats.t.ppf(1 - level / 2, n - 1) * sd / math.sqrt(n)
     p = float(2 * stats.t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1)) if sd > 0 else float(mean == 0)
     mde = _mde(sd, n, level)
-    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "ci_level": 1 - level, "p": p,
+    return {"diff": mean, "ci_low": mean - half, "ci_high": mean + half, "ci_level": 1 - level, "p_unadjusted": p,
             "p_adjusted": min(1.0, m * p), "n": n, "sd_diff": sd, "mde80": mde,
             "power_at_effect": power_paired_t(effect, sd, n, level) if sd > 0 else float("nan")}
 

@@ -31,7 +31,7 @@ def test_simultaneous_intervals_agree_with_the_bonferroni_p():
     p = 2 P(T_2 > 2 sqrt 3) = 0.0742. In a family of 16 the adjusted p is 1 and the interval wider."""
     one = R.simultaneous([1, 2, 3], 0.5, m=1)
     assert one["ci_low"] == pytest.approx(-0.4841, abs=1e-4) and one["ci_high"] == pytest.approx(4.4841, abs=1e-4)
-    assert one["p"] == pytest.approx(0.0742, abs=1e-4) and one["p_adjusted"] == one["p"]
+    assert one["p_unadjusted"] == pytest.approx(0.0742, abs=1e-4) and one["p_adjusted"] == one["p_unadjusted"]
     sixteen = R.simultaneous([1, 2, 3], 0.5, m=16)
     assert sixteen["p_adjusted"] == 1.0 and sixteen["ci_low"] < one["ci_low"]
     for d in ([0.3, 0.5, 0.4, 0.6, 0.2], [0.3, 0.1, -0.2, 0.4, 0.0]):  # CI excludes 0 <=> adjusted p < 0.05
