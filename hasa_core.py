@@ -2025,8 +2025,10 @@ def client_loss(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
 def _eval_logits(params: dict[str, torch.Tensor], arch: Architecture,
                  groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(logits, targets) over every evaluation batch, without gradients."""
-    with torch.no_grad():
+    """(logits, targets) over every evaluation batch, without gradients, on one intra-op thread
+    (:func:`single_thread`): wherever it runs (a Flower node too) the numbers do not depend on the
+    machine's thread count, and it never competes for cores with the runs beside it."""
+    with torch.no_grad(), single_thread():
         for x, y in groups:
             for i in range(0, len(x), batch_size):
                 yield arch.forward(params, x[i:i + batch_size]), y[i:i + batch_size]
