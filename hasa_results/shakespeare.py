@@ -304,8 +304,9 @@ def uniform_targets(records: dict[str, Sequence[dict[str, Any]]]) -> dict[str, p
 
 def reference_table(records: dict[str, Sequence[dict[str, Any]]], targets: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """uniform's Shakespeare accuracy beside :data:`PUBLISHED`: per federation, uniform's mean client
-    accuracy and its accuracy weighted by each client's test characters (``targets``: experiment ->
-    :func:`hasa_results.frames.test_targets`), each the mean over seeds with its sd; then each
+    accuracy (mean over seeds, its sd in ``accuracy (%) sd``) and its accuracy weighted by each
+    client's test characters (``targets``: experiment -> :func:`hasa_results.frames.test_targets`);
+    then each
     published number with what it is, whether it was checked here, its model and data."""
     rows = []
     for e, uniform in uniform_runs(records).items():
@@ -317,7 +318,7 @@ def reference_table(records: dict[str, Sequence[dict[str, Any]]], targets: dict[
         clients = (f"every role with at least {MIN_ROLE_CHARS:,} characters" if cfg.partition == "leaf" else
                    f"the {cfg.num_clients} largest roles, one per play")
         rows.append({"source": f"ours: uniform, {federation_name(e)}", "accuracy (%)": per_seed["mean"].mean(),
-                     "sd over seeds": per_seed["mean"].std(), "weighted by test characters (%)":
+                     "accuracy (%) sd": per_seed["mean"].std(), "weighted by test characters (%)":
                      per_seed["weighted"].mean(), "seeds": len(per_seed),
                      "what": "mean client test accuracy after the last round (the paper's metric)",
                      "status": "measured", "model": model_difference(cfg),

@@ -272,6 +272,7 @@ def test_the_cross_benchmark_text_is_the_saved_table_or_says_it_is_not_computed(
         R.save_table(table.set_index(["claim", "protocol"]), "shakespeare_cross_benchmark", tmp_path)
         text = R.cross_benchmark_text(tmp_path)
         assert text == R.cross_benchmark_markdown(table)  # the same words after the CSV round trip
+        assert R.style_problems("README.md", text) == []  # no nan, no e-notation
     assert ("| 1 | `full` | hasa − uniform, mean | not computed yet | **contradicted** -0.70 pp [-1.20, -0.20], "
             "n = 30 | open |") in text
 
@@ -306,7 +307,7 @@ def test_uniform_beside_the_published_numbers_weights_by_test_characters():
     ours = table.loc["ours: uniform, Shakespeare (8 roles)"]
     assert ours["accuracy (%)"] == pytest.approx(25.0)
     assert ours["weighted by test characters (%)"] == pytest.approx(30.0)
-    assert ours["sd over seeds"] == pytest.approx(np.std([20, 30], ddof=1)) and ours["seeds"] == 2
+    assert ours["accuracy (%) sd"] == pytest.approx(np.std([20, 30], ddof=1)) and ours["seeds"] == 2
     assert "8 hidden units" in ours["model"] and ours["data"].startswith("2 clients (the 2 largest roles")
     assert list(table.index[1:]) == list(R.PUBLISHED) and np.isnan(table.iloc[1]["accuracy (%)"])
     said = R.reference_sentence(table)
