@@ -293,6 +293,10 @@ def test_the_cross_benchmark_figure_keeps_a_row_for_a_verdict_not_computed():
     assert labels[:2] == ["Medium, full (not computed yet)", "Shakespeare (8 roles), full"] and len(labels) == 4
     assert "99.7 % simultaneous CI over seeds" in fig._supxlabel.get_text()
     plt.close(fig)
+    fig = R.plot_cross_benchmark(R.cross_benchmark_table({"Medium": MEDIUM, "Shakespeare (8 roles)": ROLES}))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "reproduced", "inconclusive", "not reproduced", "contradicted"]  # the verdicts shown, best first
+    plt.close(fig)
 
 
 def test_uniform_beside_the_published_numbers_weights_by_test_characters():
