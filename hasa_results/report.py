@@ -21,6 +21,7 @@ from hasa_results.experiments import all_runs_frame
 from hasa_results.front import lede_text, running_time_text
 from hasa_results.mechanism import mechanism_text
 from hasa_results.scale import flower_scale_text, many_clients_text
+from hasa_results.shakespeare import cross_benchmark_text
 from hasa_results.spec_curve import spec_curve_text
 
 README = REPO / "README.md"
@@ -37,7 +38,7 @@ TEXTS: dict[str, Callable[[Path], str]] = {
     "lede": lede_text, "running-time": running_time_text, "verdicts": verdicts_text, "paper": paper_text,
     "setup": setup_text, "engine": engine_text,
     "many-clients": many_clients_text, "spec-curve": spec_curve_text, "mechanism": mechanism_text,
-    "flower-scale": flower_scale_text,
+    "flower-scale": flower_scale_text, "cross-benchmark": cross_benchmark_text,
     **{f"claim-{k}": functools.partial(claim_text, claim=k) for k in "1234"},
 }
 """The README's generated sentences: ``<!-- text: NAME -->`` blocks, filled by ``TEXTS[NAME]``."""

