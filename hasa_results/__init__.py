@@ -69,7 +69,6 @@ from hasa_results.claims import (  # noqa: F401
     runtime_table,
     setup_text,
     summary_text,
-    verdicts_text,
 )
 from hasa_results.experiments import (  # noqa: F401
     ALL_RUNS_METRICS,
@@ -78,6 +77,7 @@ from hasa_results.experiments import (  # noqa: F401
     NEED_SEEDS,
     PAPER_ACCURACY,
     PAPER_GAIN,
+    POLICY_LABELS,
     POWER_SEEDS,
     PROTOCOLS,
     Q_CHOICES,
@@ -133,10 +133,12 @@ from hasa_results.frames import (  # noqa: F401
 )
 from hasa_results.front import (  # noqa: F401
     REQUIREMENTS,
+    carry_over_row,
     lede,
     lede_text,
     running_time,
     running_time_text,
+    verdicts_text,
 )
 from hasa_results.mechanism import (  # noqa: F401
     accuracy_sweep_frame,
@@ -229,7 +231,15 @@ from hasa_results.scale import (  # noqa: F401
 )
 from hasa_results.shakespeare import (  # noqa: F401
     BASELINES_FAMILY,
+    CI_LEVEL,
+    CI_WORDS,
+    CROSS_CLAIMS,
+    EXPERIMENTS,
+    MATCHED,
+    MATCHED_METRICS,
+    NOT_COMPUTED,
     PUBLISHED,
+    REFERENCE,
     cross_benchmark_markdown,
     cross_benchmark_sentence,
     cross_benchmark_table,
@@ -238,6 +248,7 @@ from hasa_results.shakespeare import (  # noqa: F401
     matched_baselines,
     medium_verdicts,
     model_difference,
+    on,
     plot_cross_benchmark,
     reference_sentence,
     reference_table,
@@ -246,6 +257,7 @@ from hasa_results.shakespeare import (  # noqa: F401
     second_benchmark_verdicts,
     shakespeare_frames,
     shakespeare_records,
+    uniform_runs,
     uniform_targets,
     with_final,
 )

@@ -459,11 +459,6 @@ def plot_headline(primaries: pd.DataFrame):
     return finish(fig)
 
 
-def verdicts_text(results_dir: Path) -> str:
-    """The README's verdict table (generated from ``results/claims_verdicts.csv``)."""
-    return headline_markdown(pd.read_csv(current(results_dir / "claims_verdicts.csv"), dtype={"claim": str}))
-
-
 def claim_words(primaries: pd.DataFrame, claim: str) -> str:
     """One claim's primaries in words: per protocol, the claim's verdict and each test with its
     difference, simultaneous CI, Bonferroni p, MDE80 and verdict."""

@@ -1,8 +1,9 @@
 """The README's first screen, generated: the opening paragraph (what claim 1's verdict depends
-on), the requirements and running-time block, and the measurement of what checking and
-reproducing cost (``python -m hasa_bench requirements`` writes it; this module only reads it).
+on), the verdict table with its second-benchmark row, and the requirements and running-time block
+(``python -m hasa_bench requirements`` measures what checking and reproducing cost; this module
+only reads it).
 
-Imports: :mod:`hasa_core`, :mod:`hasa_results` shared layers.
+Imports: :mod:`hasa_results` shared layers, :mod:`hasa_results.claims`, :mod:`hasa_results.shakespeare`.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from hasa_results.claims import headline_markdown
 from hasa_results.outputs import current
 from hasa_results.plan import PROTOCOL_ORIGIN
+from hasa_results.shakespeare import REFERENCE
 from hasa_results.words import interval, pp
 
 REQUIREMENTS = "requirements.json"
@@ -46,6 +49,34 @@ def lede_text(results_dir: Path) -> str:
     if not path.is_file():
         return "The verdicts have not been computed into `results/` yet: `make reproduce` computes them."
     return lede(pd.read_csv(path, dtype={"claim": str}))
+
+
+def carry_over_row(cross: pd.DataFrame) -> dict[str, str]:
+    """The verdict table's row for the second benchmark: per protocol, in how many of its
+    (claim, federation) cells the Medium verdict carries over (:func:`cross_benchmark_table`), the
+    open ones counted apart."""
+    others = [c for c in cross.columns if c.endswith(": carries over")]
+    row = {"claim": "1, 3 on Shakespeare", "the paper says": "(not tested in the paper)"}
+    for protocol, g in cross.groupby("protocol", sort=False):
+        cells = pd.concat([g[c] for c in others])
+        known = cells.dropna().map(lambda v: v in (True, "True"))
+        opened = f", {len(cells) - len(known)} open" if len(known) < len(cells) else ""
+        row[f"under `{protocol}`"] = (f"the {REFERENCE} verdict carries over in **{int(known.sum())} of "
+                                      f"{len(cells)}** (claim, federation) cells{opened}")
+    row["figure"] = "[figure](figures/11_cross_benchmark.png)"
+    return row
+
+
+def verdicts_text(results_dir: Path) -> str:
+    """The README's verdict table: claims 1-4 (``results/claims_verdicts.csv``) and, once notebook 11
+    has run, the second benchmark's row (:func:`carry_over_row`)."""
+    verdicts = pd.read_csv(current(results_dir / "claims_verdicts.csv"), dtype={"claim": str})
+    cross = current(results_dir / "shakespeare_cross_benchmark.csv")
+    if not cross.is_file():
+        return headline_markdown(verdicts)
+    return (headline_markdown(verdicts, [carry_over_row(pd.read_csv(cross, dtype={"claim": str}))]).rstrip("\n")
+            + f" The Shakespeare row: claims 1 and 3's primaries on both Shakespeare federations; a {REFERENCE} "
+            "verdict carries over when the same claim and protocol get the same verdict there.\n")
 
 
 def _hours(minutes: float) -> str:

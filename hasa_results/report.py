@@ -16,9 +16,9 @@ from typing import Any
 
 from hasa_core import ENGINE_VERSION, REPO, lookup
 from hasa_records import DEFAULT_RESULTS_DIR, write_text_atomic
-from hasa_results.claims import claim_text, paper_text, setup_text, verdicts_text
+from hasa_results.claims import claim_text, paper_text, setup_text
 from hasa_results.experiments import all_runs_frame
-from hasa_results.front import lede_text, running_time_text
+from hasa_results.front import lede_text, running_time_text, verdicts_text
 from hasa_results.mechanism import mechanism_text
 from hasa_results.scale import flower_scale_text, many_clients_text
 from hasa_results.shakespeare import cross_benchmark_text

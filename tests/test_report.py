@@ -123,3 +123,16 @@ def test_the_report_orders_parts_embeds_figures_links_long_tables_and_shows_each
     assert text.count("`short`:") == 1  # notebook 06 saved it first; notebook 01 does not repeat it
     assert "* [Summary and plan](#summary-and-plan)" in text and "**Done.** It holds." in text
     assert "Provenance: not recorded" in text
+
+
+def test_the_shakespeare_row_counts_where_the_medium_verdict_carries_over():
+    cross = pd.DataFrame([
+        {"claim": "1", "protocol": "full", "a: carries over": True, "b: carries over": False},
+        {"claim": "3", "protocol": "full", "a: carries over": True, "b: carries over": None},
+        {"claim": "1", "protocol": "selective", "a: carries over": False, "b: carries over": False},
+        {"claim": "3", "protocol": "selective", "a: carries over": True, "b: carries over": True}])
+    row = R.carry_over_row(cross)
+    assert row["under `full`"] == "the Medium verdict carries over in **2 of 4** (claim, federation) cells, 1 open"
+    assert row["under `selective`"] == "the Medium verdict carries over in **2 of 4** (claim, federation) cells"
+    md = R.headline_markdown(_verdicts(-0.37, 0.38, "contradicted", "reproduced"), [row])
+    assert "| 1, 3 on Shakespeare | (not tested in the paper) | the Medium verdict carries over in **2 of 4**" in md
