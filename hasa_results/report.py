@@ -135,8 +135,8 @@ PARTS = (("Summary and plan", ("06_summary",)),
          ("Appendix: engineering", ("08_scale_on_flower",)))
 """The report's parts and the notebooks in each, in reading order; a notebook not named here goes
 to the end of "Beyond the paper"."""
-LONG_TABLE = 12
-"""Tables with more rows are linked as CSV, not inlined."""
+LONG_TABLE, WIDE_TABLE = 16, 8
+"""Tables with more rows or more columns are linked as CSV, not inlined (Markdown cannot show them)."""
 PROVENANCE = "provenance.json"  # in the results folder, written by `report`
 
 
@@ -145,14 +145,16 @@ def _demote(md: str, by: int = 2) -> str:
 
 
 def _table_block(results_dir: Path, name: str) -> list[str]:
-    """A saved table inlined (at most :data:`LONG_TABLE` rows), else linked as CSV with its size."""
+    """A saved table inlined (at most :data:`LONG_TABLE` rows and :data:`WIDE_TABLE` columns), else
+    linked as CSV with its size."""
     md = results_dir / f"{name}.md"
     if not md.is_file():
         return []
     lines = md.read_text(encoding="utf-8").rstrip("\n").splitlines()
-    rows = len(lines) - 2
-    if rows > LONG_TABLE:
-        return [f"Table [`{name}.csv`]({name}.csv): {rows} rows (Markdown: [`{name}.md`]({name}.md)).", ""]
+    rows, columns = len(lines) - 2, lines[0].count("|") - 1
+    if rows > LONG_TABLE or columns > WIDE_TABLE:
+        return [f"Table [`{name}.csv`]({name}.csv): {rows} rows, {columns} columns "
+                f"(Markdown: [`{name}.md`]({name}.md)).", ""]
     return [f"`{name}`:", "", *lines, ""]
 
 
@@ -169,7 +171,7 @@ def provenance_text(results_dir: Path) -> str:
 
 def _section(results_dir: Path, p: Path, seen: set[str]) -> list[str]:
     parts = _notebook_parts(p)
-    out = [f"### {parts['title']}", "", f"Executed notebook: [`notebooks/{p.name}`](notebooks/{p.name}).", ""]
+    out = [f"### {parts['title']}", ""]
     if parts["conclusion"]:
         out += [_demote(parts["conclusion"], 3), ""]
     for md, tables, figures in parts["sections"]:
@@ -200,7 +202,8 @@ def report_text(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
            provenance_text(results_dir), "", "## Contents", ""]
     for part, notebooks in parts:
         out += [f"* [{part}](#{_anchor(part)})"]
-        out += [f"  * [{_notebook_parts(p)['title']}](#{_anchor(_notebook_parts(p)['title'])})" for p in notebooks]
+        out += [f"  * [{_notebook_parts(p)['title']}](#{_anchor(_notebook_parts(p)['title'])}) · executed notebook "
+                f"[`{p.name}`](notebooks/{p.name})" for p in notebooks]
     out += ["  * [Performance](#performance)", ""]
     seen: set[str] = set()
     for part, notebooks in parts:

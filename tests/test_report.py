@@ -119,7 +119,7 @@ def test_the_report_orders_parts_embeds_figures_links_long_tables_and_shows_each
     assert text.index("## Summary and plan") < text.index("### 06 · Summary") < text.index("## The claims") \
         < text.index("### 01 · Claim one")
     assert "![01_fig](../figures/01_fig.png)" in text and "##### Tables" in text
-    assert f"Table [`long.csv`](long.csv): {report.LONG_TABLE + 1} rows" in text
+    assert f"Table [`long.csv`](long.csv): {report.LONG_TABLE + 1} rows, 2 columns" in text
     assert text.count("`short`:") == 1  # notebook 06 saved it first; notebook 01 does not repeat it
     assert "* [Summary and plan](#summary-and-plan)" in text and "**Done.** It holds." in text
     assert "Provenance: not recorded" in text
