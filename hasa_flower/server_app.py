@@ -103,9 +103,11 @@ app = ServerApp()
 @app.main()
 def server_main(grid: Grid, context: Context) -> None:
     """Entry point of ``flwr run .``: runs the configured federation and caches its record under
-    ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`."""
+    ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`. In a simulation
+    (flwr's own in-memory link state) the link state is indexed first (:func:`index_state`)."""
     cfg, seed, k, results = run_config_to_cfg(context.run_config)
-    index_state(getattr(grid, "state", None))  # a simulation's link state (flwr made it before this app ran)
+    if index_state(getattr(grid, "state", None)):  # a simulation's link state, made before this app ran
+        print("the simulation's link state is indexed (hasa_flower.linkstate)")
     rec = serve(grid, cfg, seed, k)
     out = records.record_path(cfg, seed, Path(results) if results else Path.cwd() / "results" / "flower")
     records.write_json_atomic(out, records.sealed(rec))

@@ -88,7 +88,7 @@ class Stopped(RuntimeError):
 WINDOW: int | None = None
 """Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`); None: every message
 of a round at once, as flwr's own grids send them. A window of 64 kept flwr's scan of every message
-held per node (issue 20) small; with the indexed link state (:mod:`hasa_flower.linkstate`) a poll
+held per node small; with the indexed link state (:mod:`hasa_flower.linkstate`) a poll
 costs the same whatever is held, and in notebook 08's sweep (``results/scale_window.md``, 1,000
 clients on 2 shared cores) no window was within run-to-run noise of 16 and 64 in wall time and
 used no more CPU."""
@@ -96,8 +96,8 @@ used no more CPU."""
 
 POLL = 0.1
 """Seconds a Ray-backend run's server waits between two pulls that brought no reply
-(:class:`StoppableGrid`): flwr's own ``InMemoryGrid`` pull interval. Polling every 0.02 s (issue 20)
-was within run-to-run noise in wall time and cost more CPU (each pull checks every id still
+(:class:`StoppableGrid`): flwr's own ``InMemoryGrid`` pull interval. Polling every 0.02 s (as before the
+index) was within run-to-run noise in wall time and cost more CPU (each pull checks every id still
 awaited) in notebook 08's sweep."""
 
 
