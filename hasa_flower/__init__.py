@@ -52,7 +52,7 @@ os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # silences a F
 from hasa_flower.dataset import write_node_files  # noqa: E402
 from hasa_flower.deploy import failed_runs, flwr_run, write_run_node_files  # noqa: E402
 from hasa_flower.server_app import serve  # noqa: E402
-from hasa_flower.simulation import WINDOW, LocalGrid, StoppableGrid, Stopped, cached_run, run  # noqa: E402
+from hasa_flower.simulation import POLL, WINDOW, LocalGrid, StoppableGrid, Stopped, cached_run, run  # noqa: E402
 
-__all__ = ["serve", "run", "cached_run", "LocalGrid", "StoppableGrid", "Stopped", "WINDOW", "flwr_run",
+__all__ = ["serve", "run", "cached_run", "LocalGrid", "StoppableGrid", "Stopped", "WINDOW", "POLL", "flwr_run",
            "failed_runs", "write_node_files", "write_run_node_files"]

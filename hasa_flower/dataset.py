@@ -9,6 +9,10 @@ edited after they were written (each is sealed with a digest of its content) or 
 lengths against tokens, the partition id and client count against the vocabulary file) fail the
 node with one message that names the file.
 
+Memory of a simulation: the digit images come from pools that every process maps from one file
+(:func:`shared_digit_pools`), and a process keeps only its most recently served clients
+(:data:`CLIENT_CACHE_MIB`), building again one it served before and let go.
+
 Imports: flwr, :mod:`hasa_core`, :mod:`hasa_records` (atomic writes), :mod:`hasa_flower.wire`.
 """
 from __future__ import annotations
@@ -17,7 +21,9 @@ import functools
 import hashlib
 import io
 import json
+import os
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -250,23 +256,91 @@ def node_task(cfg: H.RunConfig, seed: int, vocab_file: Path, partition_file: Pat
 # The client a node serves
 # ---------------------------------------------------------------------------------------------
 
+POOL_FORMAT = 1
+"""Version of the shared digit pools' files (:func:`shared_digit_pools`); bump it with any change to them."""
+
+
+def pool_dir() -> Path:
+    """Where the shared digit pools are kept: ``$HASA_POOL_DIR``, else ``$XDG_CACHE_HOME/hasa/digit-pools``
+    (default ``~/.cache/hasa/digit-pools``)."""
+    if chosen := os.environ.get("HASA_POOL_DIR"):
+        return Path(chosen)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hasa" / "digit-pools"
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    records.write_bytes_atomic(path, buf.getvalue())
+
+
+def shared_digit_pools() -> dict[str, tuple[np.ndarray, np.ndarray, int | None]]:
+    """:func:`hasa_core.digit_pool` of every digit domain (raw uint8 images, int64 labels, size of the
+    official training part), as read-only arrays mapped from uncompressed copies in
+    :func:`pool_dir`, so that every process of a simulation (driver and Ray actors) shares one copy
+    in the page cache instead of holding its own. A copy is named by the sha256 of the data file it
+    was made from and written atomically, the first time a process needs it, from
+    :func:`hasa_core.digit_pool` (which checks that sha256): same bytes, so the same clients."""
+    out, root = {}, pool_dir()
+    for dom in H.DIGIT_DOMAINS:
+        stem = root / f"v{POOL_FORMAT}-{dom}-{H.DIGIT_FILES[dom][1][:16]}"
+        paths = [stem.with_suffix(f".{part}.npy") for part in ("x", "y", "n_train")]
+        if not all(p.is_file() for p in paths):
+            x, y, n_train = H.digit_pool(dom)
+            for path, array in zip(paths, (x, y, np.array(-1 if n_train is None else n_train, np.int64))):
+                _save_npy(path, array)
+        x, y = (np.asarray(np.load(p, mmap_mode="r", allow_pickle=False)) for p in paths[:2])
+        n_train = int(np.load(paths[2], allow_pickle=False))
+        out[dom] = (x, y, None if n_train < 0 else n_train)
+    return out
+
+
+def draw_partition(cfg: H.RunConfig, seed: int) -> H.Partition:
+    """:func:`hasa_core.partition` (``cfg``, ``seed``), drawn as the engine draws it; for the digits,
+    from :func:`shared_digit_pools` (the same examples, client for client, tensor for tensor)."""
+    if cfg.benchmark != "digits" or H.BENCHMARKS["digits"].partition is not H.digits_partition:
+        return H.partition(cfg, seed)
+    pools = shared_digit_pools()
+    refs = H.digits_refs(cfg, seed, pools)  # as hasa_core.digits_partition, over the shared pools
+    return H.Partition(cfg, tuple(r.name for r in refs), tuple(refs), pools=pools)
+
+
+CLIENT_CACHE_MIB = 16.0
+"""At most this much of the clients a simulated node's process has built (their tensors, MiB) is
+kept for the next message to the same client, the most recently served first (at least the last
+one). A digits client costs about 1-2 ms to build from the shared pools and holds 9.4 kB per image
+as float32; a Ray actor serving half of a 1,000-client federation would otherwise keep about
+200 MB of them."""
+
+
+def _nbytes(task: H.Task) -> int:
+    return sum(t.nbytes for c in task.clients for part in (c.train, c.test) for batch in part for t in batch)
+
+
 @functools.lru_cache(maxsize=2)
-def _partition(cfg: H.RunConfig, seed: int) -> tuple[H.Partition, dict[int, H.Task]]:
-    """The benchmark's partition (:func:`hasa_core.partition`: who holds which examples, no
-    tensors), drawn once per process and (config, seed), and the clients built from it so far."""
-    return H.partition(cfg, seed), {}
+def _partition(cfg: H.RunConfig, seed: int) -> tuple[H.Partition, OrderedDict[int, tuple[H.Task, int]]]:
+    """The benchmark's partition (:func:`draw_partition`: who holds which examples, no tensors),
+    drawn once per process and (config, seed), and the clients kept from it (client k -> (its
+    one-client task, bytes)), least recently served first."""
+    return draw_partition(cfg, seed), OrderedDict()
 
 
 def _client_task(cfg: H.RunConfig, seed: int, k: int) -> H.Task:
     """The one-client :class:`hasa_core.Task` of partition k, as a simulated node holds it: built
-    the first time this process serves client k, then kept (a Ray actor serving many clients
-    builds only those it serves; tensor for tensor client k of :func:`hasa_core.load_task`)."""
+    when this process serves client k and not kept from before (a Ray actor serving many clients
+    builds only those it serves), then kept within :data:`CLIENT_CACHE_MIB`; tensor for tensor
+    client k of :func:`hasa_core.load_task`."""
     part, built = _partition(cfg, seed)
     if not 0 <= k < len(part):
         raise ValueError(f"partition-id {k} is outside the {len(part)} clients of this benchmark")
-    if k not in built:
-        built[k] = H.on_device(part.task([k]), cfg.device)
-    return built[k]
+    if k in built:
+        built.move_to_end(k)
+        return built[k][0]
+    task = H.on_device(part.task([k]), cfg.device)
+    built[k] = (task, _nbytes(task))
+    while len(built) > 1 and sum(n for _, n in built.values()) > CLIENT_CACHE_MIB * 2 ** 20:
+        built.popitem(last=False)
+    return task
 
 
 @functools.lru_cache(maxsize=2)

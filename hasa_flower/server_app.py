@@ -4,7 +4,7 @@
 :class:`hasa_flower.simulation.LocalGrid`); Flower loads ``app`` for ``flwr run``.
 
 Imports: flwr, :mod:`hasa_core`, :mod:`hasa_records` (the record of a ``flwr run``),
-:mod:`hasa_flower.wire`, :mod:`hasa_flower.strategy`.
+:mod:`hasa_flower.wire`, :mod:`hasa_flower.strategy`, :mod:`hasa_flower.linkstate`.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from flwr.serverapp import Grid, ServerApp
 
 import hasa_core as H
 import hasa_records as records
+from hasa_flower.linkstate import index_state
 from hasa_flower.strategy import HasaStrategy
 from hasa_flower.wire import config_record, from_record, partition_id, to_record
 
@@ -102,8 +103,11 @@ app = ServerApp()
 @app.main()
 def server_main(grid: Grid, context: Context) -> None:
     """Entry point of ``flwr run .``: runs the configured federation and caches its record under
-    ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`."""
+    ``results-dir`` (default: results/flower) like :func:`hasa_core.cached_run`. In a simulation
+    (flwr's own in-memory link state) the link state is indexed first (:func:`index_state`)."""
     cfg, seed, k, results = run_config_to_cfg(context.run_config)
+    if index_state(getattr(grid, "state", None)):  # a simulation's link state, made before this app ran
+        print("the simulation's link state is indexed (hasa_flower.linkstate)")
     rec = serve(grid, cfg, seed, k)
     out = records.record_path(cfg, seed, Path(results) if results else Path.cwd() / "results" / "flower")
     records.write_json_atomic(out, records.sealed(rec))

@@ -4,7 +4,8 @@
 Flower record cache (``results/flower``).
 
 Imports: flwr (and Ray, when a Ray run starts), :mod:`hasa_core`, :mod:`hasa_records`,
-:mod:`hasa_flower.client_app`, :mod:`hasa_flower.dataset`, :mod:`hasa_flower.server_app`.
+:mod:`hasa_flower.client_app`, :mod:`hasa_flower.dataset`, :mod:`hasa_flower.linkstate`,
+:mod:`hasa_flower.server_app`.
 """
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ import hasa_core as H
 import hasa_records as records
 from hasa_flower.client_app import app as client_app
 from hasa_flower.dataset import num_clients
+from hasa_flower.linkstate import indexed as indexed_link_state
 from hasa_flower.server_app import serve
 
 
@@ -83,10 +85,20 @@ class Stopped(RuntimeError):
     """Raised by :class:`StoppableGrid` once its stop event is set: the run was interrupted."""
 
 
-WINDOW = 64
-"""Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`). Set before notebook
-08's sweep (``results/scale_window.md``: one 1,000-client run per window on 2 cores), where windows
-of 32 to 128 were within run-to-run noise of each other and sending a round at once was slower."""
+WINDOW: int | None = None
+"""Messages a Ray-backend run keeps in flight at most (:class:`StoppableGrid`); None: every message
+of a round at once, as flwr's own grids send them. A window of 64 kept flwr's scan of every message
+held per node small; with the indexed link state (:mod:`hasa_flower.linkstate`) a poll
+costs the same whatever is held, and in notebook 08's sweep (``results/scale_window.md``, 1,000
+clients on 2 shared cores) no window was within run-to-run noise of 16 and 64 in wall time and
+used no more CPU."""
+
+
+POLL = 0.1
+"""Seconds a Ray-backend run's server waits between two pulls that brought no reply
+(:class:`StoppableGrid`): flwr's own ``InMemoryGrid`` pull interval. Polling every 0.02 s (as before the
+index) was within run-to-run noise in wall time and cost more CPU (each pull checks every id still
+awaited) in notebook 08's sweep."""
 
 
 class StoppableGrid(Grid):
@@ -94,15 +106,9 @@ class StoppableGrid(Grid):
     and :meth:`send_and_receive` keeps at most ``window`` messages in flight (None: all at once),
     waiting for replies in a loop that checks ``stop`` every ``poll`` seconds (the loop of flwr's
     own grids, which can only end at their timeout). Replies are the inner grid's, in the order it
-    returns them; messages are not touched.
+    returns them; messages are not touched."""
 
-    Why a window: flwr's Simulation Engine (``vce_api.add_messages_to_queue``, flwr 1.42) looks for
-    each node's next message every 0.1 s by scanning every message the in-memory link state holds
-    (sent, and not yet answered and pulled), once per node: a cycle costs nodes x messages held.
-    At 1,000 nodes, the 1,000 messages of a query or evaluation round sent at once make each cycle
-    scan 10^6 entries; a window of a few dozen keeps the actors busy and the scans small."""
-
-    def __init__(self, inner: Grid, stop: threading.Event, poll: float = 0.02, window: int | None = WINDOW):
+    def __init__(self, inner: Grid, stop: threading.Event, poll: float = POLL, window: int | None = WINDOW):
         self.inner, self.stop, self.poll, self.window = inner, stop, poll, window
         self.seconds: dict[str, float] = {}  # message type -> seconds spent in send_and_receive
 
@@ -237,16 +243,20 @@ def backend_config(num_cpus_per_client: float = 1.0) -> dict[str, Any]:
 
 def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None = None,
         backend_cfg: dict[str, Any] | None = None, verbose: bool = False, window: int | None = WINDOW,
-        timings: dict[str, float] | None = None) -> dict[str, Any]:
+        timings: dict[str, float] | None = None, indexed: bool = True, poll: float = POLL) -> dict[str, Any]:
     """One federated run on Flower; returns the same record as :func:`hasa_core.run` (with
     ``provenance.runtime = "flower"``; ``round_seconds`` measured on the server).
 
     ``backend="ray"``: Flower's Simulation Engine (``flwr.simulation.run_simulation``, one Ray
     actor per CPU); ``backend="local"``: :class:`LocalGrid`, the same messages in this process,
     replies shuffled with seed ``shuffle``. A Ray run keeps at most ``window`` messages in flight
-    (:class:`StoppableGrid`; None: every message of a round at once); ``timings``, when given, gets
+    (:class:`StoppableGrid`; None: every message of a round at once) and pulls replies every ``poll``
+    seconds while none came; ``timings``, when given, gets
     the seconds of the Ray run's phases: ``start-up and shut-down`` (outside the ServerApp), and the
-    server's ``query``, ``train`` and ``evaluate`` messages (sending, waiting, replies).
+    server's ``query``, ``train`` and ``evaluate`` messages (sending, waiting, replies). Its link
+    state is :class:`hasa_flower.linkstate.IndexedLinkState` (each node's next message without a scan
+    of every message held; the same records), unless ``indexed`` is false or flwr is not the version
+    the index was written for (then with a warning).
 
     Ctrl-C (SIGINT) during a Ray run: the server stops at its next message, the client tasks in
     flight finish, Ray is shut down, and ``KeyboardInterrupt`` is raised (no record; records
@@ -277,7 +287,7 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
 
             @app.main()
             def _main(grid: Grid, context: Context) -> None:
-                t0, timed = time.perf_counter(), StoppableGrid(grid, stop, window=window)
+                t0, timed = time.perf_counter(), StoppableGrid(grid, stop, poll=poll, window=window)
                 try:
                     records.append(serve(timed, cfg, seed, k))
                     spent.update(server=time.perf_counter() - t0, **timed.seconds)
@@ -288,7 +298,7 @@ def run(cfg: H.RunConfig, seed: int, backend: str = "ray", shuffle: int | None =
                     end_ray_actors()
 
             t0 = time.perf_counter()
-            with warnings.catch_warnings(), stop_on_interrupt(stop):
+            with indexed_link_state(indexed), warnings.catch_warnings(), stop_on_interrupt(stop):
                 warnings.simplefilter("ignore")  # run_simulation is deprecated: why it stays, see run()
                 run_simulation(server_app=app, client_app=client_app, num_supernodes=k,
                                backend_config=backend_cfg or backend_config(), verbose_logging=verbose)

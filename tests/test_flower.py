@@ -324,7 +324,8 @@ def test_the_grid_keeps_at_most_window_messages_in_flight_and_returns_every_repl
             grid.send_and_receive(sent[:1])
 
 
-def test_a_simulated_node_builds_only_the_clients_it_serves():
+def test_a_simulated_node_builds_only_the_clients_it_serves(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASA_POOL_DIR", str(tmp_path))
     cfg = H.config("smoke", "digits", partition="dirichlet", num_clients=30)
     D._partition.cache_clear()
     task = D._client_task(cfg, 0, 7)
@@ -332,3 +333,42 @@ def test_a_simulated_node_builds_only_the_clients_it_serves():
     assert torch.equal(task.clients[0].train[0][0], H.load_task(cfg, 0).clients[7].train[0][0])
     with pytest.raises(ValueError, match="partition-id 30 is outside the 30 clients"):
         D._client_task(cfg, 0, 30)
+    D._partition.cache_clear()
+
+
+def test_simulated_nodes_share_the_digit_pools_and_draw_the_engines_partition(tmp_path, monkeypatch):
+    """The pools are mapped read-only from one uncompressed copy per data file (no process holds
+    its own), hold hasa_core.digit_pool's very arrays, and give hasa_core.partition's clients."""
+    monkeypatch.setenv("HASA_POOL_DIR", str(tmp_path))
+    pools = D.shared_digit_pools()
+    assert len(list(tmp_path.glob("*.npy"))) == 3 * len(H.DIGIT_DOMAINS)
+    for dom, (x, y, n_train) in pools.items():
+        rx, ry, rn = H.digit_pool(dom)
+        assert x.dtype == rx.dtype and y.dtype == ry.dtype and (x == rx).all() and (y == ry).all() and n_train == rn
+        assert not x.flags.writeable and not x.flags.owndata  # mapped from the file, not a copy
+    for cfg in (H.config("smoke", "digits"), H.config("smoke", "digits", partition="dirichlet", num_clients=40)):
+        ours, engine = D.draw_partition(cfg, 1), H.partition(cfg, 1)
+        assert ours.names == engine.names
+        for k in (0, len(ours) // 2, len(ours) - 1):
+            a, b = ours.client(k), engine.client(k)
+            assert all(torch.equal(t, u) for p, q in ((a.train, b.train), (a.test, b.test))
+                       for batch, other in zip(p, q) for t, u in zip(batch, other))
+            assert (a.label_counts == b.label_counts).all() and (a.feature_counts == b.feature_counts).all()
+
+
+def test_a_simulated_node_keeps_only_the_most_recent_clients_within_the_cache_bound(tmp_path, monkeypatch):
+    monkeypatch.setenv("HASA_POOL_DIR", str(tmp_path))
+    cfg = H.config("smoke", "digits", partition="dirichlet", num_clients=30)
+    D._partition.cache_clear()
+    sizes = {k: D._nbytes(D._client_task(cfg, 0, k)) for k in range(6)}
+    D._partition.cache_clear()
+    monkeypatch.setattr(D, "CLIENT_CACHE_MIB", (sizes[3] + sizes[4] + sizes[5]) / 2 ** 20)
+    for k in range(6):
+        D._client_task(cfg, 0, k)
+    assert list(D._partition(cfg, 0)[1]) == [3, 4, 5]
+    D._client_task(cfg, 0, 3)  # served again: the most recent now
+    assert list(D._partition(cfg, 0)[1]) == [4, 5, 3]
+    monkeypatch.setattr(D, "CLIENT_CACHE_MIB", 0.0)
+    D._client_task(cfg, 0, 0)
+    assert list(D._partition(cfg, 0)[1]) == [0]  # the one just built, at least
+    D._partition.cache_clear()
