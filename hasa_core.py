@@ -62,14 +62,15 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
-from scipy import stats
 from tqdm import tqdm
+
+if TYPE_CHECKING:  # pandas and scipy are imported where used: a Flower node that never reads the
+    import pandas as pd  # Medium CSV does not pay their memory (about 60 MiB per process)
 
 REPO = Path(__file__).resolve().parent
 DEFAULT_DATA_DIR = REPO / "data"
@@ -196,6 +197,7 @@ def tokenize(title: str) -> list[str]:
 
 def load_medium(root: Path | None = None) -> pd.DataFrame:
     """The Medium CSV, checksum- and column-verified, with a ``tokens`` column added."""
+    import pandas as pd
     path = verified_path(MEDIUM_FILE, MEDIUM_SHA256, MEDIUM_SOURCE, root)
     df = pd.read_csv(path, encoding="utf-8", keep_default_na=False)
     missing = [c for c in MEDIUM_COLUMNS if c not in df.columns]
@@ -1259,6 +1261,7 @@ def compute_scores(name: str, task: "Task | Statistics", cfg: "RunConfig", rng: 
 def rank01(scores: Sequence[float]) -> np.ndarray:
     """Eq. 13: average-tie ranks of the scores mapped to [0, 1], r_k = (rank_k - 1) / (K - 1)
     (all 1/2 for a single client)."""
+    from scipy import stats
     scores = np.asarray(scores, dtype=float)
     if len(scores) == 1:
         return np.array([0.5])

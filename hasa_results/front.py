@@ -83,9 +83,10 @@ def _hours(minutes: float) -> str:
     return f"{minutes / 60:.1f}"
 
 
-def running_time(runtime: pd.DataFrame, req: dict | None, peak_mib: float | None) -> str:
+def running_time(runtime: pd.DataFrame, req: dict | None, peak_mib: dict[str, float] | None) -> str:
     """The requirements and running-time block: what checking, a smoke run and the full
-    reproduction cost (CPU-hours from the run records; hours on two cores), memory, disk, and what
+    reproduction cost (CPU-hours from the run records; hours on two cores), memory (``peak_mib``:
+    the peak summed over all processes of the Flower scale notebook, as PSS and RSS), disk, and what
     must be downloaded."""
     total = float(runtime.set_index("experiment").loc["total", "CPU minutes (new runs)"])
     measured = req is not None
@@ -95,7 +96,8 @@ def running_time(runtime: pd.DataFrame, req: dict | None, peak_mib: float | None
              f"{req['smoke_minutes']:.0f} min" if measured else "not measured yet"),
             ("full reproduction: `make reproduce`",
              f"{_hours(total)} CPU-hours of runs, about {_hours(total / 2)} hours on two cores; CPU only"),
-            ("memory", f"peak {peak_mib / 1024:.1f} GiB (the Flower scale notebook)" if peak_mib else "not measured"),
+            ("memory", "peak over all processes of the Flower scale notebook: " + ", ".join(
+                f"{v / 1024:.1f} GiB {k}" for k, v in peak_mib.items()) if peak_mib else "not measured"),
             ("disk", ", ".join(f"{k} {v / 1024:.1f} GiB" if v >= 1024 else f"{k} {v:.0f} MiB"
                                for k, v in req["disk_mib"].items()) if measured else "not measured yet"),
             ("downloads", "Python packages from PyPI (pinned with sha256); the Medium CSV from Kaggle (a free "
@@ -113,8 +115,9 @@ def running_time_text(results_dir: Path) -> str:
     req_path = results_dir / REQUIREMENTS
     req = json.loads(req_path.read_text(encoding="utf-8")) if req_path.is_file() else None
     peak = None
-    targets = current(results_dir / "scale_targets.csv")
-    if targets.is_file():
-        t = pd.read_csv(targets, index_col=0)
-        peak = float(t.filter(like="peak", axis=0)[["in-process", "flower"]].max().max())
+    engines = current(results_dir / "scale_engines.csv")
+    if engines.is_file():
+        e = pd.read_csv(engines, index_col=0)
+        peak = {kind: float(e[f"peak {kind} MiB (all processes)"].max()) for kind in ("PSS", "RSS")
+                if f"peak {kind} MiB (all processes)" in e}
     return running_time(pd.read_csv(runtime), req, peak)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from hasa_results.figures import colour, finish, house_style
 from hasa_results.frames import method_of
-from hasa_results.outputs import current
+from hasa_results.outputs import cell, current
 from hasa_results.words import say
 
 
@@ -42,8 +42,11 @@ def plot_many_clients(records: Sequence[dict[str, Any]], label: Callable[[dict],
     return finish(fig)
 
 
-TARGET_LABELS = {"seconds per round (median)": "training round (median)", "wall seconds": "wall time",
-                 "peak RSS MiB (all processes)": "peak memory"}
+TARGET_LABELS = {"seconds per round (median)": "training round (median)",
+                 "wall seconds of the training rounds": "wall time of the training rounds",
+                 "peak PSS MiB (all processes)": "peak memory (PSS)", "wall seconds": "total wall time",
+                 "peak RSS MiB (all processes)": "peak memory (RSS)"}
+"""Words for the rows of notebook 08's target and before/after tables (``hasa_bench``)."""
 
 
 def targets_sentence(targets: pd.DataFrame) -> str:
@@ -66,11 +69,14 @@ def flower_scale_text(results_dir: Path) -> str:
             f"notebook 08): {targets_sentence(targets)}")
     if (compared := current(results_dir / "scale_before_after.csv")).exists():
         b = pd.read_csv(compared, index_col=0)
-        absolute = "; ".join(f"{TARGET_LABELS[name]} {r['flower before']:.4g} → {r['flower after']:.4g} "
-                             f"(in-process {r['in-process before']:.4g} → {r['in-process after']:.4g})"
+        def unit(name: str) -> str:
+            return "MiB" if "MiB" in name else "s"
+        absolute = "; ".join(f"{TARGET_LABELS[name]} {cell(r['flower before'])} → {cell(r['flower after'])} "
+                             f"{unit(name)} (in-process {cell(r['in-process before'])} → {cell(r['in-process after'])})"
                              for name, r in b.iterrows())
-        text += (" Before → after two changes to the Flower app (lazily built clients, a window of messages in "
-                 f"flight), Flower / in-process: {before_after_sentence(b)} Flower itself (s, s, MiB): {absolute}.")
+        text += (" Before → after the link state indexed by node, the digit pools mapped from one copy and the "
+                 f"nodes' client cache capped, Flower / in-process: {before_after_sentence(b)} Flower itself: "
+                 f"{absolute}.")
     return text
 
 
@@ -97,11 +103,10 @@ def scale_conclusion(measures: pd.DataFrame, overhead: dict[str, Any], targets: 
             f"link state, engine threads), Ray actors {f['CPU seconds: Ray actors']:.0f} s, Ray's own processes "
             f"{f['CPU seconds: Ray system']:.0f} s, against {m.loc['in-process', 'CPU seconds (all processes)']:.0f} s "
             f"in-process. Peak memory: driver {f['peak RSS MiB: driver']:.0f} MiB, Ray actors "
-            f"{f['peak RSS MiB: Ray actors']:.0f} MiB (each holds the clients it served), Ray's own processes "
-            f"{f['peak RSS MiB: Ray system']:.0f} MiB. Flower's own code: its link state spent {scan_s:.0f} s in "
-            f"{scan_n:,} scans for nodes' "
-            f"messages ({1000 * scan_s / o['messages']:.1f} ms per message), a cost of the engine that grows with "
-            f"nodes × messages held and that no change of ours removes.")
+            f"{f['peak RSS MiB: Ray actors']:.0f} MiB (each keeps a bounded cache of the clients it built), Ray's "
+            f"own processes {f['peak RSS MiB: Ray system']:.0f} MiB. Flower's link state spent {scan_s:.1f} s in "
+            f"{scan_n:,} look-ups of a node's messages ({1000 * scan_s / o['messages']:.2f} ms per message); "
+            "indexed by node (`hasa_flower.linkstate`), a look-up reads only that node's messages.")
     if compared is not None:
         text += f"\n\n**Before → after (Flower / in-process).** {before_after_sentence(compared)}"
     best = sweep["wall seconds"].idxmin()

@@ -75,10 +75,11 @@ def test_a_missing_results_file_fills_its_block_with_one_line_saying_so(tmp_path
 def test_the_running_time_block_gives_cpu_hours_and_hours_on_two_cores():
     runtime = pd.DataFrame({"experiment": ["a", "total"], "CPU minutes (new runs)": [600.0, 900.0]})
     block = R.running_time(runtime, {"make_test_minutes": 14.2, "smoke_minutes": 9.6, "machine": "CPU X",
-                                     "load": "2.00", "disk_mib": {"environment": 2048.0, "data": 120.4}}, 3420.0)
+                                     "load": "2.00", "disk_mib": {"environment": 2048.0, "data": 120.4}},
+                           {"PSS": 1887.5, "RSS": 3420.0})
     assert "15.0 CPU-hours of runs, about 7.5 hours on two cores" in block
     assert "| check the committed results: `make test` | 14 min |" in block
-    assert "peak 3.3 GiB" in block and "environment 2.0 GiB, data 120 MiB" in block
+    assert "Flower scale notebook: 1.8 GiB PSS, 3.3 GiB RSS" in block and "environment 2.0 GiB, data 120 MiB" in block
     assert "not measured yet" in R.running_time(runtime, None, None)
 
 
