@@ -198,7 +198,7 @@ def test_the_second_benchmark_family_tests_the_declared_primaries_on_both_federa
                                                                                           "mean")
     want = R.simultaneous([1, 2, 3, 4], R.PAPER_GAIN, m=16)
     assert first["diff"] == pytest.approx(2.5) and first["ci_low"] == pytest.approx(want["ci_low"])
-    assert first["n"] == 4 and first["p_adjusted"] == pytest.approx(min(1, 16 * want["p"]))
+    assert first["n"] == 4 and first["p_adjusted"] == pytest.approx(min(1, 16 * want["p_unadjusted"]))
     leaf = tests[(tests["experiment"] == "shakespeare_leaf") & (tests["claim"] == "3")]
     assert leaf["diff"].tolist() == pytest.approx([2.0] * 4) and (leaf["n"] == 3).all()  # +2 in every seed
     assert (leaf["verdict"] == "reproduced").all() and leaf["comparison"].iloc[0] == f"hasa{LEAF} − reverse{LEAF}"
