@@ -158,7 +158,7 @@ nbval: venv
 	$(PY) -m pytest -q --nbval notebooks --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider
 
 bench: venv
-	$(PY) -m hasa_bench throughput --out results/bench.md
+	$(PY) -m hasa_bench throughput --out results/bench.csv
 
 # What checking and reproducing cost (the README's first screen): `make test` and a smoke
 # reproduction timed in a clean clone of HEAD, and the disk the environment, data and results take.

@@ -14,7 +14,7 @@ Three measurements, each with the load average beside it (the reference machine 
 
 Imports: :mod:`hasa_core`, :mod:`hasa_flower`. Command line::
 
-    python -m hasa_bench throughput [--benchmark medium digits] [--out results/bench.md]
+    python -m hasa_bench throughput [--benchmark medium digits] [--out results/bench.csv]
     python -m hasa_bench requirements [--out results/requirements.json]
 """
 from __future__ import annotations
@@ -592,7 +592,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--policy", default="hasa", choices=sorted(H.POLICIES))
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--out", default="", help="also write the table as Markdown here (make bench: results/bench.md)")
+    b.add_argument("--out", default="", help="also write the table as CSV here (make bench: results/bench.csv; the report renders it)")
     r = sub.add_parser("requirements", help="time make test and a smoke reproduction in a clean clone; disk use")
     r.add_argument("--out", default="results/requirements.json")
     args = ap.parse_args(argv)
@@ -603,7 +603,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
         return
     table = bench_table(args.benchmark, args.policy, args.device, args.rounds)
     if args.out:
-        records.write_text_atomic(Path(args.out), table.to_markdown(floatfmt=".3g") + "\n")
+        records.write_text_atomic(Path(args.out), table.to_csv())
         print(f"wrote {args.out}")
 
 

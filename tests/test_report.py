@@ -137,3 +137,25 @@ def test_the_shakespeare_row_counts_where_the_medium_verdict_carries_over():
     assert row["under `selective`"] == "the Medium verdict carries over in **2 of 4** (claim, federation) cells"
     md = R.headline_markdown(_verdicts(-0.37, 0.38, "contradicted", "reproduced"), [row])
     assert "| 1, 3 on Shakespeare | (not tested in the paper) | the Medium verdict carries over in **2 of 4**" in md
+
+
+def test_a_notebook_without_a_paper_copy_has_a_section_saying_so_and_a_stale_copy_is_marked(tmp_path):
+    (tmp_path / "notebooks").mkdir()
+    _notebook(tmp_path / "notebooks" / "01_main_table.ipynb", [("md", "# 01 · Claim one"), ("code", "old = 1")])
+    text = report.report_text(tmp_path)
+    source = report._notebook_parts(report.NOTEBOOKS / "11_shakespeare.ipynb")["title"]
+    assert f"### {source}" in text and f"#{report._anchor(source)}) · not computed yet" in text
+    assert "*Not computed at the paper profile yet*: `make reproduce` executes `notebooks/11_shakespeare.ipynb`" \
+        in text
+    assert "*Executed with an earlier version of `notebooks/01_main_table.ipynb`*" in text
+    assert report.is_current(report.NOTEBOOKS / "01_main_table.ipynb", report.NOTEBOOKS / "01_main_table.ipynb")
+    assert not report.is_current(tmp_path / "notebooks" / "01_main_table.ipynb",
+                                 report.NOTEBOOKS / "01_main_table.ipynb")
+
+
+def test_a_bench_table_shows_its_numbers_in_the_house_style_and_keeps_its_words(tmp_path):
+    csv = tmp_path / "bench.csv"
+    csv.write_text(",medium,digits\ntargets/s,4.11e+04,1.42e+04\nload,1.27 / 1.23,\ntorch,2.13.0+cpu,2.13.0+cpu\n")
+    md = report.bench_markdown(csv)
+    assert "41,100" in md and "14,200" in md and "1.27 / 1.23" in md and "2.13.0+cpu" in md
+    assert report.style_problems("bench", md) == []
