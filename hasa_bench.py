@@ -592,7 +592,7 @@ def _main(argv: Sequence[str] | None = None) -> None:
     b.add_argument("--policy", default="hasa", choices=sorted(H.POLICIES))
     b.add_argument("--rounds", type=int, default=11, help="rounds timed; the first is not counted")
     b.add_argument("--device", default="cpu")
-    b.add_argument("--out", default="", help="also write the table as CSV here (make bench: results/bench.csv; the report renders it)")
+    b.add_argument("--out", default="", help="also write the table as CSV here (make bench: results/bench.csv)")
     r = sub.add_parser("requirements", help="time make test and a smoke reproduction in a clean clone; disk use")
     r.add_argument("--out", default="results/requirements.json")
     args = ap.parse_args(argv)
