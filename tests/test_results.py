@@ -178,16 +178,14 @@ def test_non_paper_profiles_never_write_committed_outputs():
 
 @pytest.fixture
 def scratch_repo(tmp_path, monkeypatch):
-    """A scratch repository root for hasa_results (its REPO), holding a copy of the committed
-    paired-test tables that the headline reads, as results/ of the previous complete run."""
+    """A scratch repository root for hasa_results (its REPO), holding one paired-test table as
+    results/ of the previous complete run."""
     monkeypatch.setattr(R.outputs, "REPO", tmp_path)
     monkeypatch.delenv(R.STAGE_ENV, raising=False)
     (tmp_path / "results").mkdir()
-    for name in ("table1_paired_tests", "table1_core_tests", "table2_paired_tests", "table3_paired_tests",
-                 "table4_paired_tests"):
-        for ext in ("csv", "md"):
-            source = HR.DEFAULT_RESULTS_DIR / f"{name}.{ext}"
-            (tmp_path / "results" / f"{name}.{ext}").write_bytes(source.read_bytes())
+    table = pd.DataFrame({"comparison": ["hasa − uniform"] * 2, "metric": ["mean", "worst"], "diff": [0.5, -0.25]})
+    table.to_csv(tmp_path / "results" / "table1_paired_tests.csv", index=False)
+    (tmp_path / "results" / "table1_paired_tests.md").write_text(R.table_markdown(table))
     return tmp_path
 
 
