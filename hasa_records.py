@@ -173,10 +173,10 @@ def budget_problems(rec: dict[str, Any]) -> list[str]:
     ``budget_frac`` = ``budget_used`` / ``budget``; ``budget_kind`` is the one its config's policy
     spends. Under the linear budget (the published rule and its baselines) ``budget`` is the
     config's B and ``budget_used`` is sum_k n_k E[w_k] / sum_k n_k recomputed from ``widths`` and
-    ``sizes`` (E[w] = w, for FjORD the mean of the levels it draws from:
-    :func:`hasa_core.expected_width`). Under the FLOP budget (our level rule) the budget and its
-    spend depend on the architecture's cost, whose vocabulary comes from the data: only
-    ``budget_used`` <= ``budget`` is checked there. Not checked anywhere: that the widths are the
+    ``sizes`` (E[w] = w, for FjORD the mean of the levels it draws from, plus its widest slice
+    with self-distillation: :func:`hasa_core.expected_width`). Under the FLOP budget (our level
+    rule) the budget and its spend depend on the architecture's cost, whose vocabulary comes from
+    the data: only ``budget_used`` <= ``budget`` is checked there. Not checked anywhere: that the widths are the
     ones the policy gives for the record's scores, and the scores themselves (both need the
     data or the policy's rule)."""
     problems = []
@@ -207,7 +207,8 @@ def budget_problems(rec: dict[str, Any]) -> list[str]:
     else:
         if rec["budget"] != cfg.budget:
             problems.append(f"budget = {rec['budget']!r}, its config's B is {cfg.budget!r}")
-        used = linear_budget_used([expected_width(w, cfg.extraction, cfg.levels) for w in rec["widths"]], rec["sizes"])
+        used = linear_budget_used([expected_width(w, cfg.extraction, cfg.levels, cfg.distill) for w in rec["widths"]],
+                                  rec["sizes"])
         if abs(used - rec["budget_used"]) > BUDGET_TOL:
             problems.append(f"budget_used = {rec['budget_used']!r}, its widths and sizes give {used!r}")
     return problems

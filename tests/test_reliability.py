@@ -422,11 +422,12 @@ def test_node_files_command_writes_nothing_for_a_bad_run_config(tmp_path):
 
 @pytest.fixture(scope="module")
 def records(tiny_cfg):
-    """Sealed records of the published rule (static slices), of FjORD (expected widths) and of
-    the level rule (FLOP budget), each from the tiny config."""
+    """Sealed records of the published rule (static slices), of FjORD (expected widths), of FjORD
+    with self-distillation (its widest slice counted as well) and of the level rule (FLOP budget),
+    each from the tiny config."""
     return {name: HR.sealed(H.run(tiny_cfg.replace(**changes), 0)) for name, changes in [
         ("hasa", {"policy": "hasa"}), ("fjord", {"policy": "hasa", "extraction": "ordered"}),
-        ("levels", {"policy": "hasa_levels"})]}
+        ("fjord_kd", {"extraction": "ordered", "distill": True}), ("levels", {"policy": "hasa_levels"})]}
 
 
 def _halve_the_widest(r):
@@ -443,6 +444,7 @@ def _double_the_widest_size(r):
     ("hasa", _halve_the_widest, "budget_used = .*, its widths and sizes give"),
     ("hasa", _double_the_widest_size, "budget_used = .*, its widths and sizes give"),
     ("fjord", _halve_the_widest, "budget_used = .*, its widths and sizes give"),
+    ("fjord_kd", lambda r: r["widths"].__setitem__(0, 1.0), "budget_used = .*, its widths and sizes give"),
     ("hasa", lambda r: r.update(budget=0.6, budget_frac=r["budget_used"] / 0.6),
      r"budget = 0\.6, its config's B is 0\.5"),
     ("hasa", lambda r: r.update(budget_frac=1.0), r"budget_frac = 1\.0, its budget_used / budget gives"),
