@@ -244,15 +244,17 @@ def report_text(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
         for p in notebooks:
             out += _section(results_dir, p, seen) if isinstance(p, Path) else _stub(p)
         if part.startswith("Appendix"):
-            out += _performance(results_dir)
+            out += _performance(results_dir, seen)
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _performance(results_dir: Path) -> list[str]:
+def _performance(results_dir: Path, seen: set[str]) -> list[str]:
+    """The engineering appendix: the bench tables (those no notebook showed already) and the
+    engine-1 archive."""
     out = ["### Performance", ""]
     for name, what in [("bench", "`make bench` (steady-state training throughput against this machine's matmul)"),
                        ("bench_gpu", "the GPU check on a lent H200")]:
-        if (results_dir / f"{name}.csv").is_file():
+        if (results_dir / f"{name}.csv").is_file() and name not in seen:
             out += [f"{what} ([`{name}.csv`]({name}.csv)):", "", bench_markdown(results_dir / f"{name}.csv")]
     archive = results_dir / "engine1" / "README.md"
     if archive.is_file():
