@@ -196,7 +196,7 @@ from hasa_results.plan import (  # noqa: F401
 )
 from hasa_results.report import (  # noqa: F401
     ALL_RUNS,
-    LONG_TABLE,
+    NOTEBOOKS,
     PARTS,
     PROVENANCE,
     README,
@@ -204,10 +204,12 @@ from hasa_results.report import (  # noqa: F401
     TEXTS,
     _saved_tables,
     anchors,
+    bench_markdown,
     broken_report_links,
     check_report,
     engine_text,
     fill_blocks,
+    is_current,
     provenance_text,
     report_text,
     style_problems,
@@ -280,6 +282,7 @@ from hasa_results.stats import (  # noqa: F401
     holm,
     mean_variants,
     min_detectable_effect,
+    p_value,
     paired_stats,
     per_client_differences,
     power_paired_t,
@@ -293,7 +296,6 @@ from hasa_results.words import (  # noqa: F401
     amount,
     interval,
     num,
-    p_value,
     pp,
     say,
 )

@@ -455,7 +455,7 @@ def plot_headline(primaries: pd.DataFrame):
         handles, names = ax.get_legend_handles_labels()
         seen.update(zip(names, handles))
     fig.legend([seen[v] for v in VERDICT_COLOURS if v in seen], [v for v in VERDICT_COLOURS if v in seen],
-               loc="upper right", ncols=len(seen), title="verdict")
+               loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(seen), title="verdict")
     return finish(fig)
 
 

@@ -105,6 +105,13 @@ def sign_flip_p(d: Sequence[float], alternative: str = "two-sided") -> float:
     return float(np.mean(np.abs(null) >= abs(d.mean()) - tol))
 
 
+def p_value(p: float, name: str = "p") -> str:
+    """A p-value with two significant figures, never in e-notation: p = 0.0087, p < 0.001."""
+    if math.isnan(p):
+        return f"{name} n/a"
+    return f"{name} < 0.001" if p < 0.001 else f"{name} = {float(f'{p:.2g}'):g}"
+
+
 def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: str,
                    metrics: Sequence[str] = ("mean", "worst", "tail"),
                    effect: float | None = None) -> pd.DataFrame:
@@ -123,8 +130,8 @@ def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: s
                          **paired_stats(w[treatment], w[control], effect)})
     out = pd.DataFrame(rows)
     out["p_holm"] = holm(out["p_t"])
-    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" (Holm p = {r.p_holm:.3g})" if r.p_holm < 0.05
-                      else f"neither confirmed nor refuted (Holm p = {r.p_holm:.2g}; MDE80 = {r.mde80:.2f})"
+    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" ({p_value(r.p_holm, 'Holm p')})" if r.p_holm < 0.05
+                      else f"neither confirmed nor refuted ({p_value(r.p_holm, 'Holm p')}; MDE80 = {r.mde80:.2f})"
                       for r in out.itertuples()]
     return out
 

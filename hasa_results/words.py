@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from hasa_results.experiments import PAPER_GAIN
+from hasa_results.stats import p_value
 
 
 def pp(x: float) -> str:
@@ -33,12 +34,6 @@ def interval(low: float, high: float) -> str:
     """A confidence interval: [+0.20, +0.56]."""
     return f"[{num(low)}, {num(high)}]"
 
-
-def p_value(p: float, name: str = "p") -> str:
-    """A p-value with two significant figures, never in e-notation: p = 0.0087, p < 0.001."""
-    if math.isnan(p):
-        return f"{name} n/a"
-    return f"{name} < 0.001" if p < 0.001 else f"{name} = {float(f'{p:.2g}'):g}"
 
 
 def say(tests: pd.DataFrame, comparison: str, metric: str = "mean", *, ci: bool = True, family: bool = False,
