@@ -190,14 +190,20 @@ def is_current(executed: Path, source: Path) -> bool:
 
 def _stub(name: str) -> list[str]:
     """The section of a notebook that has no executed paper copy: its title and how to make it."""
-    parts = _notebook_parts(NOTEBOOKS / f"{name}.ipynb")
-    return [f"### {parts['title']}", "", f"*Not computed at the paper profile yet*: `make reproduce` executes "
+    return [f"### {_title(name)}", "", f"*Not computed at the paper profile yet*: `make reproduce` executes "
             f"`notebooks/{name}.ipynb` into `results/notebooks/{name}.ipynb`.", ""]
+
+
+def _title(nb: Path | str) -> str:
+    """A notebook's title as its source states it now (so that links to its section stay valid
+    when its paper copy is older); an executed notebook without a source keeps its own."""
+    source = NOTEBOOKS / f"{nb.stem if isinstance(nb, Path) else nb}.ipynb"
+    return _notebook_parts(source if source.is_file() else nb)["title"]
 
 
 def _section(results_dir: Path, p: Path, seen: set[str]) -> list[str]:
     parts = _notebook_parts(p)
-    out = [f"### {parts['title']}", ""]
+    out = [f"### {_title(p)}", ""]
     if not is_current(p, NOTEBOOKS / p.name):
         out += [f"*Executed with an earlier version of `notebooks/{p.name}`*: its numbers below are that "
                 "version's; `make reproduce` executes the current one.", ""]
@@ -234,7 +240,7 @@ def report_text(results_dir: Path = DEFAULT_RESULTS_DIR) -> str:
     for part, notebooks in parts:
         out += [f"* [{part}](#{_anchor(part)})"]
         for p in notebooks:
-            title = _notebook_parts(p if isinstance(p, Path) else NOTEBOOKS / f"{p}.ipynb")["title"]
+            title = _title(p)
             made = f"executed notebook [`{p.name}`](notebooks/{p.name})" if isinstance(p, Path) else "not computed yet"
             out += [f"  * [{title}](#{_anchor(title)}) · {made}"]
     out += ["  * [Performance](#performance)", ""]

@@ -117,8 +117,8 @@ def test_the_report_orders_parts_embeds_figures_links_long_tables_and_shows_each
     _notebook(tmp_path / "notebooks" / "06_summary.ipynb", [
         ("md", "# 06 · Summary"), ("md", "## Again"), ("code", 'R.save_table(a, "short", d)'), ("code", "x")])
     text = report.report_text(tmp_path)
-    assert text.index("## Summary and plan") < text.index("### 06 · Summary") < text.index("## The claims") \
-        < text.index("### 01 · Claim one")
+    summary, claim_one = (f"### {report._title(n)}" for n in ("06_summary", "01_main_table"))  # the sources' titles
+    assert text.index("## Summary and plan") < text.index(summary) < text.index("## The claims") < text.index(claim_one)
     assert "![01_fig](../figures/01_fig.png)" in text and "##### Tables" in text
     assert f"Table [`long.csv`](long.csv): {report.LONG_TABLE + 1} rows, 2 columns" in text
     assert text.count("`short`:") == 1  # notebook 06 saved it first; notebook 01 does not repeat it
@@ -148,6 +148,7 @@ def test_a_notebook_without_a_paper_copy_has_a_section_saying_so_and_a_stale_cop
     assert "*Not computed at the paper profile yet*: `make reproduce` executes `notebooks/11_shakespeare.ipynb`" \
         in text
     assert "*Executed with an earlier version of `notebooks/01_main_table.ipynb`*" in text
+    assert f"### {report._title('01_main_table')}" in text and "### 01 · Claim one" not in text  # links stay valid
     assert report.is_current(report.NOTEBOOKS / "01_main_table.ipynb", report.NOTEBOOKS / "01_main_table.ipynb")
     assert not report.is_current(tmp_path / "notebooks" / "01_main_table.ipynb",
                                  report.NOTEBOOKS / "01_main_table.ipynb")
