@@ -259,17 +259,20 @@ def test_numbers_typed_by_hand_are_found_outside_generated_blocks_only():
 
 
 def test_report_check_passes_on_the_committed_results_and_fails_on_an_edited_table(tmp_path):
-    """The committed README and REPORT match results/; editing one number of a committed table
-    makes the check name the stale block and the stale report."""
+    """The committed README and REPORT match results/; editing one number of the verdicts table
+    makes the check name the stale README block and the stale report."""
     assert R.check_report() == []
     import shutil
     results = tmp_path / "results"
     ignore = shutil.ignore_patterns("runs", "engine1", "flower", "smoke")
     shutil.copytree(HR.DEFAULT_RESULTS_DIR, results, ignore=ignore)
-    table = results / "table1_main.md"
+    verdicts = pd.read_csv(results / "claims_verdicts.csv")
+    verdicts.loc[0, "diff 1"] += 0.01
+    verdicts.to_csv(results / "claims_verdicts.csv", index=False)
+    table = results / "claims_verdicts.md"
     table.write_text(table.read_text().replace("|", "| 0.01 ", 1))
     problems = R.check_report(results, H.REPO / "README.md")
-    assert any("table1_main" in p for p in problems) and any("REPORT.md" in p for p in problems)
+    assert any("verdicts" in p for p in problems) and any("REPORT.md" in p for p in problems)
 
 
 def test_say_puts_a_paired_test_into_words():
