@@ -1316,6 +1316,13 @@ def expected_width(width: float, extraction: str, levels: Sequence[float], disti
     return float(np.mean(fjord_widths(width, levels))) + (fjord_max_width(width, levels) if distill else 0.0)
 
 
+def linear_spend(cfg: "RunConfig", widths: Sequence[float], sizes: Sequence[int]) -> float:
+    """The linear budget an allocation spends: sum_k n_k E[w_k] / sum_k n_k with E[w] the width
+    each client trains on average (:func:`expected_width`; FjORD's draw and its distillation pass
+    included). The run fits its widths to it and the record check recomputes it."""
+    return linear_budget_used([expected_width(w, cfg.extraction, cfg.levels, cfg.distill) for w in widths], sizes)
+
+
 def _fit_expected_budget(widths_for: Callable[[float], np.ndarray], spend: Callable[[np.ndarray], float],
                          budget: float, lo: float, hi: float) -> np.ndarray:
     """The widths ``widths_for(b)`` for the largest b in [lo, hi] whose expected spend stays within
@@ -2287,8 +2294,7 @@ def plan(cfg: RunConfig, task: "Task | Statistics", seed: int) -> dict[str, Any]
             raise AssertionError(f"allocation {widths} spends {used} > budget {budget}")
         return {"scores": scores.tolist(), "widths": [float(w) for w in widths], "budget": budget,
                 "budget_used": used, "budget_frac": used / budget, "budget_kind": "flops"}
-    spend = lambda ws: linear_budget_used([expected_width(w, cfg.extraction, cfg.levels, cfg.distill)  # noqa: E731
-                                           for w in ws], sizes)
+    spend = functools.partial(linear_spend, cfg, sizes=sizes)
 
     def widths_for(b: float) -> np.ndarray:
         w = np.asarray(policy.rule(scores, sizes, cfg, b), dtype=float)

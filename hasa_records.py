@@ -46,8 +46,7 @@ from hasa_core import (
     config,
     cpu_model,
     exit_with_parent,
-    expected_width,
-    linear_budget_used,
+    linear_spend,
     run,
     same_machine_class,
     summarize_accuracies,
@@ -174,7 +173,7 @@ def budget_problems(rec: dict[str, Any]) -> list[str]:
     spends. Under the linear budget (the published rule and its baselines) ``budget`` is the
     config's B and ``budget_used`` is sum_k n_k E[w_k] / sum_k n_k recomputed from ``widths`` and
     ``sizes`` (E[w] = w, for FjORD the mean of the levels it draws from, plus its widest slice
-    with self-distillation: :func:`hasa_core.expected_width`). Under the FLOP budget (our level
+    with self-distillation: :func:`hasa_core.linear_spend`). Under the FLOP budget (our level
     rule) the budget and its spend depend on the architecture's cost, whose vocabulary comes from
     the data: only ``budget_used`` <= ``budget`` is checked there. Not checked anywhere: that the widths are the
     ones the policy gives for the record's scores, and the scores themselves (both need the
@@ -207,8 +206,7 @@ def budget_problems(rec: dict[str, Any]) -> list[str]:
     else:
         if rec["budget"] != cfg.budget:
             problems.append(f"budget = {rec['budget']!r}, its config's B is {cfg.budget!r}")
-        used = linear_budget_used([expected_width(w, cfg.extraction, cfg.levels, cfg.distill) for w in rec["widths"]],
-                                  rec["sizes"])
+        used = linear_spend(cfg, rec["widths"], rec["sizes"])
         if abs(used - rec["budget_used"]) > BUDGET_TOL:
             problems.append(f"budget_used = {rec['budget_used']!r}, its widths and sizes give {used!r}")
     return problems
