@@ -134,6 +134,7 @@ from hasa_results.frames import (  # noqa: F401
 from hasa_results.front import (  # noqa: F401
     REQUIREMENTS,
     carry_over_row,
+    federation_seeds,
     lede,
     lede_text,
     running_time,

@@ -74,9 +74,19 @@ def verdicts_text(results_dir: Path) -> str:
     cross = current(results_dir / "shakespeare_cross_benchmark.csv")
     if not cross.is_file():
         return headline_markdown(verdicts)
-    return (headline_markdown(verdicts, [carry_over_row(pd.read_csv(cross, dtype={"claim": str}))]).rstrip("\n")
-            + f" The Shakespeare row: claims 1 and 3's primaries on both Shakespeare federations; a {REFERENCE} "
-            "verdict carries over when the same claim and protocol get the same verdict there.\n")
+    table = pd.read_csv(cross, dtype={"claim": str})
+    return (headline_markdown(verdicts, [carry_over_row(table)]).rstrip("\n")
+            + f" The Shakespeare row: claims 1 and 3's primaries on both Shakespeare federations "
+            f"({federation_seeds(table)}); a {REFERENCE} verdict carries over when the same claim and protocol get "
+            "the same verdict there.\n")
+
+
+def federation_seeds(cross: pd.DataFrame) -> str:
+    """The paired seeds behind each second-benchmark federation of :func:`cross_benchmark_table`,
+    as words: ``"Shakespeare (8 roles): 30 paired seeds; ...: 10 paired seeds"`` (the largest n of
+    the federation's cells)."""
+    return "; ".join(f"{c[:-len(': n')]}: {int(cross[c].max())} paired seeds" for c in cross.columns
+                     if c.endswith(": n") and not c.startswith(f"{REFERENCE}:"))
 
 
 def _hours(minutes: float) -> str:

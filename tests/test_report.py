@@ -139,6 +139,12 @@ def test_the_shakespeare_row_counts_where_the_medium_verdict_carries_over():
     assert "| 1, 3 on Shakespeare | (not tested in the paper) | the Medium verdict carries over in **2 of 4**" in md
 
 
+def test_the_shakespeare_row_says_how_many_seeds_each_federation_has():
+    cross = pd.DataFrame([{"Medium: n": 30, "8 roles: n": 30, "LEAF roles, 10%/round: n": 10},
+                          {"Medium: n": 30, "8 roles: n": 29, "LEAF roles, 10%/round: n": 10}])
+    assert R.federation_seeds(cross) == "8 roles: 30 paired seeds; LEAF roles, 10%/round: 10 paired seeds"
+
+
 def test_a_notebook_without_a_paper_copy_has_a_section_saying_so_and_a_stale_copy_is_marked(tmp_path):
     (tmp_path / "notebooks").mkdir()
     _notebook(tmp_path / "notebooks" / "01_main_table.ipynb", [("md", "# 01 · Claim one"), ("code", "old = 1")])
