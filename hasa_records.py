@@ -598,7 +598,16 @@ def _cached_run_in_worker(cfg: RunConfig, seed: int, results_dir: Path | None, e
 def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs: int = 2,
              results_dir: Path | None = None, desc: str = "runs", progress: bool = True,
              extras: Sequence[str] = (), tally: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """Every (config, seed) pair, cached, in ``n_jobs`` worker processes, with a progress bar.
+    """Every (config, seed) pair of ``cfgs`` x ``seeds`` (configs outer), through :func:`run_pairs`."""
+    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    return run_pairs([(c, s) for c in cfgs for s in seeds], n_jobs, results_dir, desc, progress, extras, tally)
+
+
+def run_pairs(pairs: Sequence[tuple[RunConfig, int]], n_jobs: int = 2, results_dir: Path | None = None,
+              desc: str = "runs", progress: bool = True, extras: Sequence[str] = (),
+              tally: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Every (config, seed) pair, cached, in ``n_jobs`` worker processes (one pool, the pairs
+    submitted in the given order), with a progress bar.
     Records without the run-extra fields ``extras`` (e.g. :data:`EXTRAS`) are re-run to fill them
     (:func:`fill_extras`).
 
@@ -609,10 +618,9 @@ def run_many(cfgs: Sequence[RunConfig] | RunConfig, seeds: Sequence[int], n_jobs
     ``made elsewhere``. On Ctrl-C, a Jupyter kernel
     interrupt or the first failing run, the queued runs are cancelled at once; every finished
     record stays cached (runs already in progress finish and are cached too), and the error says
-    that a rerun resumes. Returns the records in the order of (config, seed) pairs."""
-    cfgs = [cfgs] if isinstance(cfgs, RunConfig) else list(cfgs)
+    that a rerun resumes. Returns the records in the order of ``pairs``."""
     extras = tuple(extras)
-    jobs = [(c, s, results_dir, extras) for c in cfgs for s in seeds]
+    jobs = [(c, s, results_dir, extras) for c, s in pairs]
     found = [cached_record(*j[:3]) for j in jobs]
     found = [None if rec is not None and not has_extras(rec, extras) else rec for rec in found]
     todo = [j for j, rec in zip(jobs, found) if rec is None]

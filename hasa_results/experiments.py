@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from hasa_core import EXTRACTIONS, EXTRAS, POLICIES, PROFILES, SWEEP, RunConfig, config, lookup, many_clients_config
-from hasa_records import cached_record, has_extras, record_path, run_many
+from hasa_records import cached_record, has_extras, record_path, run_many, run_pairs
 from hasa_results.outputs import output_dirs
 
 
@@ -303,7 +303,7 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
     def done(c: RunConfig, s: int, extras: tuple[str, ...]) -> bool:
         rec = cached_record(c, s, results_dir)
         return rec is not None and has_extras(rec, extras)
-    tally = {"computed": 0, "reused": 0, "made elsewhere": 0}  # of the runs pending here (see run_many)
+    tally = {"computed": 0, "reused": 0, "made elsewhere": 0}  # of the runs pending here (see run_pairs)
     while True:
         jobs: dict[tuple[str, int], tuple[RunConfig, int, tuple[str, ...]]] = {}
         for name, (methods, seeds) in experiments(profile, results_dir).items():
@@ -317,13 +317,13 @@ def precompute(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
             break
         print(f"precompute ({profile}): {len(jobs)} distinct runs, {len(jobs) - len(pending)} reused from the "
               f"cache, {len(pending)} to compute (or to re-run for their extras)")
-        for seed in sorted({s for _, s, _ in pending}):
-            for extras in sorted({e for _, s, e in pending if s == seed}, key=len, reverse=True):
-                cfgs = sorted((c for c, s, e in pending if s == seed and e == extras),
-                              key=lambda c: -c.rounds * c.local_epochs * c.hidden_dim)
-                # the longest first, so that the pool's last minutes are not one long run
-                run_many(cfgs, [seed], n_jobs, results_dir, desc=f"{profile}, seed {seed}", extras=extras,
-                         tally=tally)
+        for extras in sorted({e for _, _, e in pending}, key=len, reverse=True):
+            pairs = sorted(((c, s) for c, s, e in pending if e == extras),
+                           key=lambda cs: (cs[1], -cs[0].rounds * cs[0].local_epochs * cs[0].hidden_dim))
+            # one pool per set of extras, lowest seeds first and within a seed the longest run first, so
+            # that no core waits for a seed's last run and the pool's last minutes are not one long run
+            run_pairs(pairs, n_jobs, results_dir, desc=f"{profile}, {len(pairs)} runs" + (
+                f" (with {', '.join(extras)})" if extras else ""), extras=extras, tally=tally)
     elsewhere = tally["made elsewhere"] + tally["reused"]  # pending here, then found made by another process
     print(f"precompute ({profile}): done; {len(jobs) - tally['computed'] - elsewhere} records reused, "
           f"{tally['computed']} computed by this process, {elsewhere} made meanwhile by another process")

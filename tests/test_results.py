@@ -1,5 +1,6 @@
 """The study module: experiments and labels, paired statistics, Holm families, power, score
 validity, outputs, README and report."""
+import importlib
 import subprocess
 
 import numpy as np
@@ -293,6 +294,23 @@ def test_numbers_have_one_style_and_no_e_notation():
 def test_precompute_refuses_an_unknown_experiment_and_lists_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match="unknown experiment.*nonsense.*valid names: table1, core"):
         R.precompute("smoke", 1, tmp_path, only=["nonsense"])
+
+
+def test_precompute_puts_all_seeds_in_one_pool_lowest_seed_first_and_longest_run_first(tmp_path, monkeypatch):
+    E = importlib.import_module("hasa_results.experiments")  # the package re-exports a function of this name
+    short, long_ = H.config("smoke", rounds=2), H.config("smoke", rounds=5)
+    monkeypatch.setattr(E, "experiments", lambda profile, results_dir=None: {
+        "x": ({"s": short, "l": long_}, [1, 0]), "y": ({"l": long_}, [2])})
+    made, calls = set(), []
+
+    def run_pairs(pairs, n_jobs, results_dir, desc, extras, tally):
+        calls.append([(c.rounds, s) for c, s in pairs])
+        made.update((c.key(), s) for c, s in pairs)
+    monkeypatch.setattr(E, "run_pairs", run_pairs)
+    monkeypatch.setattr(E, "cached_record", lambda c, s, d: {} if (c.key(), s) in made else None)
+    monkeypatch.setattr(E, "has_extras", lambda rec, extras: True)
+    assert E.precompute("smoke", 2, tmp_path) == 5
+    assert calls == [[(5, 0), (2, 0), (5, 1), (2, 1), (5, 2)]]  # one pool: no core waits for a seed's last run
 
 
 def _mechanism_records():
