@@ -358,9 +358,9 @@ def mechanism_sentence(extra: pd.DataFrame, association: pd.DataFrame, narrower:
             f"clients permuted within each method). Evaluating every client at min(w_k, B) changes `hasa`'s mean "
             f"accuracy by {said(n, 'hasa: capped − allocated', 'Narrower evaluation')}; cutting each client to the "
             f"widest slice that learned (median width {rec['eval_width_median']:.2f}) changes it by "
-            f"{said(t, 'hasa: trained − allocated', 'Trained-width evaluation')}, so {harm}. What width buys "
-            f"(family 'Width yardstick', paired over seeds): spreading B − {y.index[0].split(' − ')[1]}'s extra width "
-            f"over every client, {said(y, y.index[0], 'Width yardstick')}; HASA's way, "
+            f"{said(t, 'hasa: trained − allocated', 'Trained-width evaluation')}, so {harm}. What the extra width "
+            f"of B = {budget:g} buys (family 'Width yardstick', paired over seeds): spread over every client "
+            f"({y.index[0]}), {said(y, y.index[0], 'Width yardstick')}; handed out HASA's way ({y.index[1]}), "
             f"{said(y, y.index[1], 'Width yardstick')}: {waste}.")
 
 

@@ -412,6 +412,8 @@ def test_the_mechanism_sentence_states_each_test_with_its_family():
     for family in ("Narrower evaluation", "Trained-width evaluation", "Width yardstick"):
         assert f"({family})" in text
     assert "moved 0.100 on average under `hasa`" in text and "clients permuted within each method" in text
+    assert "the extra width of B = 0.5 buys" in text
+    assert "spread over every client (uniform − uniform (budget=0.3)), +5.00 pp" in text
 
 
 def test_dilution_across_specs_ranks_the_setups_by_their_dilution():
