@@ -236,10 +236,12 @@ def plot_spec_curve(table: pd.DataFrame, seeds_note: str = ""):
 
 def spec_curve_sentences(table: pd.DataFrame, joint: pd.DataFrame, planned: int | None = None) -> list[str]:
     """One generated sentence per protocol: is claim 1's verdict robust to the setup? With fewer
-    seeds than ``planned``, each says it is an interim result."""
+    seeds than ``planned``, each says it is an interim result and gives the smallest joint p its
+    seeds allow (2 / 2^seeds, two-sided)."""
     out = []
     for j in joint.itertuples():
-        interim = (f"**Interim: {j.seeds} of the planned {planned} seeds.** "
+        interim = (f"**Interim: {j.seeds} of the planned {planned} seeds** (the smallest joint p that "
+                   f"{j.seeds} seeds' sign flips can give is {p_value(2 / j.sign_vectors)}). "
                    if planned is not None and j.seeds < planned else "")
         t = table[(table["protocol"] == j.protocol) & table["family"].str.startswith("Specification curve")]
         positive = int((t["diff pp"] > 0).sum())

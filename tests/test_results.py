@@ -92,7 +92,8 @@ def test_spec_curve_table_calibrates_on_uniform_and_adjusts_per_protocol():
     few = R.spec_joint_table(f[f["seed"] < 4]).set_index("protocol")  # 4 seeds: the smallest joint p is 2/16
     few_t = R.spec_curve_table(f[f["seed"] < 4])
     assert "cannot exclude chance" in R.spec_curve_sentences(few_t, few.reset_index())[0]
-    assert R.spec_curve_sentences(few_t, few.reset_index(), planned=8)[0].startswith("**Interim: 4 of the planned 8")
+    assert R.spec_curve_sentences(few_t, few.reset_index(), planned=8)[0].startswith(
+        "**Interim: 4 of the planned 8 seeds** (the smallest joint p that 4 seeds' sign flips can give is p = 0.12)")
     assert "Interim" not in R.spec_curve_sentences(t.reset_index(), j.reset_index(), planned=8)[0]
     assert "Across setups, under `full`: robust to the setup" in sentences[0]
     assert "duplicates counted once: none" in sentences[0]
