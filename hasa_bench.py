@@ -551,9 +551,13 @@ def _timed_make(clone: Path, *targets: str) -> float:
 
 
 def _mib(path: Path) -> float:
-    """Disk use of a file or folder tree in MiB, links followed (the data folder holds links)."""
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2 ** 20
+    """Disk use of a file or folder tree in MiB: the sum of its files' sizes, links to files and to
+    folders followed (the data folder holds links to both; ``Path.rglob`` would not enter the
+    linked folders)."""
+    if path.is_file():
+        return path.stat().st_size / 2 ** 20
+    return sum((Path(root) / f).stat().st_size
+               for root, _, files in os.walk(path, followlinks=True) for f in files) / 2 ** 20
 
 
 def requirements(repo: Path = H.REPO) -> dict[str, Any]:

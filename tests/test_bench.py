@@ -70,3 +70,18 @@ def test_link_state_before_after_per_call_and_per_message():
     assert t.loc["get_message_res", "ms per call before"] == pytest.approx(50.0)
     assert t["before / after (seconds)"].tolist() == pytest.approx([10.0] * 4)
     assert "calls before" not in B.link_state_before_after(None, overhead).columns
+
+
+def test_disk_use_follows_links_to_files_and_folders(tmp_path):
+    """1 MiB file + a linked folder holding 2 MiB + a link to that 2 MiB file = 5 MiB; a file alone
+    is its own size."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.bin").write_bytes(b"\0" * 2 * 2 ** 20)
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "b.bin").write_bytes(b"\0" * 2 ** 20)
+    (d / "linked_folder").symlink_to(real, target_is_directory=True)
+    (d / "linked_file").symlink_to(real / "a.bin")
+    assert B._mib(d) == 5.0
+    assert B._mib(d / "b.bin") == 1.0
