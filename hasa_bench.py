@@ -551,13 +551,18 @@ def _timed_make(clone: Path, *targets: str) -> float:
 
 
 def _mib(path: Path) -> float:
-    """Disk use of a file or folder tree in MiB: the sum of its files' sizes, links to files and to
-    folders followed (the data folder holds links to both; ``Path.rglob`` would not enter the
-    linked folders)."""
+    """Disk use of a file or folder tree in MiB: the sum of its distinct files' sizes, links to files
+    and to folders followed (the data folder holds links to both; ``Path.rglob`` would not enter the
+    linked folders) and each file counted once however many paths reach it (a venv's ``lib64`` is a
+    link to its ``lib``)."""
     if path.is_file():
         return path.stat().st_size / 2 ** 20
-    return sum((Path(root) / f).stat().st_size
-               for root, _, files in os.walk(path, followlinks=True) for f in files) / 2 ** 20
+    sizes = {}
+    for root, _, files in os.walk(path, followlinks=True):
+        for f in files:
+            st = (Path(root) / f).stat()
+            sizes[st.st_dev, st.st_ino] = st.st_size
+    return sum(sizes.values()) / 2 ** 20
 
 
 def requirements(repo: Path = H.REPO) -> dict[str, Any]:
