@@ -141,9 +141,18 @@ def _dependence(p: Primary, wide: pd.DataFrame, tracking: pd.DataFrame, m: int) 
             "effect_from": p.effect_from, **st, "verdict": verdict(st["ci_low"], st["ci_high"], p.effect)}
 
 
-def claim_verdicts(primaries: pd.DataFrame) -> pd.DataFrame:
+def claim_verdicts(primaries: pd.DataFrame, plan: Sequence[Primary] = PRIMARIES) -> pd.DataFrame:
     """One row per claim and protocol: each of its two primaries (test, difference, simultaneous CI,
-    verdict) and the claim's verdict (:func:`claim_verdict`)."""
+    verdict) and the claim's verdict (:func:`claim_verdict`). ``primaries`` must hold exactly the
+    tests ``plan`` declares, each once; otherwise a ValueError names the tests outside the plan,
+    the declared tests missing and those given twice."""
+    declared, given = [p.test for p in plan], primaries["test"].tolist()
+    extra = [t for t in dict.fromkeys(given) if t not in declared]
+    missing = [t for t in declared if t not in given]
+    twice = [t for t in dict.fromkeys(given) if given.count(t) > 1]
+    if extra or missing or twice:
+        raise ValueError(f"verdicts come from the declared primaries only: not in the plan {extra}, "
+                         f"declared but missing {missing}, given twice {twice}")
     rows = []
     for (claim, protocol), g in primaries.groupby(["claim", "protocol"], sort=False):
         row = {"claim": claim, "protocol": protocol, "paper says": STATEMENTS[claim]}

@@ -115,7 +115,8 @@ def second_benchmark_tests(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def second_benchmark_verdicts(tests: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Experiment -> its claims' verdicts per protocol (:func:`claim_verdicts`: the worse of each
     claim's two tests), from :func:`second_benchmark_tests`."""
-    return {e: claim_verdicts(tests[tests["experiment"] == e]) for e in dict.fromkeys(tests["experiment"])}
+    return {e: claim_verdicts(tests[tests["experiment"] == e], [p for p in SECOND_BENCHMARK if p.experiment == e])
+            for e in dict.fromkeys(tests["experiment"])}
 
 
 def runs_table(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:

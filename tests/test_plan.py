@@ -1,7 +1,9 @@
 """The analysis plan: declared primaries, the verdict scheme and the family's simultaneous intervals,
 pinned against hand-computed cases."""
+import pandas as pd
 import pytest
 
+import hasa_core as H
 import hasa_results as R
 
 
@@ -56,3 +58,32 @@ def test_the_second_benchmark_repeats_claims_1_and_3_on_both_shakespeare_federat
         assert p.effect == twin.effect and p.treatment.startswith(twin.treatment) and len(p.controls) == 1
     leaf = [p for p in R.SECOND_BENCHMARK if p.experiment == "shakespeare_leaf"]
     assert {p.controls[0] for p in leaf if p.claim == "1"} == {"uniform (LEAF roles, 10%/round)"}
+
+
+def _planned_rows(plan) -> pd.DataFrame:
+    return pd.DataFrame([{"claim": p.claim, "protocol": p.protocol, "metric": p.metric, "test": p.test,
+                          "comparison": p.test.rsplit(", ", 2)[0], "diff": 0.3, "ci_low": 0.1, "ci_high": 0.6,
+                          "p_adjusted": 0.01, "mde80": 0.2, "n": 30, "verdict": "reproduced"} for p in plan])
+
+
+def test_verdicts_refuse_a_test_the_plan_does_not_name():
+    rows = _planned_rows(R.PRIMARIES)
+    assert len(R.claim_verdicts(rows)) == 8
+    swapped = rows.copy()
+    swapped.loc[4, "test"] = "reverse − uniform, mean, full"  # claim 3's secondary in place of a primary
+    with pytest.raises(ValueError, match=r"not in the plan \['reverse − uniform, mean, full'\]"):
+        R.claim_verdicts(swapped)
+    with pytest.raises(ValueError, match="declared but missing"):
+        R.claim_verdicts(rows.drop(index=0))
+    with pytest.raises(ValueError, match="given twice"):
+        R.claim_verdicts(pd.concat([rows, rows.iloc[[0]]]))
+
+
+def test_the_committed_headline_comes_from_exactly_the_planned_primaries():
+    """results/claims_primary.csv holds the plan's 16 tests in its order, and each committed verdict
+    is the worse of its cell's two primaries."""
+    committed = pd.read_csv(H.REPO / "results" / "claims_primary.csv", dtype={"claim": str})
+    assert committed["test"].tolist() == [p.test for p in R.PRIMARIES]
+    verdicts = pd.read_csv(H.REPO / "results" / "claims_verdicts.csv", dtype={"claim": str})
+    expected = R.claim_verdicts(committed)
+    assert verdicts[["claim", "protocol", "verdict"]].equals(expected[["claim", "protocol", "verdict"]])
