@@ -202,8 +202,8 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
     per domain); ``many`` HASA vs uniform on the 282-client (publication, day) federation with 10 %
     participation; ``mechanism`` / ``mechanism_digits`` where the extra width goes (records
     with the run extras); ``spec`` the specification curve (every :func:`specifications` setup x
-    :data:`SPEC_METHODS`, labelled by :func:`spec_label`) and ``spec_power`` its default row over
-    the powered seeds. ``shakespeare`` / ``shakespeare_leaf``: the text claims on Shakespeare
+    :data:`SPEC_METHODS`, labelled by :func:`spec_label`; its default row over the powered seeds
+    is claim 1's primary, in ``claims``). ``shakespeare`` / ``shakespeare_leaf``: the text claims on Shakespeare
     (:func:`text_claims`), the paper-shaped federation over the powered seeds and LEAF's over the
     first 10 (seeds 0-9). ``claims`` holds every Medium run of the declared primary tests of claims 1-3
     (both protocols, the powered seeds); ``need_digits`` measures the digits clients' need for width
@@ -250,7 +250,6 @@ def experiments(profile: str, results_dir: Path | None = None) -> dict[str, tupl
         "many": (group(many_clients_config(profile), many_clients_config(profile, policy="hasa")), n),
         "spec": ({spec_label(spec, c): c for spec in specifications(profile)
                   for c in spec_methods(profile, spec).values()}, n),
-        "spec_power": (group(*spec_methods(profile, "default").values()), list(range(POWER_SEEDS[profile]))),
         "mechanism": (group(m(), m(policy="hasa"), m(policy="hasa", aggregation="selective"), m(policy="reverse")),
                       n),
         "mechanism_digits": (group(d(), d(policy="hasa"), d(policy="hasa", score="feature_js"),

@@ -29,15 +29,14 @@ from hasa_results.stats import holm, paired_stats, sign_vectors
 from hasa_results.words import p_value, pp
 
 
-def spec_frame(profile: str, name: str = "spec", n_jobs: int = 2, results_dir: Path | None = None,
+def spec_frame(profile: str, n_jobs: int = 2, results_dir: Path | None = None,
                n_seeds: int | None = None) -> pd.DataFrame:
-    """The specification curve's runs (experiment ``spec``, or ``spec_power``; ``n_seeds`` as in
+    """The specification curve's runs (experiment ``spec``; ``n_seeds`` as in
     :func:`run_experiment`): one row per (specification, method, seed, evaluation round) with the
     mean client accuracy (%); ``final`` marks the last round. Methods are named as in
     :data:`SPEC_METHODS`."""
-    records, _ = run_experiment(name, profile, n_jobs, results_dir, n_seeds)
-    specs = specifications(profile) if name == "spec" else {"default": {}}
-    role = {spec_label(sp, c): (sp, m) for sp in specs for m, c in spec_methods(profile, sp).items()}
+    records, _ = run_experiment("spec", profile, n_jobs, results_dir, n_seeds)
+    role = {spec_label(sp, c): (sp, m) for sp in specifications(profile) for m, c in spec_methods(profile, sp).items()}
     return pd.DataFrame([{"spec": role[r["method"]][0], "method": role[r["method"]][1], "seed": r["seed"],
                           "round": c["round"], "mean": 100 * c["mean"], "final": c is r["curve"][-1]}
                          for r in records for c in r["curve"]])
@@ -161,19 +160,14 @@ def _spec_rows(frame: pd.DataFrame, target: float) -> list[dict[str, Any]]:
     return rows
 
 
-def spec_curve_table(curve: pd.DataFrame, power: pd.DataFrame | None = None,
-                     target: float = PAPER_ACCURACY["uniform"]) -> pd.DataFrame:
+def spec_curve_table(curve: pd.DataFrame, target: float = PAPER_ACCURACY["uniform"]) -> pd.DataFrame:
     """The specification curve: one row per (specification, protocol) with the uniform mean, the
     paired HASA − uniform difference after the last round (t-based 95 % CI, p) and at the
     :func:`calibrated_round`. ``p_holm`` adjusts within one family per protocol, named in
-    ``family`` ("Specification curve (full)" / "(selective)"). Rows of ``power`` (the default
-    setup over the powered seeds) form their own family, "Claim 1 at power"."""
+    ``family`` ("Specification curve (full)" / "(selective)"). The default setup over the powered
+    seeds is claim 1's primary test, reported once, in the confirmatory family (notebook 06)."""
     out = pd.DataFrame(_spec_rows(curve, target))
     out["family"] = [f"Specification curve ({p})" for p in out["protocol"]]
-    if power is not None:
-        extra = pd.DataFrame(_spec_rows(power, target)).assign(family="Claim 1 at power")
-        extra["spec"] = [f"default, {n} seeds" for n in extra["n"]]
-        out = pd.concat([out, extra], ignore_index=True)
     out["p_holm"] = out.groupby("family")["p_t"].transform(lambda p: holm(p.to_numpy()))
     return out
 

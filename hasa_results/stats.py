@@ -44,6 +44,9 @@ def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float =
     return n
 
 
+NOT_TESTED = "not tested: every paired difference is 0"
+
+
 def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = None) -> dict[str, float]:
     """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
 
@@ -120,17 +123,25 @@ def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: s
     all rows of this table and nowhere else, and ``family`` names it, so an adjusted p quoted in
     prose can be traced to its family. ``verdict`` reads the adjusted p together with the power:
     'supported' (p_holm < 0.05, HASA-side positive), 'contradicted' (p_holm < 0.05, negative), or
-    'neither confirmed nor refuted' (with the minimum detectable effect)."""
+    'neither confirmed nor refuted' (with the minimum detectable effect). A degenerate row, whose
+    paired differences are all 0 (e.g. both methods' worst client at 0 % in every seed), tests
+    nothing: it stays in the table but not in the family (``family`` :data:`NOT_TESTED`, ``p_holm``
+    1, verdict 'not tested'), and Holm counts only the others."""
     wide = {m: df.pivot(index="seed", columns="method", values=m) for m in metrics}
     rows = []
     for treatment, control in pairs:
         for m in metrics:
             w = wide[m][[treatment, control]].dropna()
             rows.append({"family": family, "comparison": f"{treatment} − {control}", "metric": m,
-                         **paired_stats(w[treatment], w[control], effect)})
+                         **paired_stats(w[treatment], w[control], effect),
+                         "degenerate": bool(np.allclose(w[treatment] - w[control], 0))})
     out = pd.DataFrame(rows)
-    out["p_holm"] = holm(out["p_t"])
-    out["verdict"] = [("higher" if r.diff > 0 else "lower") + f" ({p_value(r.p_holm, 'Holm p')})" if r.p_holm < 0.05
+    tested = ~out.pop("degenerate")
+    out["p_holm"] = 1.0
+    out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
+    out.loc[~tested, "family"] = NOT_TESTED
+    out["verdict"] = [NOT_TESTED if r.family == NOT_TESTED else
+                      ("higher" if r.diff > 0 else "lower") + f" ({p_value(r.p_holm, 'Holm p')})" if r.p_holm < 0.05
                       else f"neither confirmed nor refuted ({p_value(r.p_holm, 'Holm p')}; MDE80 = {r.mde80:.2f})"
                       for r in out.itertuples()]
     return out

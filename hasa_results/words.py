@@ -12,7 +12,7 @@ import math
 import pandas as pd
 
 from hasa_results.experiments import PAPER_GAIN
-from hasa_results.stats import p_value
+from hasa_results.stats import NOT_TESTED, p_value
 
 
 def pp(x: float) -> str:
@@ -43,6 +43,8 @@ def say(tests: pd.DataFrame, comparison: str, metric: str = "mean", *, ci: bool 
     verdict. ``tests`` is a :func:`compare_family` table, indexed by (comparison, metric) or not."""
     t = tests if isinstance(tests.index, pd.MultiIndex) else tests.set_index(["comparison", "metric"])
     r = t.loc[(comparison, metric)]
+    if r["verdict"] == NOT_TESTED:
+        return f"{pp(r['diff'])} ({NOT_TESTED})"
     parts = [f"95 % CI {interval(r['ci_low'], r['ci_high'])}"] if ci else []
     parts.append(p_value(r["p_holm"], "Holm p") + (f" in family '{r['family']}'" if family else ""))
     if power:

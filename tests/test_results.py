@@ -77,13 +77,13 @@ def test_spec_curve_table_calibrates_on_uniform_and_adjusts_per_protocol():
     assert R.calibrated_round(f[f["spec"] == "default"], target=13.82) == 10   # uniform 14.35 vs 12.85
     assert R.calibrated_round(f[f["spec"] == "lr 2.0"], target=13.82) == 10    # 12.35 vs 10.85
     assert R.calibrated_round(f[f["spec"] == "lr 2.0"], target=10.5) == 5
-    t = R.spec_curve_table(f, power=f[f["spec"] == "default"]).set_index(["spec", "protocol"])
+    t = R.spec_curve_table(f).set_index(["spec", "protocol"])
     assert t.loc[("default", "full"), "diff pp"] == pytest.approx(-1 + 0.035)
     assert t.loc[("lr 2.0", "selective"), "diff pp"] == pytest.approx(0.57)
-    assert set(t["family"]) == {"Specification curve (full)", "Specification curve (selective)", "Claim 1 at power"}
+    assert set(t["family"]) == {"Specification curve (full)", "Specification curve (selective)"}
     full = t[t["family"] == "Specification curve (full)"]
     assert np.allclose(full["p_holm"], R.holm(full["p_t"]))
-    assert t.loc[("default, 8 seeds", "full"), "n"] == 8
+    assert len(t) == 4 and (t["n"] == 8).all()
     j = R.spec_joint_table(f).set_index("protocol")
     assert j.loc["full", "median"] == pytest.approx(-1 + 0.035) and j.loc["full", "significant_negative"] == 2
     sentences = R.spec_curve_sentences(t.reset_index(), j.reset_index())
@@ -111,6 +111,21 @@ def test_compare_family_adjusts_within_its_family_only():
     one = R.compare_family(df, [("a", "b")], "G")
     assert one["p_holm"].tolist() == pytest.approx(R.holm(one["p_t"]).tolist())
     assert all(v.startswith(("higher", "lower", "neither")) for v in fam["verdict"])
+
+
+def test_compare_family_leaves_a_test_whose_differences_are_all_zero_out_of_the_family():
+    """Worst client at 0 % for both methods in every seed: that row says so, is outside the family,
+    and Holm counts the two that remain (m = 2)."""
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame([{"method": m, "seed": s, "mean": rng.normal(10 + (m == "a"), 1), "worst": 0.0,
+                        "tail": rng.normal(6, 1)} for m in ("a", "b") for s in range(8)])
+    fam = R.compare_family(df, [("a", "b")], "F").set_index("metric")
+    assert fam.loc["worst", "family"] == fam.loc["worst", "verdict"] == "not tested: every paired difference is 0"
+    assert list(fam.loc[["mean", "tail"], "family"]) == ["F", "F"] and fam.loc["worst", "p_holm"] == 1.0
+    tested = fam.loc[["mean", "tail"]]
+    low, high = sorted(tested["p_t"])
+    assert sorted(tested["p_holm"]) == pytest.approx([min(1.0, 2 * low), min(1.0, max(2 * low, high))])
+    assert R.say(fam.reset_index(), "a − b", "worst") == "+0.00 pp (not tested: every paired difference is 0)"
 
 
 def test_score_validity_permutes_clients():
