@@ -7,6 +7,7 @@ Imports: :mod:`hasa_core`, :mod:`hasa_records`, :mod:`hasa_results` shared layer
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -146,10 +147,10 @@ def claim_verdicts(primaries: pd.DataFrame, plan: Sequence[Primary] = PRIMARIES)
     verdict) and the claim's verdict (:func:`claim_verdict`). ``primaries`` must hold exactly the
     tests ``plan`` declares, each once; otherwise a ValueError names the tests outside the plan,
     the declared tests missing and those given twice."""
-    declared, given = [p.test for p in plan], primaries["test"].tolist()
-    extra = [t for t in dict.fromkeys(given) if t not in declared]
+    declared, given = [p.test for p in plan], Counter(primaries["test"])
+    extra = [t for t in given if t not in declared]
     missing = [t for t in declared if t not in given]
-    twice = [t for t in dict.fromkeys(given) if given.count(t) > 1]
+    twice = [t for t, k in given.items() if k > 1]
     if extra or missing or twice:
         raise ValueError(f"verdicts come from the declared primaries only: not in the plan {extra}, "
                          f"declared but missing {missing}, given twice {twice}")

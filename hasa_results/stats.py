@@ -47,6 +47,11 @@ def seeds_for_power(effect: float, sd: float, power: float = 0.8, alpha: float =
 NOT_TESTED = "not tested: every paired difference is 0"
 
 
+def all_zero(d: Sequence[float]) -> bool:
+    """Whether every paired difference is 0 (to float rounding): a test of them tests nothing."""
+    return bool(np.allclose(np.asarray(d, float), 0))
+
+
 def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = None) -> dict[str, float]:
     """Paired comparison of ``a`` against ``b`` (same seeds, same order): d = a - b.
 
@@ -60,7 +65,7 @@ def paired_stats(a: Sequence[float], b: Sequence[float], effect: float | None = 
     d = a - b
     n = len(d)
     sd = float(d.std(ddof=1)) if n > 1 else float("nan")
-    if np.allclose(d, 0):
+    if all_zero(d):
         p_t = p_w = 1.0
         ci = (0.0, 0.0)
     else:
@@ -122,8 +127,8 @@ def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: s
     metric, seeds matched, as ONE named Holm family: ``p_holm`` adjusts the t-test p-values over
     all rows of this table and nowhere else, and ``family`` names it, so an adjusted p quoted in
     prose can be traced to its family. ``verdict`` reads the adjusted p together with the power:
-    'supported' (p_holm < 0.05, HASA-side positive), 'contradicted' (p_holm < 0.05, negative), or
-    'neither confirmed nor refuted' (with the minimum detectable effect). A degenerate row, whose
+    'higher' / 'lower' (p_holm < 0.05, by the sign of the difference), or 'neither confirmed nor
+    refuted' (with the minimum detectable effect). A degenerate row, whose
     paired differences are all 0 (e.g. both methods' worst client at 0 % in every seed), tests
     nothing: it stays in the table but not in the family (``family`` :data:`NOT_TESTED`, ``p_holm``
     1, verdict 'not tested'), and Holm counts only the others."""
@@ -134,17 +139,25 @@ def compare_family(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], family: s
             w = wide[m][[treatment, control]].dropna()
             rows.append({"family": family, "comparison": f"{treatment} − {control}", "metric": m,
                          **paired_stats(w[treatment], w[control], effect),
-                         "degenerate": bool(np.allclose(w[treatment] - w[control], 0))})
+                         "tested": not all_zero(w[treatment] - w[control])})
     out = pd.DataFrame(rows)
-    tested = ~out.pop("degenerate")
+    tested = out.pop("tested")
     out["p_holm"] = 1.0
     out.loc[tested, "p_holm"] = holm(out.loc[tested, "p_t"].to_numpy())
     out.loc[~tested, "family"] = NOT_TESTED
-    out["verdict"] = [NOT_TESTED if r.family == NOT_TESTED else
-                      ("higher" if r.diff > 0 else "lower") + f" ({p_value(r.p_holm, 'Holm p')})" if r.p_holm < 0.05
-                      else f"neither confirmed nor refuted ({p_value(r.p_holm, 'Holm p')}; MDE80 = {r.mde80:.2f})"
-                      for r in out.itertuples()]
+    out["verdict"] = [_holm_verdict(r) for r in out.itertuples()]
     return out
+
+
+def _holm_verdict(r) -> str:
+    """A :func:`compare_family` row in words: not tested, higher / lower (Holm p < 0.05), or
+    neither (with its MDE80)."""
+    p = p_value(r.p_holm, "Holm p")
+    if r.family == NOT_TESTED:
+        return NOT_TESTED
+    if r.p_holm < 0.05:
+        return f"{'higher' if r.diff > 0 else 'lower'} ({p})"
+    return f"neither confirmed nor refuted ({p}; MDE80 = {r.mde80:.2f})"
 
 
 def per_client_differences(cdf: pd.DataFrame, treatment: str, control: str, family: str,
